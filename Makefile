@@ -1,0 +1,41 @@
+# The two commands: `make run` (chat app; builds the index on first run) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+OUT    ?= artifacts
+# Datasets are looked for here first (this repo's sibling shared/data), then in ~/.cache/cartwise.
+DATA_DIR ?= $(firstword $(CARTWISE_DATA_DIR) $(wildcard ../shared/data))
+
+.PHONY: run test build lint bench setup setup-dev clean
+
+setup: $(VENV)/.installed
+setup-dev: $(VENV)/.installed-dev
+
+# torch is pinned and installed first: any other spec pulls a multi-GB CUDA build.
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+run: setup
+	$(PY) app.py --out $(OUT) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+build: setup
+	$(PY) -m index_builder build --dataset online-retail --out $(OUT) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+test: setup-dev
+	CARTWISE_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q
+
+lint: setup-dev
+	$(VENV)/bin/ruff check .
+
+bench: setup-dev
+	$(PY) bench/embed_throughput.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+clean:
+	rm -rf $(OUT) .pytest_cache

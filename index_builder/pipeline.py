@@ -1,0 +1,291 @@
+"""The build: input -> validated frames -> embeddings, clusters, ALS, FAISS -> one published bundle.
+
+Only this module and the CLI touch the file system; the steps it calls are pure frame functions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import bundle
+from .adapters import Source, datacamp_products, from_files, online_retail
+from .als import ALSParams, factor_matrix, train_als
+from .cluster import K_RULE, choose_k, sweep_kmeans
+from .constants import (
+    CLUSTER,
+    DEFAULT_EVENT_WEIGHTS,
+    EMBEDDING,
+    FEATURES,
+    POPULARITY,
+    PRODUCT_ID,
+    PRODUCT_IDX,
+    REJECT_REASON,
+    ROW_ID,
+    TEXT,
+    USER_ID,
+    USER_IDX,
+    WEIGHT,
+)
+from .datasets import get_spec, locate
+from .embed import embed_column, make_embedder
+from .errors import InputError
+from .progress import Stages
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildConfig:
+    """Every knob of a build; all of it is written to the manifest's ``params``."""
+
+    out: str
+    dataset: str | None = None
+    data_dir: str | None = None
+    products: str | None = None
+    events: str | None = None
+    mapping: dict[str, str] = field(default_factory=dict)
+    encoding: str = "utf-8"
+    sample_users: int | None = None
+    master: str = "local[2]"
+    driver_memory: str = "4g"
+    seed: int = 42
+    k_min: int = 2
+    k_max: int = 20
+    kmeans_max_iter: int = 30
+    kmeans_restarts: int = 3
+    als_rank: int = 32
+    als_reg_param: float = 0.1
+    als_alpha: float = 1.0
+    als_max_iter: int = 10
+    event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    embedder: str = "minilm"
+    embed_batch_size: int = 64
+    embed_threads: int | None = None
+    faiss: str = "flat"
+    download: bool = True
+
+    def als_params(self) -> ALSParams:
+        return ALSParams(rank=self.als_rank, reg_param=self.als_reg_param, alpha=self.als_alpha,
+                         max_iter=self.als_max_iter, seed=self.seed)
+
+
+def load_source(spark, cfg: BuildConfig) -> Source:
+    """Pick the adapter for a named dataset or the generic files."""
+    if cfg.products:
+        return from_files(spark, cfg.products, cfg.events, mapping=cfg.mapping, encoding=cfg.encoding)
+    if not cfg.dataset:
+        raise InputError("nothing to build: pass --dataset NAME or --products FILE [--events FILE]")
+    spec = get_spec(cfg.dataset)
+    path = locate(spec, Path(cfg.data_dir) if cfg.data_dir else None, download=cfg.download)
+    source = online_retail(spark, path) if spec.name.startswith("online-retail") else datacamp_products(spark, path)
+    source.name = spec.name
+    return source
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name, dist in [("spark", "pyspark"), ("torch", "torch"), ("sentence-transformers", "sentence-transformers"),
+                       ("faiss", "faiss-cpu"), ("numpy", "numpy"), ("pandas", "pandas")]:
+        try:
+            out[name] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _embed_threads(spark, cfg: BuildConfig) -> int | None:
+    """Torch threads per Python worker: the local cores shared by the tasks that run at once."""
+    if cfg.embed_threads:
+        return cfg.embed_threads
+    if cfg.master.startswith("local"):
+        return max(1, (os.cpu_count() or 1) // max(1, spark.sparkContext.defaultParallelism))
+    return None
+
+
+def build(cfg: BuildConfig, spark=None) -> Path:
+    """Run the whole build and publish ``cfg.out/<version>`` (+ ``current``); returns the version folder."""
+    from pyspark.ml.functions import array_to_vector
+
+    from .faiss_index import build_index
+    from .report import plot_kmeans_sweep
+    from .session import make_spark
+    from .transforms import (
+        add_popularity,
+        aggregate_interactions,
+        event_weights,
+        product_text,
+        sample_users,
+        validate_events,
+        validate_products,
+        with_index,
+    )
+
+    st = Stages()
+    created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    if spark is None:
+        with st.stage("spark", "starting session on %s", cfg.master):
+            spark = make_spark(master=cfg.master, driver_memory=cfg.driver_memory)
+    parallelism = spark.sparkContext.defaultParallelism
+    cached: list = []
+
+    def keep(df):
+        cached.append(df.cache())
+        return cached[-1]
+
+    try:
+        with st.stage("load", "reading %s", cfg.dataset or cfg.products):
+            source = load_source(spark, cfg)
+        with st.stage("validate"):
+            products, product_rejects = validate_products(source.products)
+            products = keep(products)
+            n_products = products.count()
+            rejects = dict(source.rejects)
+            rejects["products"] = product_rejects
+            events = None
+            if source.events is not None:
+                events, event_rejects = validate_events(source.events, products)
+                rejects["events"] = event_rejects
+                if cfg.sample_users:
+                    events = sample_users(events, cfg.sample_users, cfg.seed)
+                events = keep(events)
+            rejected = {name: df.toPandas() for name, df in rejects.items()}
+            if n_products == 0:
+                raise InputError(f"no usable products in {', '.join(source.files)}: "
+                                 f"all {sum(map(len, rejected.values()))} rows were rejected (reasons in the rejects)")
+            st.say("validate: %d products, %s events, rejected %s", n_products,
+                   "no" if events is None else f"{events.count():,}",
+                   {n: len(r) for n, r in rejected.items()})
+
+        with st.stage("interactions", "weighting events (%s)", cfg.event_weights):
+            if events is not None:
+                inter = aggregate_interactions(event_weights(events, cfg.event_weights))
+            else:
+                inter = spark.createDataFrame([], "user_id string, product_id string, weight double, "
+                                              "n_events long, purchased boolean, last_ts timestamp")
+            products = keep(with_index(add_popularity(products, inter), PRODUCT_ID, PRODUCT_IDX))
+            users = keep(with_index(inter.select(USER_ID).distinct(), USER_ID, USER_IDX))
+            inter = keep(
+                inter.join(products.select(PRODUCT_ID, PRODUCT_IDX), PRODUCT_ID)
+                .join(users, USER_ID)
+            )
+            n_users, n_pairs = users.count(), inter.count()
+
+        embedder = make_embedder(cfg.embedder, batch_size=cfg.embed_batch_size, threads=_embed_threads(spark, cfg))
+        with st.stage("embed", "%d products with %s (%s)", n_products, embedder.model, embedder.backend):
+            texts = product_text(products).select(PRODUCT_IDX, TEXT).repartition(parallelism)
+            embedded = keep(embed_column(texts, embedder, TEXT, EMBEDDING))
+            emb_pdf = embedded.select(PRODUCT_IDX, EMBEDDING).toPandas().sort_values(PRODUCT_IDX)
+            embeddings = bundle.check_finite(bundle.EMBEDDINGS, np.stack(emb_pdf[EMBEDDING].to_numpy()).astype(np.float32))
+
+        k_max = min(cfg.k_max, n_products - 1)
+        k_min = min(cfg.k_min, k_max)
+        with st.stage("kmeans", "sweep k=%d..%d", k_min, k_max):
+            if k_max >= 2:
+                vectors = keep(embedded.select(PRODUCT_IDX, array_to_vector(EMBEDDING).alias(FEATURES)))
+                sweep, models = sweep_kmeans(vectors, features_col=FEATURES, k_min=max(2, k_min), k_max=k_max,
+                                             seed=cfg.seed, max_iter=cfg.kmeans_max_iter,
+                                             restarts=cfg.kmeans_restarts)
+                k, elbow = choose_k(sweep)
+                model = models[k]
+                labels_pdf = model.transform(vectors).select(PRODUCT_IDX, "_cluster").toPandas()
+                labels = np.zeros(n_products, dtype=np.int32)
+                labels[labels_pdf[PRODUCT_IDX].to_numpy()] = labels_pdf["_cluster"].to_numpy()
+                centroids = np.asarray(model.clusterCenters(), dtype=np.float32)
+            else:  # one or two products: nothing to cluster
+                sweep, k, elbow = [], 1, 1
+                labels = np.zeros(n_products, dtype=np.int32)
+                centroids = embeddings.mean(axis=0, keepdims=True)
+            st.say("kmeans: chose k=%d (elbow %d)", k, elbow)
+
+        als_info: dict[str, Any]
+        item_factors = user_factors = None
+        with st.stage("als"):
+            if events is None:
+                als_info = {"skipped": "the dataset has no events (catalog only)"}
+            elif n_pairs == 0 or n_users < 2:
+                als_info = {"skipped": f"too few interactions to learn from ({n_users} users, {n_pairs} pairs)"}
+            else:
+                params = cfg.als_params()
+                model = train_als(inter, params)
+                item_factors = factor_matrix(model.itemFactors, n_products, params.rank, name=bundle.ITEM_FACTORS)
+                user_factors = factor_matrix(model.userFactors, n_users, params.rank, name=bundle.USER_FACTORS)
+                als_info = {"params": params.as_dict(), "implicit_prefs": True,
+                            "items_with_factors": int((np.abs(item_factors).sum(axis=1) > 0).sum())}
+
+        with st.stage("faiss", "%s index over %d vectors", cfg.faiss, n_products):
+            index = build_index(embeddings, cfg.faiss)
+
+        with st.stage("collect"):
+            products_pdf = products.drop(ROW_ID).orderBy(PRODUCT_IDX).toPandas()
+            products_pdf[CLUSTER] = labels[products_pdf[PRODUCT_IDX].to_numpy()]
+            products_pdf[POPULARITY] = products_pdf[POPULARITY].astype("int64")
+            products_pdf = products_pdf.drop(columns=[PRODUCT_IDX]).reset_index(drop=True)
+            users_pdf = users.orderBy(USER_IDX).toPandas()
+            inter_pdf = inter.orderBy(USER_IDX, PRODUCT_IDX).toPandas()
+
+        counts = {
+            "products": n_products,
+            "users": n_users,
+            "events": 0 if events is None else events.count(),
+            "interactions": n_pairs,
+            "positive_interactions": int((inter_pdf[WEIGHT] > 0).sum()),
+            **{f"source_{k}": v for k, v in source.counts.items()},
+            "rejected": {name: _reason_counts(df) for name, df in rejected.items()},
+        }
+
+        def fill(folder: Path) -> dict[str, Any]:
+            import faiss
+
+            products_pdf.to_parquet(folder / bundle.PRODUCTS, index=False)
+            bundle.save_array(folder, bundle.EMBEDDINGS, embeddings)
+            bundle.save_array(folder, bundle.CENTROIDS, centroids)
+            faiss.write_index(index, str(folder / bundle.FAISS_INDEX))
+            users_pdf.to_parquet(folder / bundle.USERS, index=False)
+            inter_pdf.to_parquet(folder / bundle.INTERACTIONS, index=False)
+            if item_factors is not None:
+                bundle.save_array(folder, bundle.ITEM_FACTORS, item_factors)
+                bundle.save_array(folder, bundle.USER_FACTORS, user_factors)
+            for name, df in rejected.items():
+                if len(df):
+                    (folder / bundle.REJECTS_DIR).mkdir(exist_ok=True)
+                    df.to_csv(folder / bundle.REJECTS_DIR / f"{name}.csv", index=False)
+            if sweep:
+                plot_kmeans_sweep(sweep, k, elbow, folder / bundle.PLOTS_DIR / "kmeans_sweep.png")
+            return {
+                "created_at": created_at,
+                "dataset": source.name,
+                "inputs": source.files,
+                "params": asdict(cfg),
+                "versions": _versions(),
+                "counts": counts,
+                "embedding": embedder.identity(),
+                "kmeans": {"k": k, "elbow_k": elbow, "rule": K_RULE, "seed": cfg.seed,
+                           "restarts": cfg.kmeans_restarts, "sweep": sweep},
+                "als": als_info,
+                "faiss": {"kind": cfg.faiss, "metric": "inner_product", "ntotal": int(index.ntotal)},
+                "timings_s": st.timings_s,
+            }
+
+        with st.stage("write", "publishing bundle under %s", cfg.out):
+            folder = bundle.publish(Path(cfg.out), fill)
+        st.say("built %s: %d products, %d users, k=%d", folder, n_products, n_users, k)
+        return folder
+    finally:
+        for df in cached:
+            df.unpersist()
+
+
+def _reason_counts(rejected) -> dict[str, int]:
+    if not len(rejected):
+        return {}
+    return {str(k): int(v) for k, v in rejected[REJECT_REASON].value_counts().sort_index().items()}

@@ -1,0 +1,247 @@
+"""Pure ``DataFrame -> DataFrame`` steps: validation with rejects, product text, event weights, indexing.
+
+Nothing here reads or writes files; the pipeline passes frames in and takes frames out.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pyspark.sql import Column, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from .constants import (
+    CATEGORY,
+    DESCRIPTION,
+    EVENT_TYPE,
+    EVENT_TYPES,
+    LAST_TS,
+    N_EVENTS,
+    POPULARITY,
+    PRICE,
+    PRODUCT_COLUMNS,
+    PRODUCT_ID,
+    PURCHASED,
+    REJECT_REASON,
+    ROW_ID,
+    TEXT,
+    TITLE,
+    TS,
+    USER_ID,
+    VALUE,
+    WEIGHT,
+)
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+# Common spellings of event types in public interaction logs, mapped onto ours.
+EVENT_SYNONYMS = {
+    "addtocart": "cart",
+    "add_to_cart": "cart",
+    "add-to-cart": "cart",
+    "transaction": "purchase",
+    "order": "purchase",
+    "buy": "purchase",
+    "click": "view",
+    "pageview": "view",
+    "page_view": "view",
+    "refund": "return",
+    "rate": "rating",
+}
+
+
+def blank(col: Column) -> Column:
+    """True where a column is null or only white space."""
+    return col.isNull() | (F.trim(col.cast("string")) == "")
+
+
+def _id_string(df: DataFrame, name: str) -> Column:
+    """An id column as a trimmed string; whole floats (12346.0, as pandas writes ids) lose the '.0'."""
+    dtype = df.schema[name].dataType
+    col = F.col(name)
+    if isinstance(dtype, (T.FloatType, T.DoubleType, T.DecimalType)):
+        col = F.when(col == F.floor(col), col.cast("long").cast("string")).otherwise(col.cast("string"))
+    return F.trim(col.cast("string"))
+
+
+def _number(df: DataFrame, name: str) -> Column:
+    """A numeric column as double; strings may carry currency signs or spaces ('£3.50')."""
+    if isinstance(df.schema[name].dataType, T.NumericType):
+        return F.col(name).cast("double")
+    cleaned = F.regexp_replace(F.trim(F.col(name).cast("string")), r"[£$€\s]", "")
+    return cleaned.try_cast("double")
+
+
+def _timestamp(df: DataFrame, name: str) -> Column:
+    dtype = df.schema[name].dataType
+    if isinstance(dtype, (T.TimestampType, T.TimestampNTZType)):
+        return F.col(name).cast("timestamp")
+    if isinstance(dtype, T.DateType):
+        return F.col(name).cast("timestamp")
+    if isinstance(dtype, T.NumericType):  # epoch seconds, or milliseconds when too large for seconds
+        col = F.col(name).cast("double")
+        return F.when(col > 1e11, F.timestamp_millis(col.cast("long"))).otherwise(F.timestamp_seconds(col))
+    return F.try_to_timestamp(F.trim(F.col(name).cast("string")))
+
+
+def _rejects(flagged: DataFrame, original_columns: list[str]) -> DataFrame:
+    """Rejected rows with every original column as text plus the reason."""
+    return flagged.filter(F.col(REJECT_REASON).isNotNull()).select(
+        F.col(ROW_ID),
+        *[F.col(f"`{c}`").cast("string").alias(c) for c in original_columns if c != ROW_ID],
+        F.col(REJECT_REASON),
+    )
+
+
+def _with_optional(df: DataFrame, names: tuple[str, ...]) -> DataFrame:
+    for name in names:
+        if name not in df.columns:
+            df = df.withColumn(name, F.lit(None).cast("string"))
+    return df
+
+
+def validate_products(df: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Split a product frame into (valid canonical rows, rejected rows with ``reject_reason``).
+
+    Reasons: empty_product_id, empty_title, unparseable_price, negative_price, duplicate_product_id
+    (the first row of an id in file order is kept). Unknown columns are kept as attributes.
+    """
+    original = df.columns
+    df = _with_optional(df, (DESCRIPTION, CATEGORY, PRICE))
+    price_raw = F.col(PRICE)
+    canon = df.select(
+        *[F.col(f"`{c}`") for c in df.columns if c not in PRODUCT_COLUMNS],
+        _id_string(df, PRODUCT_ID).alias(PRODUCT_ID),
+        F.trim(F.col(TITLE).cast("string")).alias(TITLE),
+        F.coalesce(F.trim(F.col(DESCRIPTION).cast("string")), F.lit("")).alias(DESCRIPTION),
+        F.coalesce(F.trim(F.col(CATEGORY).cast("string")), F.lit("")).alias(CATEGORY),
+        _number(df, PRICE).alias(PRICE),
+        blank(price_raw).alias("_price_blank"),
+        *[F.col(f"`{c}`").alias(f"__orig_{c}") for c in original if c in PRODUCT_COLUMNS],
+    )
+    reason = (
+        F.when(blank(F.col(PRODUCT_ID)), "empty_product_id")
+        .when(blank(F.col(TITLE)), "empty_title")
+        .when(~F.col("_price_blank") & (F.col(PRICE).isNull() | F.isnan(F.col(PRICE))), "unparseable_price")
+        .when(F.col(PRICE) < 0, "negative_price")
+    )
+    flagged = canon.withColumn(REJECT_REASON, reason)
+    # Valid rows sort first, so the earliest valid row of an id is kept and later ones are duplicates.
+    first = Window.partitionBy(PRODUCT_ID).orderBy(F.col(REJECT_REASON).isNotNull(), ROW_ID)
+    flagged = flagged.withColumn(
+        REJECT_REASON,
+        F.when(F.col(REJECT_REASON).isNull() & (F.row_number().over(first) > 1), F.lit("duplicate_product_id"))
+        .otherwise(F.col(REJECT_REASON)),
+    )
+    attrs = [c for c in canon.columns if c not in PRODUCT_COLUMNS and not c.startswith("_")]
+    good = flagged.filter(F.col(REJECT_REASON).isNull()).select(*PRODUCT_COLUMNS, *[F.col(f"`{c}`") for c in attrs])
+    # Rejects show the values as the user gave them.
+    restored = flagged
+    for c in original:
+        if c in PRODUCT_COLUMNS:
+            restored = restored.withColumn(c, F.col(f"__orig_{c}"))
+    return good, _rejects(restored, original)
+
+
+def validate_events(df: DataFrame, products: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Split an event frame into (valid canonical events, rejected rows with ``reject_reason``).
+
+    Reasons: empty_user_id, empty_product_id, unknown_event_type, unparseable_value, negative_value,
+    missing_rating, unparseable_timestamp, unknown_product_id. A missing value counts as 1.
+    """
+    original = df.columns
+    df = _with_optional(df, (VALUE, TS))
+    etype_raw = F.lower(F.trim(F.col(EVENT_TYPE).cast("string")))
+    synonyms = F.create_map(*[F.lit(x) for kv in EVENT_SYNONYMS.items() for x in kv])
+    etype = F.coalesce(synonyms[etype_raw], etype_raw)
+    value = _number(df, VALUE)
+    ts = _timestamp(df, TS)
+    canon = df.select(
+        "*",
+        _id_string(df, USER_ID).alias("_uid"),
+        _id_string(df, PRODUCT_ID).alias("_pid"),
+        etype.alias("_etype"),
+        value.alias("_value"),
+        ts.alias("_ts"),
+    )
+    known = products.select(F.col(PRODUCT_ID).alias("_pid"), F.lit(True).alias("_known"))
+    canon = canon.join(F.broadcast(known), "_pid", "left")
+    reason = (
+        F.when(blank(F.col("_uid")), "empty_user_id")
+        .when(blank(F.col("_pid")), "empty_product_id")
+        .when(~F.col("_etype").isin(*EVENT_TYPES) | F.col("_etype").isNull(), "unknown_event_type")
+        .when(~blank(F.col(VALUE)) & (F.col("_value").isNull() | F.isnan("_value")), "unparseable_value")
+        .when(F.col("_value") < 0, "negative_value")
+        .when((F.col("_etype") == "rating") & F.col("_value").isNull(), "missing_rating")
+        .when(~blank(F.col(TS)) & F.col("_ts").isNull(), "unparseable_timestamp")
+        .when(F.col("_known").isNull(), "unknown_product_id")
+    )
+    flagged = canon.withColumn(REJECT_REASON, reason)
+    good = flagged.filter(F.col(REJECT_REASON).isNull()).select(
+        F.col("_uid").alias(USER_ID),
+        F.col("_pid").alias(PRODUCT_ID),
+        F.col("_etype").alias(EVENT_TYPE),
+        F.coalesce(F.col("_value"), F.lit(1.0)).alias(VALUE),
+        F.col("_ts").alias(TS),
+    )
+    return good, _rejects(flagged, original)
+
+
+def product_text(df: DataFrame) -> DataFrame:
+    """Add ``text`` = title + description + category joined by spaces, as the tutorials do (concat_ws)."""
+    parts = [F.when(~blank(F.col(c)), F.trim(F.col(c))) for c in (TITLE, DESCRIPTION, CATEGORY)]
+    return df.withColumn(TEXT, F.concat_ws(" ", *parts))
+
+
+def sample_users(events: DataFrame, n: int, seed: int) -> DataFrame:
+    """Keep every event of a deterministic sample of ``n`` users (ordered by a seeded hash)."""
+    users = (
+        events.select(USER_ID)
+        .distinct()
+        .withColumn("_h", F.xxhash64(F.col(USER_ID), F.lit(seed)))
+        .orderBy("_h", USER_ID)
+        .limit(n)
+        .select(USER_ID)
+    )
+    return events.join(users, USER_ID, "left_semi")
+
+
+def event_weights(events: DataFrame, weights: dict[str, float]) -> DataFrame:
+    """Add ``weight`` per event: type weight x log1p(quantity); a rating counts weight x rating.
+
+    Returns carry a negative type weight, so a returned purchase cancels out.
+    """
+    unknown = set(EVENT_TYPES) - set(weights)
+    if unknown:
+        raise ValueError(f"event weights miss {sorted(unknown)}")
+    type_weight = F.create_map(*[F.lit(x) for kv in weights.items() for x in kv])[F.col(EVENT_TYPE)]
+    value = F.greatest(F.col(VALUE), F.lit(0.0))
+    damped = F.when(F.col(EVENT_TYPE) == "rating", value).otherwise(F.log1p(value))
+    return events.withColumn(WEIGHT, type_weight * damped)
+
+
+def aggregate_interactions(weighted: DataFrame) -> DataFrame:
+    """One row per (user, product): summed weight, event count, purchased flag, last timestamp."""
+    return weighted.groupBy(USER_ID, PRODUCT_ID).agg(
+        F.sum(WEIGHT).alias(WEIGHT),
+        F.count(F.lit(1)).alias(N_EVENTS),
+        F.max((F.col(EVENT_TYPE) == "purchase").cast("boolean")).alias(PURCHASED),
+        F.max(TS).alias(LAST_TS),
+    )
+
+
+def add_popularity(products: DataFrame, interactions: DataFrame) -> DataFrame:
+    """Add ``popularity`` = number of distinct users with a positive interaction (0 when none)."""
+    pop = (
+        interactions.filter(F.col(WEIGHT) > 0)
+        .groupBy(PRODUCT_ID)
+        .agg(F.countDistinct(USER_ID).cast("long").alias(POPULARITY))
+    )
+    return products.join(pop, PRODUCT_ID, "left").fillna({POPULARITY: 0})
+
+
+def with_index(df: DataFrame, key: str, index_col: str) -> DataFrame:
+    """Add a dense 0-based index ordered by ``key`` (the row number in the bundle's tables)."""
+    return df.withColumn(index_col, (F.row_number().over(Window.orderBy(key)) - 1).cast("int"))

@@ -1,0 +1,104 @@
+"""Dataset download through a real HTTP server on 127.0.0.1 serving small files."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import threading
+import zipfile
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+import pandas as pd
+import pytest
+
+from index_builder.datasets import DATASETS, fetch, locate
+from index_builder.errors import DatasetUnavailable
+
+
+@pytest.fixture()
+def http_dir(tmp_path):
+    """A real HTTP server on a free loopback port serving ``tmp_path/www``."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _tiny_retail() -> pd.DataFrame:
+    return pd.DataFrame({
+        "InvoiceNo": [536365, 536366, "C536367"],  # Excel mixes ints and strings in one column
+        "StockCode": [85123, "85123A", "22423"],
+        "Description": ["WHITE HANGING HEART", "WHITE HANGING HEART", "CAKESTAND"],
+        "Quantity": [6, 2, -1],
+        "InvoiceDate": pd.to_datetime(["2010-12-01 08:26", "2010-12-01 09:00", "2010-12-02 10:00"]),
+        "UnitPrice": [2.55, 2.95, 12.75],
+        "CustomerID": [17850.0, None, 13047.0],
+        "Country": ["UK", "UK", "UK"],
+    })
+
+
+def test_zip_of_xlsx_is_downloaded_verified_and_converted(http_dir, tmp_path):
+    root, base = http_dir
+    xlsx = io.BytesIO()
+    _tiny_retail().to_excel(xlsx, index=False)
+    with zipfile.ZipFile(root / "online+retail.zip", "w") as zf:
+        zf.writestr("Online Retail.xlsx", xlsx.getvalue())
+    spec = dataclasses.replace(DATASETS["online-retail"], url=f"{base}/online+retail.zip", min_rows=3)
+    cache = tmp_path / "cache"
+
+    path = locate(spec, tmp_path / "nowhere", cache=cache)
+
+    assert path == cache / "uci-online-retail" / "online_retail_2010-2011.parquet"
+    df = pd.read_parquet(path)
+    assert list(df.columns) == list(spec.columns)
+    assert df["StockCode"].tolist() == ["85123", "85123A", "22423"]
+    assert df["InvoiceDate"].iloc[0] == "2010-12-01 08:26:00"
+    # A second lookup finds the cached copy without a server.
+    assert locate(dataclasses.replace(spec, url="http://127.0.0.1:9/gone"), None, cache=cache) == path
+
+
+def test_csv_download(http_dir, tmp_path):
+    root, base = http_dir
+    pd.DataFrame({"product_id": ["P0", "P1"], "title": ["Rug", "Paint"], "description": ["a", "b"]}).to_csv(
+        root / "products_dataset.csv", index=False)
+    spec = dataclasses.replace(DATASETS["datacamp-products"], url=f"{base}/products_dataset.csv", min_rows=2)
+    path = fetch(spec, tmp_path / "cache")
+    assert pd.read_csv(path)["title"].tolist() == ["Rug", "Paint"]
+
+
+def test_missing_file_on_server_says_where_to_put_it(http_dir, tmp_path):
+    _, base = http_dir
+    spec = dataclasses.replace(DATASETS["online-retail"], url=f"{base}/nothing.zip")
+    with pytest.raises(DatasetUnavailable) as exc:
+        locate(spec, None, cache=tmp_path / "cache")
+    msg = str(exc.value)
+    assert "download failed" in msg and "404" in msg
+    assert str(tmp_path / "cache" / "uci-online-retail") in msg and "--data-dir" in msg
+    assert not (tmp_path / "cache" / "uci-online-retail" / spec.filename).exists()
+
+
+def test_wrong_content_is_refused(http_dir, tmp_path):
+    root, base = http_dir
+    (root / "online+retail.zip").write_text("<html>maintenance</html>")
+    spec = dataclasses.replace(DATASETS["online-retail"], url=f"{base}/online+retail.zip")
+    with pytest.raises(DatasetUnavailable, match="not a readable"):
+        fetch(spec, tmp_path / "cache")
+
+
+def test_too_few_rows_is_refused(http_dir, tmp_path):
+    root, base = http_dir
+    pd.DataFrame({"product_id": ["P0"], "title": ["Rug"], "description": ["a"]}).to_csv(root / "p.csv", index=False)
+    spec = dataclasses.replace(DATASETS["datacamp-products"], url=f"{base}/p.csv")
+    with pytest.raises(DatasetUnavailable, match="1 rows, expected >= 2000"):
+        fetch(spec, tmp_path / "cache")
+
+
+def test_no_download_flag(tmp_path):
+    with pytest.raises(DatasetUnavailable, match="downloading is off"):
+        locate(DATASETS["online-retail"], tmp_path, cache=tmp_path / "cache", download=False)

@@ -1,0 +1,123 @@
+"""Pure DataFrame steps on tiny inline frames; whole frames are compared, not just counts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pytest
+
+from index_builder.constants import DEFAULT_EVENT_WEIGHTS, ROW_ID
+from index_builder.transforms import (
+    aggregate_interactions,
+    event_weights,
+    product_text,
+    sample_users,
+    validate_events,
+    validate_products,
+    with_index,
+)
+
+
+def _products(spark, rows, cols="product_id string, title string, description string, price string, color string"):
+    df = spark.createDataFrame(rows, cols)
+    from pyspark.sql import functions as F
+
+    return df.withColumn(ROW_ID, F.monotonically_increasing_id())
+
+
+def _rows(df, *cols):
+    rows = [tuple(r[c] for c in cols) for r in df.collect()]
+    return sorted(rows, key=lambda row: tuple((v is None, str(v)) for v in row))
+
+
+def test_validate_products_keeps_first_duplicate_and_names_reasons(spark):
+    df = _products(spark, [
+        ("A", "Red mug", "big", "£3.50", "red"),
+        ("B", " ", "no title", "1", None),
+        ("A", "Red mug again", "", "2", None),
+        ("", "No id", "", "1", None),
+        ("C", "Blue mug", None, "cheap", None),
+        ("D", "Green mug", None, "-1", None),
+        ("E", "Plain mug", None, None, None),
+    ])
+    good, rejects = validate_products(df)
+    assert _rows(good, "product_id", "title", "description", "category", "price", "color") == [
+        ("A", "Red mug", "big", "", 3.5, "red"),
+        ("E", "Plain mug", "", "", None, None),
+    ]
+    assert _rows(rejects, "product_id", "title", "price", "reject_reason") == [
+        ("", "No id", "1", "empty_product_id"),
+        ("A", "Red mug again", "2", "duplicate_product_id"),
+        ("B", " ", "1", "empty_title"),
+        ("C", "Blue mug", "cheap", "unparseable_price"),
+        ("D", "Green mug", "-1", "negative_price"),
+    ]
+
+
+def test_validate_events_types_values_and_unknown_products(spark):
+    from pyspark.sql import functions as F
+
+    products = spark.createDataFrame([("A",), ("B",)], "product_id string")
+    events = spark.createDataFrame([
+        (1.0, "A", "purchase", "2", "2011-01-02 10:00:00"),
+        (2.0, "B", "AddToCart", None, None),
+        (3.0, "Z", "view", "1", None),
+        (None, "A", "view", "1", None),
+        (4.0, "A", "teleport", "1", None),
+        (5.0, "A", "rating", None, None),
+        (6.0, "A", "view", "lots", None),
+        (7.0, "A", "view", "1", "yesterday-ish"),
+    ], "user_id double, product_id string, event_type string, value string, ts string")
+    events = events.withColumn(ROW_ID, F.monotonically_increasing_id())
+    good, rejects = validate_events(events, products)
+    assert _rows(good, "user_id", "product_id", "event_type", "value", "ts") == [
+        ("1", "A", "purchase", 2.0, dt.datetime(2011, 1, 2, 10, 0)),
+        ("2", "B", "cart", 1.0, None),
+    ]
+    assert _rows(rejects, "user_id", "reject_reason") == [
+        ("3.0", "unknown_product_id"),
+        ("4.0", "unknown_event_type"),
+        ("5.0", "missing_rating"),
+        ("6.0", "unparseable_value"),
+        ("7.0", "unparseable_timestamp"),
+        (None, "empty_user_id"),
+    ]
+
+
+def test_product_text_skips_empty_parts(spark):
+    df = spark.createDataFrame([("A", "Red mug", "", "kitchen"), ("B", "Lamp", "warm light", None)],
+                               "product_id string, title string, description string, category string")
+    assert _rows(product_text(df), "product_id", "text") == [("A", "Red mug kitchen"), ("B", "Lamp warm light")]
+
+
+def test_event_weights_and_aggregation(spark):
+    events = spark.createDataFrame([
+        ("u", "A", "purchase", 3.0, None),
+        ("u", "A", "return", 1.0, None),
+        ("u", "B", "view", 1.0, None),
+        ("u", "C", "rating", 4.0, None),
+    ], "user_id string, product_id string, event_type string, value double, ts timestamp")
+    agg = aggregate_interactions(event_weights(events, DEFAULT_EVENT_WEIGHTS))
+    got = {r["product_id"]: (round(r["weight"], 6), r["n_events"], r["purchased"]) for r in agg.collect()}
+    assert got == {
+        "A": (round(5 * math.log1p(3) - 5 * math.log1p(1), 6), 2, True),
+        "B": (round(1 * math.log1p(1), 6), 1, False),
+        "C": (4.0, 1, False),
+    }
+    with pytest.raises(ValueError, match="miss"):
+        event_weights(events, {"view": 1.0})
+
+
+def test_sample_users_is_deterministic_and_keeps_all_their_events(spark):
+    events = spark.createDataFrame([(f"u{i % 10}", f"p{i}") for i in range(50)], "user_id string, product_id string")
+    a = sample_users(events, 3, seed=7)
+    b = sample_users(events, 3, seed=7)
+    assert _rows(a, "user_id", "product_id") == _rows(b, "user_id", "product_id")
+    assert a.select("user_id").distinct().count() == 3
+    assert a.count() == 15  # every user has 5 events, all kept
+
+
+def test_with_index_is_dense_and_ordered(spark):
+    df = spark.createDataFrame([("b",), ("c",), ("a",)], "product_id string")
+    assert _rows(with_index(df, "product_id", "idx"), "product_id", "idx") == [("a", 0), ("b", 1), ("c", 2)]
