@@ -1,4 +1,4 @@
-"""Entry point: make sure an index bundle exists (building it on first run), then serve the app.
+"""Entry point: make sure an index bundle exists (building it on first run), then serve the chat.
 
     python app.py                       # build artifacts/ from online-retail if needed, then serve
     python app.py --bundle artifacts/   # use an existing bundle
@@ -51,6 +51,36 @@ def ensure_bundle(args: argparse.Namespace):
     return verify(args.out)
 
 
+def build_assistant(folder):
+    """The assistant over a verified bundle, with the SQLite event store next to the bundle."""
+    from assistant.chat import Assistant
+    from assistant.events import SQLiteEventStore
+
+    store = SQLiteEventStore(folder.parent / "events.sqlite")
+    assistant = Assistant.from_path(folder, store=store)
+    assistant.recommender.encode(["warm-up"])  # load the query model now, not on the first message
+    return assistant
+
+
+def launch(demo, *, host: str, port: int, share: bool) -> None:
+    """Serve the app; without internet a share link cannot be made, so say so and keep serving locally."""
+    try:
+        demo.queue(default_concurrency_limit=8).launch(server_name=host, server_port=port, share=share,
+                                                       prevent_thread_lock=share)
+    except Exception as exc:  # gradio raises when the share tunnel cannot be reached
+        if not share:
+            raise
+        print(f"Could not create a public share link ({exc}); serving locally at http://{host}:{port}")
+        demo.launch(server_name=host, server_port=port, share=False)
+        return
+    if share:
+        if getattr(demo, "share_url", None):
+            print(f"Public link: {demo.share_url}")
+        else:
+            print(f"No public share link could be made (no internet?); serving locally at http://{host}:{port}")
+        demo.block_thread()
+
+
 def main(argv: list[str] | None = None) -> int:
     from index_builder.cli import setup_logging
     from index_builder.errors import BuilderError
@@ -59,15 +89,23 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     try:
         folder, manifest = ensure_bundle(args)
+        c = manifest["counts"]
+        print(f"bundle {folder}: {c['products']:,} products, {c['users']:,} users, "
+              f"k={manifest['kmeans']['k']} clusters, ALS {'skipped' if 'skipped' in manifest['als'] else 'trained'}")
+        assistant = build_assistant(folder)
     except BuilderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    c = manifest["counts"]
-    print(f"bundle {folder}: {c['products']:,} products, {c['users']:,} users, "
-          f"k={manifest['kmeans']['k']} clusters, ALS {'skipped' if 'skipped' in manifest['als'] else 'trained'}")
-    print("The chat UI arrives with the assistant (issue 3); the bundle above is what it will serve.")
+    from assistant.ui import build_demo
+
+    global demo
+    demo = build_demo(assistant)
+    print(f"chat at http://{args.host}:{args.port}")
+    launch(demo, host=args.host, port=args.port, share=args.share)
     return 0
 
+
+demo = None  # the Gradio Blocks, set by main()
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,170 @@
+"""The Gradio chat. Thin: every handler is a plain function over (inputs, SessionState).
+
+No ``from __future__ import annotations`` here: gr.api reads the real type hints of the API functions.
+"""
+
+import html
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from .chat import Assistant
+from .errors import AssistantError
+from .session import SessionState
+
+log = logging.getLogger(__name__)
+
+N_CARDS = 5
+CSS = """
+.cw-cards {display:flex; flex-wrap:wrap; gap:10px;}
+.cw-card {border:1px solid var(--border-color-primary); border-radius:10px; padding:10px 12px; width:190px;
+          background:var(--block-background-fill);}
+.cw-card .cw-title {font-weight:600; font-size:0.92em; min-height:2.6em;}
+.cw-card .cw-price {font-size:1.1em; margin-top:4px;}
+.cw-card .cw-id {color:var(--body-text-color-subdued); font-size:0.8em;}
+"""
+
+
+def money(price: float | None) -> str:
+    return f"£{price:.2f}" if price is not None else "price on request"
+
+
+def cards_html(products: list[dict[str, Any]]) -> str:
+    if not products:
+        return ""
+    cards = []
+    for p in products:
+        cards.append(
+            f'<div class="cw-card" data-testid="product-card" data-product-id="{html.escape(p["product_id"])}">'
+            f'<div class="cw-title">{p["number"]}. {html.escape(p["title"])}</div>'
+            f'<div class="cw-price">{money(p["price"])}</div>'
+            f'<div class="cw-id">id {html.escape(p["product_id"])}</div></div>'
+        )
+    return '<div class="cw-cards">' + "".join(cards) + "</div>"
+
+
+def profile_markdown(assistant: Assistant, user_id: str | None) -> str:
+    if not user_id:
+        return "_Shopping anonymously: pick products you viewed below, or just ask._"
+    items = assistant.profile(user_id)
+    lines = [f"**Customer {user_id}** — recent purchases:"] + [
+        f"- {p['title'].title()} ({money(p['price'])})" for p in items
+    ]
+    return "\n".join(lines) if items else f"**Customer {user_id}** — no purchases on record."
+
+
+def build_demo(assistant: Assistant):
+    """The Blocks app (named ``demo`` by app.py): sidebar, chat, product cards, API endpoints."""
+    import gradio as gr
+
+    b = assistant.bundle
+    active = sorted(b.purchased, key=lambda u: (-len(b.purchased[u]), u))
+    customers = [("Anonymous", "")] + [(f"{u} · {len(b.purchased[u])} products bought", u) for u in active]
+    by_pop = sorted(range(len(b.titles)), key=lambda r: int(b.popularity_rank[r]))[:5000]
+    product_choices = [(f"{b.titles[r].title()} · {money(b.product(r)['price'])} · {b.product(r)['product_id']}",
+                        b.product(r)["product_id"]) for r in by_pop]
+
+    def session(state: SessionState | None) -> SessionState:
+        return state if isinstance(state, SessionState) else SessionState()
+
+    def on_user(user_id: str, state: SessionState | None):
+        state = session(state)
+        try:
+            state.user_id = assistant.check_user(user_id)
+        except AssistantError as exc:
+            gr.Warning(str(exc))
+            state.user_id = None
+        state.shown.clear()
+        state.reset_constraints()
+        return state, profile_markdown(assistant, state.user_id)
+
+    def on_viewed(product_ids: list[str] | None, state: SessionState | None):
+        state = session(state)
+        known = [p for p in (product_ids or []) if p in b.row_of]
+        state.viewed = [p for p in state.viewed if p in known] + [p for p in known if p not in state.viewed]
+        return state
+
+    def respond(message: str, history: list | None, state: SessionState | None):
+        """Stream one reply: yields (chat history, state, cards, card buttons..., cleared textbox)."""
+        state = session(state)
+        history = list(history or [])
+        history.append({"role": "user", "content": message or ""})
+        history.append({"role": "assistant", "content": ""})
+        turn = assistant.turn(message, state)
+        buttons = [gr.update(visible=False)] * N_CARDS
+        if turn.products:
+            buttons = [
+                gr.update(visible=i < len(turn.products),
+                          value=f"Viewed #{i + 1}" if i < len(turn.products) else "")
+                for i in range(N_CARDS)
+            ]
+        cards = cards_html(turn.context.products) if turn.products else gr.update()
+        text = ""
+        for chunk in turn.chunks:
+            text += chunk
+            history[-1] = {"role": "assistant", "content": text}
+            yield (history, state, cards, *buttons, "")
+
+    def on_card(i: int, state: SessionState | None):
+        state = session(state)
+        shown = state.last_shown
+        if i >= len(shown):
+            return state, gr.update()
+        assistant.mark_viewed(state, shown[i])
+        gr.Info(f"Marked {b.titles[b.row_of[shown[i]]].title()} as viewed")
+        return state, gr.update(value=list(state.viewed))
+
+    # -- API endpoints (gradio_client) ------------------------------------------------------------
+    def recommend(user_id: str, recently_viewed: list[str], message: str) -> dict:
+        """Products (id, title, price, score, reasons) and the reply for one stateless turn."""
+        try:
+            return assistant.recommend_api(user_id, recently_viewed or [], message)
+        except AssistantError as exc:
+            raise gr.Error(str(exc)) from None
+
+    def chat(user_id: str, recently_viewed: list[str], message: str) -> Iterator[str]:
+        """The conversational reply for one stateless turn, streamed (each item is the text so far)."""
+        try:
+            state = SessionState(user_id=assistant.check_user(user_id))
+            for pid in assistant.rows_ids(recently_viewed or []):
+                state.view(pid)
+        except AssistantError as exc:
+            raise gr.Error(str(exc)) from None
+        text = ""
+        for chunk in assistant.turn(message, state).chunks:
+            text += chunk
+            yield text
+
+    with gr.Blocks(title="cartwise — what should I buy next?") as demo:
+        state = gr.State(None)
+        with gr.Sidebar(open=True):
+            gr.Markdown("### Who is shopping?")
+            user_dd = gr.Dropdown(choices=customers, value="", label="Customer", filterable=True,
+                                  elem_id="customer")
+            profile_md = gr.Markdown(profile_markdown(assistant, None))
+            viewed_dd = gr.Dropdown(choices=product_choices, value=[], multiselect=True, filterable=True,
+                                    label="Recently viewed products", elem_id="viewed")
+            gr.Markdown(f"<small>Bundle {html.escape(b.version)} · {len(b.titles):,} products · "
+                        f"{len(b.user_rows):,} customers</small>")
+        gr.Markdown("## What should I buy next?")
+        chatbot = gr.Chatbot(label="cartwise", height=430, elem_id="chatbot")
+        with gr.Row():
+            msg = gr.Textbox(placeholder='Ask "what should I buy next?", "only candles", "under £5"...',
+                             show_label=False, scale=8, elem_id="message")
+            send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+        cards = gr.HTML(elem_id="cards")
+        with gr.Row():
+            card_buttons = [gr.Button(visible=False, size="sm", elem_id=f"card-{i + 1}") for i in range(N_CARDS)]
+        gr.Examples(["what should I buy next?", "something cheaper", "only candles", "more like the second one",
+                     "why the first one?", "a gift for a tea lover"], inputs=msg)
+
+        user_dd.change(on_user, [user_dd, state], [state, profile_md], api_visibility="private")
+        viewed_dd.change(on_viewed, [viewed_dd, state], [state], api_visibility="private")
+        outputs = [chatbot, state, cards, *card_buttons, msg]
+        msg.submit(respond, [msg, chatbot, state], outputs, api_visibility="private")
+        send.click(respond, [msg, chatbot, state], outputs, api_visibility="private")
+        for i, button in enumerate(card_buttons):
+            button.click(lambda s, i=i: on_card(i, s), [state], [state, viewed_dd], api_visibility="private")
+        gr.api(recommend, api_name="recommend", concurrency_limit=4)
+        gr.api(chat, api_name="chat", concurrency_limit=4)
+    return demo
