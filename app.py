@@ -64,14 +64,16 @@ def build_assistant(folder):
 
 def launch(demo, *, host: str, port: int, share: bool) -> None:
     """Serve the app; without internet a share link cannot be made, so say so and keep serving locally."""
+    from assistant.ui import CSS
+
     try:
         demo.queue(default_concurrency_limit=8).launch(server_name=host, server_port=port, share=share,
-                                                       prevent_thread_lock=share)
+                                                       prevent_thread_lock=share, css=CSS)
     except Exception as exc:  # gradio raises when the share tunnel cannot be reached
         if not share:
             raise
         print(f"Could not create a public share link ({exc}); serving locally at http://{host}:{port}")
-        demo.launch(server_name=host, server_port=port, share=False)
+        demo.launch(server_name=host, server_port=port, share=False, css=CSS)
         return
     if share:
         if getattr(demo, "share_url", None):

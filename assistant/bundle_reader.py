@@ -28,6 +28,7 @@ class Bundle:
     popularity: np.ndarray  # (n_products,) float in [0, 1]: log1p(pop) / log1p(max pop)
     prices: np.ndarray  # (n_products,) float, NaN when unknown
     titles: list[str]
+    product_ids: list[str]
     item_factors: np.ndarray | None  # (n_products, rank) or None for a catalog-only bundle
     user_factors: np.ndarray | None  # (n_users, rank)
     user_rows: dict[str, int]
@@ -35,6 +36,9 @@ class Bundle:
     purchased: dict[str, frozenset[int]]  # user_id -> product rows bought
     history: dict[str, list[int]]  # user_id -> product rows, most recent first
     popularity_rank: np.ndarray = field(repr=False, default=None)  # (n_products,) 1 = best seller
+    popularity_order: np.ndarray = field(repr=False, default=None)  # rows, best seller first
+    members: dict[int, np.ndarray] = field(repr=False, default_factory=dict)  # cluster -> rows
+    member_embeddings: dict[int, np.ndarray] = field(repr=False, default_factory=dict)  # cluster -> (m, dim)
 
     @property
     def version(self) -> str:
@@ -45,9 +49,9 @@ class Bundle:
         return self.item_factors is not None
 
     def product(self, row: int) -> dict[str, Any]:
-        r = self.products.iloc[row]
-        price = None if pd.isna(r["price"]) else float(r["price"])
-        return {"product_id": str(r["product_id"]), "title": str(r["title"]), "price": price}
+        price = self.prices[row]
+        return {"product_id": self.product_ids[row], "title": self.titles[row],
+                "price": None if price != price else float(price)}
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -80,6 +84,10 @@ def load_bundle(path: str | Path) -> Bundle:
         recent = inter.sort_values(["user_id", "last_ts", "weight"], ascending=[True, False, False])
         for uid, grp in recent.groupby("user_id", sort=False):
             history[str(uid)] = grp["_row"].astype(int).tolist()
+    if manifest.get("faiss", {}).get("nprobe"):
+        faiss.extract_index_ivf(index).nprobe = int(manifest["faiss"]["nprobe"])
+    clusters = products["cluster"].to_numpy(dtype=np.int64)
+    members = {int(c): np.flatnonzero(clusters == c) for c in np.unique(clusters)}
     pop = products["popularity"].to_numpy(dtype=np.float64)
     top = np.log1p(pop.max()) if len(pop) and pop.max() > 0 else 1.0
     order = np.argsort(-pop, kind="stable")
@@ -88,8 +96,10 @@ def load_bundle(path: str | Path) -> Bundle:
     log.info("loaded bundle %s: %d products, %d users", folder.name, n, len(user_rows))
     return Bundle(
         folder=folder, manifest=manifest, products=products, embeddings=embeddings, index=index,
-        clusters=products["cluster"].to_numpy(dtype=np.int64), popularity=np.log1p(pop) / top,
+        clusters=clusters, popularity=np.log1p(pop) / top,
         prices=products["price"].to_numpy(dtype=np.float64), titles=products["title"].astype(str).tolist(),
+        product_ids=products["product_id"].astype(str).tolist(),
         item_factors=item_f, user_factors=user_f, user_rows=user_rows, row_of=row_of,
-        purchased=purchased, history=history, popularity_rank=rank,
+        purchased=purchased, history=history, popularity_rank=rank, popularity_order=order,
+        members=members, member_embeddings={c: np.ascontiguousarray(embeddings[m]) for c, m in members.items()},
     )

@@ -124,6 +124,7 @@ class Assistant:
         elif intent.kind == "recommend" and not (intent.include or intent.exclude or intent.cheaper or intent.pricier
                                                  or intent.max_price is not None or intent.min_price is not None):
             state.query = None
+        basis = "popular"
         if intent.kind == "explain":
             shown = [self.rows([pid], strict=False) for pid in last]
             rows = [r[0] for r in shown if r]
@@ -135,6 +136,7 @@ class Assistant:
             if state.anchor:
                 anchor_row = b.row_of.get(state.anchor)
             req = self._request(state, anchor_row, different=intent.kind == "different")
+            basis = req.seed_kind if req.seeds else ("query" if req.query else "popular")
             products = self.recommender.recommend(req)
             if products:
                 state.shown.append([p.product_id for p in products])
@@ -146,6 +148,7 @@ class Assistant:
             constraints=self._constraints(state),
             notes=notes,
             variant=len(state.shown),
+            basis=basis,
         )
         return Turn(intent, products, ctx, self.writer.write(ctx))
 

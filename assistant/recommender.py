@@ -54,6 +54,14 @@ def blend(content: np.ndarray, als: np.ndarray, popularity: np.ndarray, cfg: Rec
     return cfg.w_content * content + cfg.w_als * als + cfg.w_popularity * popularity
 
 
+def top_k(values: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values, largest first (argpartition, then a small sort)."""
+    if k >= len(values):
+        return np.argsort(-values, kind="stable")
+    part = np.argpartition(-values, k)[:k]
+    return part[np.argsort(-values[part], kind="stable")]
+
+
 def _stem(word: str) -> str:
     for suffix in ("ies", "es", "s"):
         if word.endswith(suffix) and len(word) > len(suffix) + 2:
@@ -92,12 +100,12 @@ class Recommender:
         return self.b.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
 
     # -- candidates ---------------------------------------------------------------------------------
-    def candidates(self, req: Request, *, widen: bool = False
+    def candidates(self, req: Request, *, widen: bool = False, als: np.ndarray | None | bool = False
                    ) -> tuple[dict[int, float], dict[int, dict[str, Any]], np.ndarray | None]:
         """rows -> content score, rows -> the reason behind that score, and the ALS scores.
 
         Seed neighbours are kept to the seed's KMeans cluster; ``widen`` lifts that restriction and
-        adds best sellers, for when filters leave too few products.
+        adds best sellers, for when filters leave too few products. ``als``: scores computed already.
         """
         b, cfg = self.b, self.cfg
         content: dict[int, float] = {}
@@ -109,42 +117,62 @@ class Recommender:
 
         seeds = req.seeds[: cfg.max_seeds]
         if seeds:
-            fetch = cfg.neighbours_per_seed * (4 if widen else 1) + 1
-            sims, ids = self._search(b.embeddings[seeds], fetch)
-            for seed, srow, irow in zip(seeds, sims, ids, strict=True):
-                near = [(i, s) for i, s in zip(irow, srow, strict=True) if i >= 0 and i != seed]
-                if not widen:
-                    near = [(i, s) for i, s in near if b.clusters[i] == b.clusters[seed]]
+            for seed, near in zip(seeds, self._seed_neighbours(seeds, widen), strict=False):
+                base = {"kind": "similar", "to": b.titles[seed], "to_id": b.product_ids[seed], "via": req.seed_kind}
                 for i, s in near:
-                    offer(int(i), s, {"kind": "similar", "to": b.titles[seed], "to_id": b.product(seed)["product_id"],
-                                      "via": req.seed_kind, "similarity": round(float(s), 3)})
+                    if s > content.get(i, -1.0):
+                        offer(i, s, {**base, "similarity": round(s, 3)})
         # Include-keywords bring their own candidates only when the seeds' neighbours are not enough.
         queries = ([req.query] if req.query else []) + (list(req.include) if widen or not seeds else [])
         if queries:
             qv = self.encode(queries)
             sims, ids = self._search(qv, cfg.query_candidates)
             for q, srow, irow in zip(queries, sims, ids, strict=True):
-                for i, s in zip(irow, srow, strict=True):
-                    if i >= 0:
-                        offer(int(i), s, {"kind": "query", "query": q, "similarity": round(float(s), 3)})
-        als = self.als_scores(req.user_id)
+                for i, s in zip(irow.tolist(), srow.tolist(), strict=True):
+                    if i >= 0 and s > content.get(i, -1.0):
+                        offer(i, s, {"kind": "query", "query": q, "similarity": round(s, 3)})
+        if als is False:
+            als = self.als_scores(req.user_id)
         if als is not None:
-            for i in np.argsort(-als)[: cfg.als_candidates]:
+            for i in top_k(als, cfg.als_candidates):
                 content.setdefault(int(i), 0.0)
         if widen or not content:  # nothing (left) to start from: best sellers
-            for i in np.argsort(-b.popularity, kind="stable")[: cfg.query_candidates]:
+            for i in b.popularity_order[: cfg.query_candidates]:
                 content.setdefault(int(i), 0.0)
         return content, why, als
+
+    def _seed_neighbours(self, seeds: list[int], widen: bool) -> list[list[tuple[int, float]]]:
+        """Nearest products of each seed: within its KMeans cluster (exact, one matrix product per
+        cluster), or, when ``widen``, anywhere in the catalog through FAISS."""
+        b, cfg = self.b, self.cfg
+        out = []
+        if widen:  # the three most recent seeds, twice as many neighbours, any cluster
+            seeds = seeds[:3]
+            sims, ids = self._search(b.embeddings[seeds], cfg.neighbours_per_seed * 2 + 1)
+            for seed, srow, irow in zip(seeds, sims.tolist(), ids.tolist(), strict=True):
+                out.append([(i, s) for i, s in zip(irow, srow, strict=True) if i >= 0 and i != seed])
+            return out
+        for seed in seeds:
+            c = int(b.clusters[seed])
+            sims = b.member_embeddings[c] @ b.embeddings[seed]
+            best = top_k(sims, cfg.neighbours_per_seed + 1)
+            rows = b.members[c][best].tolist()
+            out.append([(r, s) for r, s in zip(rows, sims[best].tolist(), strict=True) if r != seed])
+        return out
 
     # -- filters ------------------------------------------------------------------------------------
     def _keyword_mask(self, rows: np.ndarray, keywords: list[str]) -> np.ndarray:
         """True where a product matches any keyword, by its title words or by meaning."""
         if not keywords:
             return np.zeros(len(rows), dtype=bool)
-        pats = [keyword_pattern(k) for k in keywords]
-        lexical = np.array([any(p.search(self._lower_titles[r]) for p in pats) for r in rows], dtype=bool)
         sims = self.b.embeddings[rows] @ self.encode(keywords).T
-        return lexical | (sims.max(axis=1) >= self.cfg.keyword_similarity)
+        return self._title_mask(rows, keywords) | (sims.max(axis=1) >= self.cfg.keyword_similarity)
+
+    def _title_mask(self, rows: np.ndarray, keywords: list[str]) -> np.ndarray:
+        """True where a product title contains any keyword (whole words, singular or plural)."""
+        pattern = re.compile("|".join(keyword_pattern(k).pattern for k in keywords), re.IGNORECASE)
+        titles = self._lower_titles
+        return np.fromiter((pattern.search(titles[r]) is not None for r in rows.tolist()), dtype=bool, count=len(rows))
 
     def allowed(self, rows: np.ndarray, req: Request) -> np.ndarray:
         b = self.b
@@ -159,9 +187,7 @@ class Recommender:
         if req.include:
             keep &= self._keyword_mask(rows, req.include)
         if req.exclude:
-            lexical = np.array([any(keyword_pattern(k).search(self._lower_titles[r]) for k in req.exclude)
-                                for r in rows], dtype=bool)
-            keep &= ~lexical
+            keep &= ~self._title_mask(rows, req.exclude)
         return keep
 
     # -- the whole thing ----------------------------------------------------------------------------
@@ -173,7 +199,7 @@ class Recommender:
         rows = np.fromiter(content, dtype=np.int64, count=len(content))
         rows = rows[self.allowed(rows, req)] if len(rows) else rows
         if len(rows) < n:  # the filters left too few: look beyond the seeds' clusters
-            content, why, als = self.candidates(req, widen=True)
+            content, why, als = self.candidates(req, widen=True, als=als)
             rows = np.fromiter(content, dtype=np.int64, count=len(content))
             rows = rows[self.allowed(rows, req)] if len(rows) else rows
         if len(rows) == 0:

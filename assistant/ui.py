@@ -95,7 +95,7 @@ def build_demo(assistant: Assistant):
         if turn.products:
             buttons = [
                 gr.update(visible=i < len(turn.products),
-                          value=f"Viewed #{i + 1}" if i < len(turn.products) else "")
+                          value=f"I viewed #{i + 1}: {turn.products[i].title.title()[:30]}" if i < len(turn.products) else "")
                 for i in range(N_CARDS)
             ]
         cards = cards_html(turn.context.products) if turn.products else gr.update()

@@ -23,10 +23,12 @@ class ReplyContext:
     constraints: dict[str, Any] = field(default_factory=dict)  # + "summary": human text of the filters
     notes: list[str] = field(default_factory=list)
     variant: int = 0
+    basis: str = "viewed"  # what the picks start from: viewed | bought | anchor | query | popular
 
     def as_vars(self) -> dict[str, Any]:
         return {"kind": self.kind, "message": self.message, "products": self.products, "user": self.user,
-                "constraints": self.constraints, "notes": self.notes, "variant": self.variant}
+                "constraints": self.constraints, "notes": self.notes, "variant": self.variant,
+                "basis": self.basis}
 
 
 class ReplyWriter(ABC):

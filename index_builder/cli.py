@@ -57,7 +57,9 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--embedder", default="minilm", help="minilm (default) or a sentence-transformers folder")
     b.add_argument("--embed-batch-size", type=int, default=64)
     b.add_argument("--embed-threads", type=int, help="torch threads per Spark Python worker")
-    b.add_argument("--faiss", choices=("flat", "hnsw"), default="flat", help="flat = exact (default)")
+    b.add_argument("--faiss", choices=("auto", "flat", "ivf", "hnsw"), default="auto",
+                   help="auto (default): exact flat index below 50,000 products, else ivf over the KMeans clusters")
+    b.add_argument("--faiss-nprobe", type=int, default=3, help="clusters an ivf search visits")
     b.add_argument("-v", "--verbose", action="store_true")
 
     s = sub.add_parser("show", help="print the manifest summary of a bundle and verify its checksums")
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 kmeans_max_iter=args.kmeans_max_iter, kmeans_restarts=args.kmeans_restarts, als_rank=args.als_rank, als_reg_param=args.als_reg_param,
                 als_alpha=args.als_alpha, als_max_iter=args.als_max_iter, event_weights=args.event_weights,
                 embedder=args.embedder, embed_batch_size=args.embed_batch_size, embed_threads=args.embed_threads,
-                faiss=args.faiss, download=args.download,
+                faiss=args.faiss, faiss_nprobe=args.faiss_nprobe, download=args.download,
             )
             folder = build(cfg)
             print(folder)

@@ -69,7 +69,8 @@ class BuildConfig:
     embedder: str = "minilm"
     embed_batch_size: int = 64
     embed_threads: int | None = None
-    faiss: str = "flat"
+    faiss: str = "auto"  # auto = flat below 50,000 products, ivf above
+    faiss_nprobe: int = 3
     download: bool = True
 
     def als_params(self) -> ALSParams:
@@ -222,8 +223,9 @@ def build(cfg: BuildConfig, spark=None) -> Path:
                 als_info = {"params": params.as_dict(), "implicit_prefs": True,
                             "items_with_factors": int((np.abs(item_factors).sum(axis=1) > 0).sum())}
 
-        with st.stage("faiss", "%s index over %d vectors", cfg.faiss, n_products):
-            index = build_index(embeddings, cfg.faiss)
+        faiss_kind = cfg.faiss if cfg.faiss != "auto" else ("ivf" if n_products >= 50_000 and k > 1 else "flat")
+        with st.stage("faiss", "%s index over %d vectors", faiss_kind, n_products):
+            index = build_index(embeddings, faiss_kind, centroids=centroids, nprobe=cfg.faiss_nprobe)
 
         with st.stage("collect"):
             products_pdf = products.drop(ROW_ID).orderBy(PRODUCT_IDX).toPandas()
@@ -272,7 +274,8 @@ def build(cfg: BuildConfig, spark=None) -> Path:
                 "kmeans": {"k": k, "elbow_k": elbow, "rule": K_RULE, "seed": cfg.seed,
                            "restarts": cfg.kmeans_restarts, "sweep": sweep},
                 "als": als_info,
-                "faiss": {"kind": cfg.faiss, "metric": "inner_product", "ntotal": int(index.ntotal)},
+                "faiss": {"kind": faiss_kind, "metric": "inner_product", "ntotal": int(index.ntotal),
+                          "nprobe": cfg.faiss_nprobe if faiss_kind == "ivf" else None},
                 "timings_s": st.timings_s,
             }
 

@@ -5,21 +5,9 @@ from __future__ import annotations
 import faiss
 import numpy as np
 import pandas as pd
-import pytest
 
 from index_builder import bundle
 from index_builder.cli import main
-
-
-@pytest.fixture(scope="module")
-def uci_bundle(spark, data_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("uci")
-    args = ["build", "--dataset", "online-retail", "--out", str(out), "--sample-users", "200",
-            "--k-min", "4", "--k-max", "8", "--als-rank", "16"]
-    if data_dir:
-        args += ["--data-dir", str(data_dir)]
-    assert main(args) == 0
-    return bundle.verify(out)
 
 
 def test_manifest_describes_the_build(uci_bundle):

@@ -1,0 +1,206 @@
+"""Chat latency without an LLM: a turn (parse + retrieve + blend + template) for the UCI bundle and
+a 100k-product bundle, time to the first streamed chunk through the Gradio HTTP API, and the app's RSS.
+
+    .venv/bin/python bench/chat_latency.py --bundle artifacts/
+
+The 100k bundle is made from the UCI one: each product is copied ~26 times with its embedding
+perturbed (then re-normalised), its price jittered and its ALS factors copied with noise, indexed
+with the ivf FAISS index the builder uses from 50,000 products. Goals: p50 <= 15 ms and
+p99 <= 50 ms per turn at 100k, first chunk <= 150 ms, RSS <= 1.5 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from index_builder import bundle as fmt  # noqa: E402
+
+SCRIPT = ["what should I buy next?", "something cheaper", "only candles", "more like the second one",
+          "why the first one?", "no bags", "show me something different", "a gift for a tea lover",
+          "under 3 pounds", "#2"]
+
+
+def synthesize(src: Path, out: Path, n_target: int, seed: int = 0) -> Path:
+    """A bigger bundle from a real one: perturbed copies of every product (see module docstring)."""
+    from index_builder.faiss_index import build_index
+
+    rng = np.random.default_rng(seed)
+    folder, manifest = fmt.verify(src)
+    products = pd.read_parquet(folder / fmt.PRODUCTS)
+    emb = fmt.load_array(folder, fmt.EMBEDDINGS)
+    items = fmt.load_array(folder, fmt.ITEM_FACTORS)
+    n = len(products)
+    copies = int(np.ceil(n_target / n))
+    src_rows = np.tile(np.arange(n), copies)[:n_target]
+    variant = np.repeat(np.arange(copies), n)[:n_target]
+    big = products.iloc[src_rows].reset_index(drop=True)
+    big["product_id"] = np.where(variant == 0, big["product_id"], big["product_id"] + "-v" + variant.astype(str))
+    big["title"] = np.where(variant == 0, big["title"], big["title"] + " V" + variant.astype(str))
+    big["price"] = big["price"] * np.where(variant == 0, 1.0, rng.uniform(0.8, 1.2, n_target))
+    big["popularity"] = (big["popularity"] / (1 + variant)).astype("int64")
+    e = emb[src_rows] + np.where(variant[:, None] == 0, 0, rng.normal(0, 0.02, (n_target, emb.shape[1])))
+    e = (e / np.linalg.norm(e, axis=1, keepdims=True)).astype(np.float32)
+    f = (items[src_rows] * rng.uniform(0.9, 1.1, (n_target, 1))).astype(np.float32)
+    centroids = fmt.load_array(folder, fmt.CENTROIDS)
+
+    def fill(dst: Path) -> dict:
+        import shutil
+
+        import faiss
+
+        big.to_parquet(dst / fmt.PRODUCTS, index=False)
+        fmt.save_array(dst, fmt.EMBEDDINGS, e)
+        fmt.save_array(dst, fmt.ITEM_FACTORS, f)
+        fmt.save_array(dst, fmt.CENTROIDS, centroids)
+        for name in (fmt.USER_FACTORS, fmt.USERS, fmt.INTERACTIONS):
+            shutil.copy(folder / name, dst / name)
+        faiss.write_index(build_index(e, "ivf", centroids=centroids, nprobe=3), str(dst / fmt.FAISS_INDEX))
+        body = {k: v for k, v in manifest.items() if k not in ("files", "format_version", "version")}
+        body["faiss"] = {"kind": "ivf", "metric": "inner_product", "ntotal": n_target, "nprobe": 3}
+        body["counts"] = {**manifest["counts"], "products": n_target}
+        return body
+
+    return fmt.publish(out, fill)
+
+
+def turn_latencies(folder: Path, sessions: int, seed: int = 1) -> dict[str, list[float]]:
+    from assistant.chat import Assistant
+    from assistant.session import SessionState
+
+    a = Assistant.from_path(folder)
+    a.recommender.encode(["warm-up"])
+    rng = random.Random(seed)
+    users = sorted(a.bundle.purchased)
+    out: dict[str, list[float]] = {}
+    for s in range(sessions):
+        state = SessionState(user_id=rng.choice(users) if s % 2 == 0 else None)
+        if state.user_id is None:
+            for r in rng.sample(range(len(a.bundle.titles)), 2):
+                state.view(a.bundle.product_ids[r])
+        for message in SCRIPT:
+            t = time.perf_counter()
+            turn = a.turn(message, state)
+            "".join(turn.chunks)
+            out.setdefault(message, []).append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def first_chunk_http(client, message: str, user_id: str = "") -> tuple[float, float]:
+    """(ms to the first streamed data event, ms to the end) for POST /gradio_api/call/chat + its SSE stream."""
+    t = time.perf_counter()
+    event_id = client.post("/gradio_api/call/chat", json={"data": [user_id, [], message]}).json()["event_id"]
+    first = None
+    with client.stream("GET", f"/gradio_api/call/chat/{event_id}") as stream:
+        for line in stream.iter_lines():
+            if first is None and line.startswith("data:") and line.strip() != "data: null":
+                first = (time.perf_counter() - t) * 1000
+    return first, (time.perf_counter() - t) * 1000
+
+
+def app_first_chunk(folder: Path, requests: int) -> dict[str, object]:
+    """Start app.py on the bundle; first /chat chunk over raw HTTP and via gradio_client; RSS (MB)."""
+    import httpx
+    from gradio_client import Client
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--bundle", str(folder), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url, timeout=2).read(10)
+                break
+            except OSError:
+                time.sleep(0.5)
+        http, full, via_client = [], [], []
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for i in range(requests + 2):
+                first, end = first_chunk_http(client, SCRIPT[i % 3])
+                if i >= 2:  # the first two warm caches
+                    http.append(first)
+                    full.append(end)
+        gc = Client(url + "/", verbose=False)
+        for i in range(requests + 2):
+            t = time.perf_counter()
+            first = None
+            for _ in gc.submit("", [], SCRIPT[i % 3], api_name="/chat"):
+                if first is None:
+                    first = (time.perf_counter() - t) * 1000
+            if i >= 2:
+                via_client.append(first)
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        field = {ln.split(":")[0]: ln.split()[1] for ln in status.splitlines() if ln.startswith(("VmRSS", "VmHWM"))}
+        return {"http": http, "full": full, "client": via_client,
+                "rss": int(field["VmRSS"]) / 1024, "peak": int(field["VmHWM"]) / 1024}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", default=str(ROOT / "artifacts"), help="the UCI bundle (root or version)")
+    parser.add_argument("--big", type=int, default=100_000, help="products in the synthetic bundle")
+    parser.add_argument("--sessions", type=int, default=40)
+    parser.add_argument("--requests", type=int, default=20)
+    args = parser.parse_args()
+
+    uci = fmt.resolve(args.bundle)
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        big = synthesize(uci, Path(tmp), args.big)
+        print(f"synthetic bundle: {args.big:,} products in {time.perf_counter() - t:.1f}s")
+        rows = []
+        for name, folder in [("UCI", uci), (f"{args.big // 1000}k", big)]:
+            lat = turn_latencies(folder, args.sessions)
+            every = [v for vs in lat.values() for v in vs]
+            rows.append((name, every, lat, app_first_chunk(folder, args.requests)))
+
+    print(f"\n{'bundle':<7} {'turns':>6} {'p50 ms':>7} {'p99 ms':>7} | {'HTTP 1st chunk p50':>18} {'p99':>6} "
+          f"{'whole reply':>11} | {'gradio_client 1st':>17} | {'RSS MB':>6} {'peak':>6}")
+    for name, every, _, app in rows:
+        print(f"{name:<7} {len(every):>6} {pct(every, 50):7.1f} {pct(every, 99):7.1f} | {pct(app['http'], 50):18.1f} "
+              f"{pct(app['http'], 99):6.1f} {pct(app['full'], 50):11.1f} | {pct(app['client'], 50):17.1f} | "
+              f"{app['rss']:6.0f} {app['peak']:6.0f}")
+    print("\nper message (p50 / p99 ms):")
+    print(f"{'message':<32}" + "".join(f"{name:>16}" for name, *_ in rows))
+    for message in SCRIPT:
+        cells = "".join(f"{pct(r[2][message], 50):8.1f}/{pct(r[2][message], 99):6.1f} " for r in rows)
+        print(f"{message:<32}{cells}")
+    big_every = rows[-1][1]
+    goals = [("p50 <= 15 ms at 100k", pct(big_every, 50) <= 15), ("p99 <= 50 ms at 100k", pct(big_every, 99) <= 50),
+             ("HTTP first chunk <= 150 ms", max(pct(r[3]["http"], 50) for r in rows) <= 150),
+             ("RSS <= 1.5 GB", max(r[3]["peak"] for r in rows) <= 1536)]
+    print("\n" + "; ".join(f"{g}: {'met' if ok else 'NOT met'}" for g, ok in goals))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""A real browser (Debian's chromium via Playwright): pick a customer, ask, see product cards."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from index_builder import bundle
+
+CHROMIUM = os.environ.get("CARTWISE_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: install it with 'apt-get install -y chromium' (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+def test_pick_customer_ask_and_see_cards(browser, app_url, uci_bundle):
+    folder, _ = uci_bundle
+    products = pd.read_parquet(folder / bundle.PRODUCTS)
+    inter = pd.read_parquet(folder / bundle.INTERACTIONS)
+    user_id = sorted(inter.loc[inter.purchased, "user_id"].unique())[0]
+    bought = set(inter.loc[(inter.user_id == user_id) & inter.purchased, "product_id"])
+    titles = dict(zip(products.product_id, products.title, strict=True))
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url, wait_until="load")
+    customer = page.locator("#customer input").first
+    customer.wait_for(timeout=60_000)
+    customer.click()
+    customer.fill("")  # the box shows "Anonymous" until cleared
+    customer.press_sequentially(user_id, delay=20)
+    page.get_by_role("option", name=user_id).first.click()
+    page.get_by_text(f"Customer {user_id}").first.wait_for(timeout=20_000)  # the profile is shown
+
+    page.locator("#message textarea").fill("what should I buy next?")
+    page.locator("#send").click()
+    cards = page.locator("[data-testid=product-card]")
+    cards.first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)  # let the streamed reply finish
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
+
+    ids = [c.get_attribute("data-product-id") for c in cards.all()]
+    assert 3 <= len(ids) <= 5
+    assert set(ids) <= set(titles) and not set(ids) & bought
+    for card, pid in zip(cards.all(), ids, strict=True):
+        assert titles[pid] in card.inner_text()
+    reply = page.locator("#chatbot").inner_text()
+    assert titles[ids[0]] in reply
+    page.close()
