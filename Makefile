@@ -36,6 +36,7 @@ lint: setup-dev
 
 bench: setup-dev
 	$(PY) bench/embed_throughput.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+	$(PY) bench/chat_latency.py --bundle $(OUT)
 
 clean:
 	rm -rf $(OUT) .pytest_cache
