@@ -45,7 +45,7 @@ def choose_k(sweep: list[dict[str, Any]]) -> tuple[int, int]:
 
 def sweep_kmeans(
     df: DataFrame, *, features_col: str, k_min: int, k_max: int, seed: int, max_iter: int = 30,
-    restarts: int = 3, concurrency: int = 6, progress: bool = True,
+    restarts: int = 3, concurrency: int = 12, progress: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[int, Any]]:
     """Fit KMeans for each k in [k_min, k_max]; return sweep rows (by k) and the best model per k.
 
