@@ -117,13 +117,12 @@ class Assistant:
                 idx = len(last) - 1
             if last and intent.kind == "more_like":
                 state.anchor = last[max(0, min(idx, len(last) - 1))]
-        if intent.kind in ("need", "recommend"):
-            state.anchor = None
-        if intent.kind == "need":
-            state.query = intent.query
-        elif intent.kind == "recommend" and not (intent.include or intent.exclude or intent.cheaper or intent.pricier
-                                                 or intent.max_price is not None or intent.min_price is not None):
-            state.query = None
+        refines = (intent.include or intent.exclude or intent.cheaper or intent.pricier
+                   or intent.max_price is not None or intent.min_price is not None)
+        if intent.kind == "need":  # a new topic
+            state.query, state.anchor = intent.query, None
+        elif intent.kind == "recommend" and not refines:  # a plain "what next?": back to the shopper's history
+            state.query = state.anchor = None
         basis = "popular"
         if intent.kind == "explain":
             shown = [self.rows([pid], strict=False) for pid in last]

@@ -65,6 +65,17 @@ def test_the_second_one_resolves_to_the_last_list(assistant):
     assert turn.products[0].reasons[0]["to_id"] == second
 
 
+def test_refinements_keep_the_anchor_and_a_plain_question_drops_it(assistant):
+    state = SessionState(viewed=["M1"])
+    assistant.turn("what should I buy next?", state)
+    assistant.turn("more like the second one", state)
+    anchor = state.anchor
+    turn = assistant.turn("something cheaper", state)
+    assert state.anchor == anchor and turn.products[0].reasons[0]["to_id"] == anchor
+    assistant.turn("what should I buy next?", state)
+    assert state.anchor is None
+
+
 def test_only_and_no_keywords(assistant):
     state = SessionState(viewed=["B1"])
     only = assistant.turn("only candles", state).products
