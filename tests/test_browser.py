@@ -62,7 +62,8 @@ def test_pick_customer_ask_and_see_cards(browser, app_url, uci_bundle):
 
     # Clicking "I viewed #1" marks that product viewed: the next answer builds on it and leaves it out.
     page.locator("#card-1").click()
-    page.get_by_text("Marked").first.wait_for(timeout=20_000)
+    # The click's outputs (session state + this dropdown) arrive together: wait for them before asking.
+    page.locator("#viewed").get_by_text(ids[0]).first.wait_for(timeout=20_000)
     page.locator("#message textarea").fill("what should I buy next?")
     page.locator("#send").click()
     page.wait_for_function(
