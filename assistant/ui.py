@@ -100,10 +100,11 @@ def build_demo(assistant: Assistant):
             ]
         cards = cards_html(turn.context.products) if turn.products else gr.update()
         text = ""
-        for chunk in turn.chunks:
+        for i, chunk in enumerate(turn.chunks):
             text += chunk
             history[-1] = {"role": "assistant", "content": text}
-            yield (history, state, cards, *buttons, "")
+            # Clear the textbox once; later chunks leave it alone so the shopper can type the next message.
+            yield (history, state, cards, *buttons, "" if i == 0 else gr.update())
 
     def on_card(i: int, state: SessionState | None):
         state = session(state)
@@ -161,8 +162,8 @@ def build_demo(assistant: Assistant):
         user_dd.change(on_user, [user_dd, state], [state, profile_md], api_visibility="private")
         viewed_dd.change(on_viewed, [viewed_dd, state], [state], api_visibility="private")
         outputs = [chatbot, state, cards, *card_buttons, msg]
-        msg.submit(respond, [msg, chatbot, state], outputs, api_visibility="private")
-        send.click(respond, [msg, chatbot, state], outputs, api_visibility="private")
+        msg.submit(respond, [msg, chatbot, state], outputs, api_visibility="private", trigger_mode="multiple")
+        send.click(respond, [msg, chatbot, state], outputs, api_visibility="private", trigger_mode="multiple")
         for i, button in enumerate(card_buttons):
             button.click(lambda s, i=i: on_card(i, s), [state], [state, viewed_dd], api_visibility="private")
         gr.api(recommend, api_name="recommend", concurrency_limit=4)

@@ -66,10 +66,12 @@ def test_pick_customer_ask_and_see_cards(browser, app_url, uci_bundle):
     page.locator("#viewed").get_by_text(ids[0]).first.wait_for(timeout=20_000)
     page.locator("#message textarea").fill("what should I buy next?")
     page.locator("#send").click()
-    page.wait_for_function(
-        "id => { const c = document.querySelectorAll('[data-testid=product-card]');"
-        " return c.length > 0 && ![...c].some(x => x.dataset.productId === id); }", arg=ids[0], timeout=30_000)
+    try:
+        page.wait_for_function(
+            "id => { const c = document.querySelectorAll('[data-testid=product-card]');"
+            " return c.length > 0 && ![...c].some(x => x.dataset.productId === id); }", arg=ids[0], timeout=30_000)
+    finally:
+        page.screenshot(path=str(ARTIFACTS / "chat-after-view.png"), full_page=True)
     page.wait_for_timeout(1000)
     assert f"the {titles[ids[0]]} you viewed" in page.locator("#chatbot").inner_text()
-    page.screenshot(path=str(ARTIFACTS / "chat-after-view.png"), full_page=True)
     page.close()
