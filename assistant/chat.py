@@ -187,10 +187,10 @@ class Assistant:
         else:
             seeds, kind = [r for r in b.history.get(state.user_id or "", []) if r in b.purchased.get(state.user_id, ())], "bought"
         exclude_rows = set(viewed)
-        if different:
+        if different:  # nothing shown before
             exclude_rows |= set(self.rows(state.all_shown(), strict=False))
-        elif state.shown:
-            exclude_rows |= set(self.rows(state.last_shown, strict=False)) if anchor_row is not None else set()
+        elif anchor_row is not None:  # "more like #2": new products, not the list it came from
+            exclude_rows |= set(self.rows(state.last_shown, strict=False))
         return Request(user_id=state.user_id, seeds=seeds, seed_kind=kind, query=state.query,
                        max_price=state.max_price, min_price=state.min_price, include=list(state.include),
                        exclude=list(state.exclude), exclude_rows=exclude_rows)
