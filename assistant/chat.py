@@ -233,16 +233,17 @@ class Assistant:
     # -- API and clicks -----------------------------------------------------------------------------
     def recommend_api(self, user_id: str | None, recently_viewed: Sequence[str], message: str) -> dict[str, Any]:
         """One stateless turn for programmatic use: products with reasons and the full reply."""
-        state = SessionState(user_id=self.check_user(user_id))
-        for pid in self.rows_ids(recently_viewed):
-            state.view(pid)
-        turn = self.turn(message or "", state)
+        turn = self.turn(message or "", self.api_state(user_id, recently_viewed))
         return {"products": [p.as_dict() for p in turn.products], "reply": "".join(turn.chunks)}
 
-    def rows_ids(self, product_ids: Sequence[str] | None) -> list[str]:
-        ids = [str(p).strip() for p in (product_ids or []) if str(p).strip()]
-        self.rows(ids)  # raises UnknownProduct with the bad ids
-        return ids
+    def api_state(self, user_id: str | None, recently_viewed: Sequence[str] | None) -> SessionState:
+        """A fresh session for an API call; unknown user or product ids raise with a friendly message."""
+        state = SessionState(user_id=self.check_user(user_id))
+        ids = [str(p).strip() for p in (recently_viewed or []) if str(p).strip()]
+        self.rows(ids)  # raises UnknownProduct naming the bad ids
+        for pid in ids:
+            state.view(pid)
+        return state
 
     def mark_viewed(self, state: SessionState, product_id: str) -> None:
         self.rows([product_id])

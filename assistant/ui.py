@@ -126,9 +126,7 @@ def build_demo(assistant: Assistant):
     def chat(user_id: str, recently_viewed: list[str], message: str) -> Iterator[str]:
         """The conversational reply for one stateless turn, streamed (each item is the text so far)."""
         try:
-            state = SessionState(user_id=assistant.check_user(user_id))
-            for pid in assistant.rows_ids(recently_viewed or []):
-                state.view(pid)
+            state = assistant.api_state(user_id, recently_viewed)
         except AssistantError as exc:
             raise gr.Error(str(exc)) from None
         text = ""
