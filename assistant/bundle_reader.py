@@ -35,6 +35,13 @@ class Bundle:
     row_of: dict[str, int]
     purchased: dict[str, frozenset[int]]  # user_id -> product rows bought
     history: dict[str, list[int]]  # user_id -> product rows, most recent first
+    had: dict[str, frozenset[int]] = field(repr=False, default_factory=dict)  # user_id -> rows they already have
+    # user_id -> (product rows with a positive interaction, most recent first; days before the user's newest one)
+    profile: dict[str, tuple[np.ndarray, np.ndarray]] = field(repr=False, default_factory=dict)
+    pair_rows: np.ndarray = field(repr=False, default=None)  # product row of every positive (user, product) pair
+    pair_age_days: np.ndarray = field(repr=False, default=None)  # its age in days before the newest event
+    item_neighbours: np.ndarray | None = field(repr=False, default=None)  # (n_products, k) rows, -1 = none
+    item_weights: np.ndarray | None = field(repr=False, default=None)  # (n_products, k) EASE weights
     popularity_rank: np.ndarray = field(repr=False, default=None)  # (n_products,) 1 = best seller
     popularity_order: np.ndarray = field(repr=False, default=None)  # rows, best seller first
     members: dict[int, np.ndarray] = field(repr=False, default_factory=dict)  # cluster -> rows
@@ -47,6 +54,10 @@ class Bundle:
     @property
     def has_als(self) -> bool:
         return self.item_factors is not None
+
+    @property
+    def has_item_item(self) -> bool:
+        return self.item_neighbours is not None
 
     def product(self, row: int) -> dict[str, Any]:
         price = self.prices[row]
@@ -66,26 +77,60 @@ def load_bundle(path: str | Path) -> Bundle:
     if embeddings.shape[0] != n or index.ntotal != n:
         raise fmt.BundleError(f"{folder}: {n} products but {embeddings.shape[0]} embeddings and "
                               f"{index.ntotal} FAISS vectors; {fmt.REBUILD_HINT}")
-    item_f = user_f = None
-    user_rows: dict[str, int] = {}
-    if (folder / fmt.ITEM_FACTORS).is_file():
-        item_f = fmt.load_array(folder, fmt.ITEM_FACTORS)
-        user_f = fmt.load_array(folder, fmt.USER_FACTORS)
-    users = pd.read_parquet(folder / fmt.USERS)
-    user_rows = dict(zip(users["user_id"].astype(str), users["user_idx"].astype(int), strict=True))
-    inter = pd.read_parquet(folder / fmt.INTERACTIONS)
-    row_of = {pid: i for i, pid in enumerate(products["product_id"].astype(str))}
-    purchased: dict[str, frozenset[int]] = {}
-    history: dict[str, list[int]] = {}
-    if len(inter):
-        inter = inter.assign(_row=inter["product_id"].astype(str).map(row_of))
-        for uid, grp in inter[inter["purchased"]].groupby("user_id"):
-            purchased[str(uid)] = frozenset(grp["_row"].astype(int))
-        recent = inter.sort_values(["user_id", "last_ts", "weight"], ascending=[True, False, False])
-        for uid, grp in recent.groupby("user_id", sort=False):
-            history[str(uid)] = grp["_row"].astype(int).tolist()
     if manifest.get("faiss", {}).get("nprobe"):
         faiss.extract_index_ivf(index).nprobe = int(manifest["faiss"]["nprobe"])
+    arrays = {name: fmt.load_array(folder, name) if (folder / name).is_file() else None
+              for name in (fmt.ITEM_FACTORS, fmt.USER_FACTORS, fmt.ITEM_NEIGHBOURS, fmt.ITEM_WEIGHTS)}
+    bundle = assemble_bundle(
+        folder=folder, manifest=manifest, products=products, embeddings=embeddings, index=index,
+        users=pd.read_parquet(folder / fmt.USERS), interactions=pd.read_parquet(folder / fmt.INTERACTIONS),
+        item_factors=arrays[fmt.ITEM_FACTORS], user_factors=arrays[fmt.USER_FACTORS],
+        item_neighbours=arrays[fmt.ITEM_NEIGHBOURS], item_weights=arrays[fmt.ITEM_WEIGHTS],
+    )
+    log.info("loaded bundle %s: %d products, %d users", folder.name, n, len(bundle.user_rows))
+    return bundle
+
+
+def assemble_bundle(*, folder: Path, manifest: dict[str, Any], products: pd.DataFrame, embeddings: np.ndarray,
+                    index: Any, users: pd.DataFrame, interactions: pd.DataFrame,
+                    item_factors: np.ndarray | None = None, user_factors: np.ndarray | None = None,
+                    item_neighbours: np.ndarray | None = None, item_weights: np.ndarray | None = None) -> Bundle:
+    """A :class:`Bundle` from tables and arrays already in memory (the reader and the evaluation use it).
+
+    ``interactions``: one row per (user, product) with ``weight``, ``purchased``, ``had`` and ``last_ts``.
+    """
+    n = len(products)
+    user_rows = dict(zip(users["user_id"].astype(str), users["user_idx"].astype(int), strict=True))
+    row_of = {pid: i for i, pid in enumerate(products["product_id"].astype(str))}
+    purchased: dict[str, frozenset[int]] = {}
+    had: dict[str, frozenset[int]] = {}
+    history: dict[str, list[int]] = {}
+    profile: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    pair_rows = np.zeros(0, dtype=np.int64)
+    pair_age = np.zeros(0, dtype=np.float64)
+    if len(interactions):
+        inter = interactions.assign(
+            _row=interactions["product_id"].astype(str).map(row_of),
+            _uid=interactions["user_id"].astype(str),
+            _ts=pd.to_datetime(interactions["last_ts"], utc=True),
+        )
+        has = inter["had"] if "had" in inter.columns else inter["purchased"]
+        for uid, grp in inter[inter["purchased"]].groupby("_uid"):
+            purchased[uid] = frozenset(grp["_row"].astype(int))
+        for uid, grp in inter[has.astype(bool)].groupby("_uid"):
+            had[uid] = frozenset(grp["_row"].astype(int))
+        recent = inter.sort_values(["_uid", "_ts", "weight"], ascending=[True, False, False], na_position="last")
+        for uid, grp in recent.groupby("_uid", sort=False):
+            history[uid] = grp["_row"].astype(int).tolist()
+        pos = recent[recent["weight"] > 0]
+        newest = pos.groupby("_uid")["_ts"].transform("max")
+        user_age = ((newest - pos["_ts"]).dt.total_seconds() / 86400).fillna(0.0).to_numpy()
+        rows = pos["_row"].astype(int).to_numpy()
+        for uid, idx in pos.groupby("_uid", sort=False).indices.items():
+            profile[uid] = (rows[idx], user_age[idx])
+        end = pos["_ts"].max()
+        pair_rows = rows
+        pair_age = ((end - pos["_ts"]).dt.total_seconds() / 86400).fillna(0.0).to_numpy() if len(pos) else pair_age
     clusters = products["cluster"].to_numpy(dtype=np.int64)
     members = {int(c): np.flatnonzero(clusters == c) for c in np.unique(clusters)}
     pop = products["popularity"].to_numpy(dtype=np.float64)
@@ -93,13 +138,14 @@ def load_bundle(path: str | Path) -> Bundle:
     order = np.argsort(-pop, kind="stable")
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(1, n + 1)
-    log.info("loaded bundle %s: %d products, %d users", folder.name, n, len(user_rows))
     return Bundle(
-        folder=folder, manifest=manifest, products=products, embeddings=embeddings, index=index,
+        folder=Path(folder), manifest=manifest, products=products, embeddings=embeddings, index=index,
         clusters=clusters, popularity=np.log1p(pop) / top,
         prices=products["price"].to_numpy(dtype=np.float64), titles=products["title"].astype(str).tolist(),
         product_ids=products["product_id"].astype(str).tolist(),
-        item_factors=item_f, user_factors=user_f, user_rows=user_rows, row_of=row_of,
-        purchased=purchased, history=history, popularity_rank=rank, popularity_order=order,
+        item_factors=item_factors, user_factors=user_factors, user_rows=user_rows, row_of=row_of,
+        purchased=purchased, history=history, had=had, profile=profile, pair_rows=pair_rows, pair_age_days=pair_age,
+        item_neighbours=item_neighbours, item_weights=item_weights,
+        popularity_rank=rank, popularity_order=order,
         members=members, member_embeddings={c: np.ascontiguousarray(embeddings[m]) for c, m in members.items()},
     )

@@ -64,7 +64,7 @@ class Assistant:
         self.bundle = bundle
         self.writer = writer or TemplateWriter()
         self.store = store
-        self.recommender = Recommender(bundle, encode or query_encoder(bundle), config)
+        self.recommender = Recommender(bundle, encode or query_encoder(bundle), config or RecommenderConfig.from_manifest(bundle.manifest))
         self.cfg = self.recommender.cfg
 
     @classmethod
@@ -89,10 +89,10 @@ class Assistant:
         return rows
 
     def profile(self, user_id: str | None, n: int = 5) -> list[dict[str, Any]]:
-        """The user's most recent purchases (title, price, id)."""
+        """The user's most recent purchases (or other products they have, such as rated ones): title, price, id."""
         if not user_id:
             return []
-        bought = self.bundle.purchased.get(user_id, frozenset())
+        bought = self.bundle.had.get(user_id, frozenset())
         recent = [r for r in self.bundle.history.get(user_id, []) if r in bought][:n]
         return [self.bundle.product(r) for r in recent]
 
@@ -134,7 +134,7 @@ class Assistant:
         elif intent.kind not in NO_PRODUCT_KINDS:
             if state.anchor:
                 anchor_row = b.row_of.get(state.anchor)
-            req = self._request(state, anchor_row, different=intent.kind == "different")
+            req = self.next_request(state, anchor_row, different=intent.kind == "different")
             basis = req.seed_kind if req.seeds else ("query" if req.query else "popular")
             products = self.recommender.recommend(req)
             if products:
@@ -175,18 +175,20 @@ class Assistant:
             state.exclude = list(dict.fromkeys(state.exclude + intent.exclude))
             state.include = [k for k in state.include if k not in intent.exclude]
 
-    def _request(self, state: SessionState, anchor_row: int | None, *, different: bool) -> Request:
+    def next_request(self, state: SessionState, anchor_row: int | None = None, *, different: bool = False) -> Request:
+        """The request behind "what should I buy next?" in this session (the evaluation scores exactly this)."""
         b = self.bundle
         viewed = self.rows(reversed(state.viewed), strict=False)
         if anchor_row is not None:
             seeds, kind = [anchor_row], "anchor"
         elif viewed:
             seeds, kind = viewed, "viewed"
-        elif state.query:  # a stated need speaks for itself; purchases still count through ALS
+        elif state.query:  # a stated need speaks for itself; purchases still count through ALS and item-item
             seeds, kind = [], "query"
         else:
-            seeds, kind = [r for r in b.history.get(state.user_id or "", []) if r in b.purchased.get(state.user_id, ())], "bought"
-        exclude_rows = set(viewed)
+            had = b.had.get(state.user_id or "", frozenset())
+            seeds, kind = [r for r in b.history.get(state.user_id or "", []) if r in had], "bought"
+        exclude_rows = set(viewed) if self.cfg.exclude_viewed else set()
         if different:  # nothing shown before
             exclude_rows |= set(self.rows(state.all_shown(), strict=False))
         elif anchor_row is not None:  # "more like #2": new products, not the list it came from
@@ -198,20 +200,23 @@ class Assistant:
     def _explain(self, rows: list[int], state: SessionState) -> list[Recommendation]:
         """Recompute each shown product's reasons against the current session."""
         rec = self.recommender
-        req = self._request(state, None, different=False)
-        content, why, als = rec.candidates(req)
+        req = self.next_request(state)
+        content, why, sig = rec.candidates(req)
+        cw = rec.content_weight(req)
         out = []
         for r in rows:
-            a = float(als[r]) if als is not None else 0.0
+            terms = {"content": content.get(r, 0.0), "popularity": float(rec.popularity[r]),
+                     "als": float(sig.als[r]) if sig.als is not None else 0.0,
+                     "item": float(sig.item[r]) if sig.item is not None else 0.0}
             reason = why.get(r)
             if reason is None and req.seeds:
                 sims = self.bundle.embeddings[req.seeds] @ self.bundle.embeddings[r]
                 j = int(np.argmax(sims))
                 reason = {"kind": "similar", "to": self.bundle.titles[req.seeds[j]], "via": req.seed_kind,
                           "to_id": self.bundle.product(req.seeds[j])["product_id"], "similarity": round(float(sims[j]), 3)}
-            out.append(Recommendation(row=r, **self.bundle.product(r), score=0.0, content=content.get(r, 0.0), als=a,
-                                      popularity=float(self.bundle.popularity[r]),
-                                      reasons=rec.reasons(r, reason, a, als is not None)))
+            out.append(Recommendation(row=r, **self.bundle.product(r), score=0.0, content=terms["content"],
+                                      als=terms["als"], item=terms["item"], popularity=terms["popularity"],
+                                      reasons=rec.reasons(r, reason, terms, sig, cw)))
         return out
 
     @staticmethod

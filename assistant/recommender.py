@@ -15,6 +15,8 @@ import numpy as np
 from .bundle_reader import Bundle
 from .config import RecommenderConfig
 
+MIN_REASON_SIMILARITY = 0.3  # a weaker similarity is not given as a reason when another signal is there
+
 
 @dataclass
 class Request:
@@ -30,6 +32,7 @@ class Request:
     exclude: list[str] = field(default_factory=list)
     exclude_rows: set[int] = field(default_factory=set)  # e.g. products already shown or viewed
     n: int | None = None
+    include_had: bool = False  # keep products the shopper already has (only the evaluation's repeat variant)
 
 
 @dataclass
@@ -43,15 +46,36 @@ class Recommendation:
     als: float
     popularity: float
     reasons: list[dict[str, Any]]
+    item: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"product_id": self.product_id, "title": self.title, "price": self.price,
                 "score": round(self.score, 4), "reasons": self.reasons}
 
 
-def blend(content: np.ndarray, als: np.ndarray, popularity: np.ndarray, cfg: RecommenderConfig) -> np.ndarray:
-    """The hybrid score: weighted sum of content similarity, normalised ALS score and popularity."""
-    return cfg.w_content * content + cfg.w_als * als + cfg.w_popularity * popularity
+@dataclass
+class Signals:
+    """The collaborative scores of one request over the whole catalog, each in [0, 1] (None: no such signal)."""
+
+    als: np.ndarray | None = None
+    item: np.ndarray | None = None
+    item_sources: np.ndarray | None = None  # product rows whose item-item neighbours made ``item``
+    item_source_weights: np.ndarray | None = None  # their weights (recency, 1 for what is viewed now)
+
+
+def blend(content: np.ndarray, als: np.ndarray, item: np.ndarray, popularity: np.ndarray,
+          cfg: RecommenderConfig, content_weight: float) -> np.ndarray:
+    """The hybrid score: ``content_weight`` x content + the rest x the weighted mean of the collaborative terms."""
+    total = cfg.w_item + cfg.w_als + cfg.w_popularity
+    cf = (cfg.w_item * item + cfg.w_als * als + cfg.w_popularity * popularity) / total if total > 0 else 0.0 * content
+    return content_weight * content + (1.0 - content_weight) * cf
+
+
+def decay(age_days: np.ndarray, half_life_days: float | None) -> np.ndarray:
+    """0.5 ** (age / half-life); all ones when there is no half-life."""
+    if not half_life_days:
+        return np.ones(len(age_days))
+    return np.power(0.5, np.asarray(age_days, dtype=np.float64) / half_life_days)
 
 
 def top_k(values: np.ndarray, k: int) -> np.ndarray:
@@ -82,10 +106,24 @@ class Recommender:
     def __init__(self, bundle: Bundle, encode: Callable[[Sequence[str]], np.ndarray], cfg: RecommenderConfig | None = None):
         self.b = bundle
         self.encode = encode  # texts -> unit vectors with the bundle's own embedding model
-        self.cfg = cfg or RecommenderConfig()
+        self.cfg = cfg or RecommenderConfig.from_manifest(bundle.manifest)
         self._lower_titles = [t.lower() for t in bundle.titles]
+        self.popularity = self._popularity_term()
+        self.popularity_order = np.argsort(-self.popularity, kind="stable")
+        self.popularity_rank = np.empty(len(self.popularity), dtype=np.int64)
+        self.popularity_rank[self.popularity_order] = np.arange(1, len(self.popularity) + 1)
 
     # -- scores -------------------------------------------------------------------------------------
+    def _popularity_term(self) -> np.ndarray:
+        """Buyers per product, each weighted by how recent their interaction is, over the best product's."""
+        b = self.b
+        n = len(b.titles)
+        if b.pair_rows is None or not len(b.pair_rows):
+            return np.asarray(b.popularity, dtype=np.float64).copy()
+        counts = np.bincount(b.pair_rows, weights=decay(b.pair_age_days, self.cfg.popularity_half_life_days), minlength=n)
+        top = counts.max()
+        return counts / top if top > 0 else counts
+
     def als_scores(self, user_id: str | None) -> np.ndarray | None:
         """The user's ALS scores over the whole catalog, divided by their maximum (None: unknown user)."""
         b = self.b
@@ -95,17 +133,43 @@ class Recommender:
         top = raw.max()
         return np.clip(raw / top, 0.0, 1.0) if top > 0 else np.zeros_like(raw)
 
+    def item_scores(self, user_id: str | None, viewed: Sequence[int] = (), *, recency: bool = True) -> Signals:
+        """Item-item (EASE) scores of the user's past products (recency-weighted) and what they view now."""
+        b = self.b
+        if not b.has_item_item:
+            return Signals()
+        rows, ages = b.profile.get(user_id or "", (np.zeros(0, dtype=np.int64), np.zeros(0)))
+        weights = decay(ages, self.cfg.history_half_life_days if recency else None)
+        if len(viewed):
+            rows = np.concatenate([np.asarray(viewed, dtype=np.int64), rows])
+            weights = np.concatenate([np.ones(len(viewed)), weights])
+        if not len(rows):
+            return Signals()
+        neighbours = b.item_neighbours[rows]
+        contrib = b.item_weights[rows] * weights[:, None]
+        mask = neighbours >= 0
+        scores = np.bincount(neighbours[mask], weights=contrib[mask], minlength=len(b.titles))
+        top = scores.max()
+        if top <= 0:
+            return Signals()
+        return Signals(item=np.clip(scores / top, 0.0, 1.0), item_sources=rows, item_source_weights=weights)
+
+    def signals(self, req: Request) -> Signals:
+        sig = self.item_scores(req.user_id, req.seeds if req.seed_kind in ("viewed", "anchor") else ())
+        sig.als = self.als_scores(req.user_id)
+        return sig
+
     def _search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, self.b.index.ntotal)
         return self.b.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
 
     # -- candidates ---------------------------------------------------------------------------------
-    def candidates(self, req: Request, *, widen: bool = False, als: np.ndarray | None | bool = False
-                   ) -> tuple[dict[int, float], dict[int, dict[str, Any]], np.ndarray | None]:
-        """rows -> content score, rows -> the reason behind that score, and the ALS scores.
+    def candidates(self, req: Request, *, widen: bool = False, signals: Signals | None = None
+                   ) -> tuple[dict[int, float], dict[int, dict[str, Any]], Signals]:
+        """rows -> content score, rows -> the reason behind that score, and the collaborative signals.
 
         Seed neighbours are kept to the seed's KMeans cluster; ``widen`` lifts that restriction and
-        adds best sellers, for when filters leave too few products. ``als``: scores computed already.
+        adds best sellers, for when filters leave too few products. ``signals``: computed already.
         """
         b, cfg = self.b, self.cfg
         content: dict[int, float] = {}
@@ -131,15 +195,26 @@ class Recommender:
                 for i, s in zip(irow.tolist(), srow.tolist(), strict=True):
                     if i >= 0 and s > content.get(i, -1.0):
                         offer(i, s, {"kind": "query", "query": q, "similarity": round(s, 3)})
-        if als is False:
-            als = self.als_scores(req.user_id)
-        if als is not None:
-            for i in top_k(als, cfg.als_candidates):
-                content.setdefault(int(i), 0.0)
-        if widen or not content:  # nothing (left) to start from: best sellers
-            for i in b.popularity_order[: cfg.query_candidates]:
-                content.setdefault(int(i), 0.0)
-        return content, why, als
+        sig = signals if signals is not None else self.signals(req)
+        for scores, k in ((sig.als, cfg.als_candidates), (sig.item, cfg.item_candidates)):
+            if scores is not None:
+                for i in top_k(scores, k):
+                    if scores[i] > 0:
+                        content.setdefault(int(i), 0.0)
+        n_popular = cfg.query_candidates if widen or not content else cfg.popular_candidates
+        for i in self.popularity_order[:n_popular]:
+            content.setdefault(int(i), 0.0)
+        if seeds:  # every other candidate's content score is its similarity to the closest seed
+            rows = np.array([r for r in content if r not in why], dtype=np.int64)
+            if len(rows):
+                sims = b.embeddings[rows] @ b.embeddings[seeds].T
+                best = sims.argmax(axis=1)
+                for r, j, s in zip(rows.tolist(), best.tolist(), sims.max(axis=1).tolist(), strict=True):
+                    content[r] = max(float(s), 0.0)
+                    if s >= 0.5:
+                        why[r] = {"kind": "similar", "to": b.titles[seeds[j]], "to_id": b.product_ids[seeds[j]],
+                                  "via": req.seed_kind, "similarity": round(float(s), 3)}
+        return content, why, sig
 
     def _seed_neighbours(self, seeds: list[int], widen: bool) -> list[list[tuple[int, float]]]:
         """Nearest products of each seed: within its KMeans cluster (exact, one matrix product per
@@ -175,9 +250,14 @@ class Recommender:
         return np.fromiter((pattern.search(titles[r]) is not None for r in rows.tolist()), dtype=bool, count=len(rows))
 
     def allowed(self, rows: np.ndarray, req: Request) -> np.ndarray:
+        """Drop what the shopper already has (bought, rated), the seeds, ``exclude_rows``; apply price and keywords."""
         b = self.b
         keep = np.ones(len(rows), dtype=bool)
-        blocked = set(req.exclude_rows) | set(b.purchased.get(req.user_id or "", ())) | set(req.seeds)
+        blocked = set(req.exclude_rows)
+        if req.include_had:  # repeat purchases allowed: past purchases may come back, what is viewed now may not
+            blocked |= set(req.seeds) if req.seed_kind != "bought" else set()
+        else:
+            blocked |= set(req.seeds) | b.had.get(req.user_id or "", frozenset())
         keep &= ~np.isin(rows, list(blocked)) if blocked else keep
         price = b.prices[rows]
         if req.max_price is not None:
@@ -191,42 +271,51 @@ class Recommender:
         return keep
 
     # -- the whole thing ----------------------------------------------------------------------------
+    def content_weight(self, req: Request) -> float:
+        return self.cfg.w_content_history if req.seed_kind == "bought" else self.cfg.w_content
+
     def recommend(self, req: Request) -> list[Recommendation]:
         """Top products for a request: candidates -> filters -> blend -> MMR -> reasons."""
         b, cfg = self.b, self.cfg
         n = req.n or cfg.n_results
-        content, why, als = self.candidates(req)
+        content, why, sig = self.candidates(req)
         rows = np.fromiter(content, dtype=np.int64, count=len(content))
         rows = rows[self.allowed(rows, req)] if len(rows) else rows
         if len(rows) < n:  # the filters left too few: look beyond the seeds' clusters
-            content, why, als = self.candidates(req, widen=True, als=als)
+            content, why, sig = self.candidates(req, widen=True, signals=sig)
             rows = np.fromiter(content, dtype=np.int64, count=len(content))
             rows = rows[self.allowed(rows, req)] if len(rows) else rows
         if len(rows) == 0:
             return []
+        cw = self.content_weight(req)
         c = np.clip(np.array([content[int(r)] for r in rows]), 0.0, 1.0)
-        a = als[rows] if als is not None else np.zeros(len(rows))
-        p = b.popularity[rows]
-        score = blend(c, a, p, cfg)
+        a = sig.als[rows] if sig.als is not None else np.zeros(len(rows))
+        it = sig.item[rows] if sig.item is not None else np.zeros(len(rows))
+        p = self.popularity[rows]
+        score = blend(c, a, it, p, cfg, cw)
         picks = self._mmr(rows, score, n)
         pos = {int(r): i for i, r in enumerate(rows)}
         out = []
         for r in picks:
             i = pos[r]
+            terms = {"content": float(c[i]), "als": float(a[i]), "item": float(it[i]), "popularity": float(p[i])}
             out.append(Recommendation(
-                row=r, **b.product(r), score=float(score[i]), content=float(c[i]), als=float(a[i]),
-                popularity=float(p[i]), reasons=self.reasons(r, why.get(r), float(a[i]), als is not None),
+                row=r, **b.product(r), score=float(score[i]), content=terms["content"], als=terms["als"],
+                popularity=terms["popularity"], item=terms["item"],
+                reasons=self.reasons(r, why.get(r) if why.get(r) else None, terms, sig, cw),
             ))
         return out
 
     def _mmr(self, rows: np.ndarray, score: np.ndarray, n: int) -> list[int]:
-        """Maximal marginal relevance over the 50 best: score vs. similarity to what is already picked."""
-        order = np.argsort(-score, kind="stable")[:50]
+        """Maximal marginal relevance over the best 50 (or 2n): score vs. similarity to what is already picked."""
+        order = np.argsort(-score, kind="stable")[: max(50, 2 * n)]
         pool, pool_score = rows[order], score[order]
+        lam = self.cfg.mmr_lambda
+        if lam >= 1.0:
+            return [int(r) for r in pool[:n]]
         emb = self.b.embeddings[pool]
         chosen: list[int] = []
         max_sim = np.zeros(len(pool))
-        lam = self.cfg.mmr_lambda
         for _ in range(min(n, len(pool))):
             mmr = lam * pool_score - (1 - lam) * max_sim
             if chosen:
@@ -236,18 +325,43 @@ class Recommender:
             max_sim = np.maximum(max_sim, emb @ emb[j])
         return [int(pool[j]) for j in chosen]
 
-    def reasons(self, row: int, content_reason: dict[str, Any] | None, als: float, known_user: bool) -> list[dict[str, Any]]:
-        """Structured reasons, strongest first; writers and "why?" answers read these."""
-        b = self.b
-        out: list[dict[str, Any]] = []
-        if content_reason:
-            out.append(content_reason)
-        if known_user and als >= 0.25:
-            out.append({"kind": "als", "strength": round(als, 3)})
-        rank = int(b.popularity_rank[row])
-        if b.popularity[row] > 0 and rank <= max(10, len(b.titles) // 20):
-            out.append({"kind": "popular", "rank": rank, "cluster": int(b.clusters[row]),
-                        "buyers": int(b.products["popularity"].iat[row])})
+    def reasons(self, row: int, content_reason: dict[str, Any] | None, terms: dict[str, float], sig: Signals,
+                content_weight: float) -> list[dict[str, Any]]:
+        """Structured reasons, the signal that added most to the score first; writers and "why?" read these."""
+        b, cfg = self.b, self.cfg
+        total = cfg.w_item + cfg.w_als + cfg.w_popularity
+        cf_share = (1.0 - content_weight) / total if total > 0 else 0.0
+        ranked: list[tuple[float, dict[str, Any]]] = []
+        weak = content_reason is not None and content_reason.get("similarity", 1.0) < MIN_REASON_SIMILARITY
+        if content_reason and not weak:
+            ranked.append((content_weight * terms["content"], content_reason))
+        if terms["item"] >= 0.2 and sig.item_sources is not None:
+            source = self._item_source(row, sig)
+            if source is not None:
+                ranked.append((cf_share * cfg.w_item * terms["item"],
+                               {"kind": "also_bought", "with": b.titles[source], "with_id": b.product_ids[source],
+                                "strength": round(terms["item"], 3)}))
+        if sig.als is not None and terms["als"] >= 0.25:
+            ranked.append((cf_share * cfg.w_als * terms["als"], {"kind": "als", "strength": round(terms["als"], 3)}))
+        rank = int(self.popularity_rank[row])
+        if self.popularity[row] > 0 and rank <= max(10, len(b.titles) // 20):
+            reason = {"kind": "popular", "rank": rank, "cluster": int(b.clusters[row]),
+                      "buyers": int(b.products["popularity"].iat[row])}
+            if cfg.popularity_half_life_days:
+                reason["recent_days"] = cfg.popularity_half_life_days
+            ranked.append((cf_share * cfg.w_popularity * terms["popularity"], reason))
+        ranked.sort(key=lambda t: -t[0])
+        out = [r for _, r in ranked]
         if not out:
-            out.append({"kind": "cluster", "cluster": int(b.clusters[row])})
+            out.append(content_reason if content_reason else {"kind": "cluster", "cluster": int(b.clusters[row])})
         return out
+
+    def _item_source(self, row: int, sig: Signals) -> int | None:
+        """The shopper's product whose item-item weight towards ``row`` counts most."""
+        nb = self.b.item_neighbours[sig.item_sources]
+        hit = nb == row
+        if not hit.any():
+            return None
+        contrib = np.where(hit, self.b.item_weights[sig.item_sources] * sig.item_source_weights[:, None], 0.0).sum(axis=1)
+        j = int(np.argmax(contrib))
+        return int(sig.item_sources[j]) if contrib[j] > 0 else None

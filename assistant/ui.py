@@ -58,8 +58,8 @@ def build_demo(assistant: Assistant):
     import gradio as gr
 
     b = assistant.bundle
-    active = sorted(b.purchased, key=lambda u: (-len(b.purchased[u]), u))
-    customers = [("Anonymous", "")] + [(f"{u} · {len(b.purchased[u])} products bought", u) for u in active]
+    active = sorted(b.had, key=lambda u: (-len(b.had[u]), u))
+    customers = [("Anonymous", "")] + [(f"{u} · {len(b.had[u])} products", u) for u in active]
     by_pop = sorted(range(len(b.titles)), key=lambda r: int(b.popularity_rank[r]))[:5000]
     product_choices = [(f"{b.titles[r].title()} · {money(b.product(r)['price'])} · {b.product(r)['product_id']}",
                         b.product(r)["product_id"]) for r in by_pop]

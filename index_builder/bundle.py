@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import BundleError, ModelFitError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: interactions.had, events.parquet, item-item arrays, metrics, recommender
 MANIFEST = "manifest.json"
 CURRENT = "current"
 
@@ -31,8 +31,11 @@ FAISS_INDEX = "faiss.index"
 CENTROIDS = "kmeans_centroids.npy"
 ITEM_FACTORS = "als_item_factors.npy"
 USER_FACTORS = "als_user_factors.npy"
+ITEM_NEIGHBOURS = "item_item_neighbours.npy"
+ITEM_WEIGHTS = "item_item_weights.npy"
 USERS = "users.parquet"
 INTERACTIONS = "interactions.parquet"
+EVENTS = "events.parquet"
 REJECTS_DIR = "rejects"
 PLOTS_DIR = "plots"
 
@@ -149,6 +152,17 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise BundleError(
             f"{path}: bundle format {found!r}, this code reads format {FORMAT_VERSION}; {REBUILD_HINT}"
         )
+    return manifest
+
+
+def update_manifest(folder: Path, **sections: Any) -> dict[str, Any]:
+    """Replace top-level manifest sections (e.g. ``metrics``) atomically; the checksummed files stay as they are."""
+    folder = resolve(folder)
+    manifest = read_manifest(folder)
+    manifest.update(sections)
+    tmp = folder / f".{MANIFEST}.{os.getpid()}"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, folder / MANIFEST)
     return manifest
 
 

@@ -7,9 +7,10 @@ import json
 import logging
 import sys
 
-from .constants import DEFAULT_EVENT_WEIGHTS, EVENT_TYPES
+from .constants import DEFAULT_EVENT_WEIGHTS, DEFAULT_HAD_TYPES, EVENT_TYPES
 from .datasets import DATASETS
 from .errors import BuilderError
+from .itemitem import MAX_ITEMS
 from .readers import parse_mapping
 
 log = logging.getLogger("index_builder")
@@ -22,6 +23,21 @@ def _weights(text: str) -> dict[str, float]:
             raise argparse.ArgumentTypeError(f"unknown event type {key!r} (known: {', '.join(EVENT_TYPES)})")
         weights[key] = float(value)
     return weights
+
+
+def _types(text: str) -> tuple[str, ...]:
+    types = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = [t for t in types if t not in EVENT_TYPES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown event type(s) {unknown} (known: {', '.join(EVENT_TYPES)})")
+    return types
+
+
+def _eval_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--eval-cutoff", metavar="DATE",
+                        help="train on events before DATE, test on purchases from it on (default: the last 10%% of the time span)")
+    parser.add_argument("--no-tune", dest="tune", action="store_false",
+                        help="keep the given ALS/EASE/blend settings instead of tuning them on the validation split")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -60,7 +76,23 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--faiss", choices=("auto", "flat", "ivf", "hnsw"), default="auto",
                    help="auto (default): exact flat index below 50,000 products, else ivf over the KMeans clusters")
     b.add_argument("--faiss-nprobe", type=int, default=3, help="clusters an ivf search visits")
+    b.add_argument("--had-types", default=",".join(DEFAULT_HAD_TYPES), type=_types, metavar="TYPE,...",
+                   help="events that mean the shopper has the product, never recommended to them again "
+                        f"(default {','.join(DEFAULT_HAD_TYPES)}; add view or cart to exclude those too)")
+    b.add_argument("--ease-lambda", type=float, default=200.0, help="item-item (EASE) regularisation (tuned unless --no-tune)")
+    b.add_argument("--item-item-max-items", type=int, default=MAX_ITEMS,
+                   help=f"products the item-item model covers, most bought first (default {MAX_ITEMS:,})")
+    _eval_flags(b)
+    b.add_argument("--no-eval", dest="evaluate", action="store_false",
+                   help="skip the time-split evaluation (and the tuning it does)")
     b.add_argument("-v", "--verbose", action="store_true")
+
+    e = sub.add_parser("evaluate", help="evaluate a bundle on a time split of its own events; metrics go to its manifest")
+    e.add_argument("--bundle", required=True, help="bundle root or version folder")
+    _eval_flags(e)
+    e.add_argument("--master", default="local[2]")
+    e.add_argument("--driver-memory", default="4g")
+    e.add_argument("-v", "--verbose", action="store_true")
 
     s = sub.add_parser("show", help="print the manifest summary of a bundle and verify its checksums")
     s.add_argument("bundle", help="bundle root or version folder")
@@ -71,6 +103,19 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("py4j", "urllib3", "httpx", "matplotlib", "sentence_transformers", "filelock", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def bundle_manifest(folder) -> dict:
+    from .bundle import read_manifest
+
+    return read_manifest(folder)
+
+
+def _print_metrics(manifest: dict) -> None:
+    from .evaluate import format_table
+
+    if "models" in manifest.get("metrics", {}):
+        print(format_table(manifest["metrics"]), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,9 +136,19 @@ def main(argv: list[str] | None = None) -> int:
                 als_alpha=args.als_alpha, als_max_iter=args.als_max_iter, event_weights=args.event_weights,
                 embedder=args.embedder, embed_batch_size=args.embed_batch_size, embed_threads=args.embed_threads,
                 faiss=args.faiss, faiss_nprobe=args.faiss_nprobe, download=args.download,
+                had_types=args.had_types, ease_lambda=args.ease_lambda, item_item_max_items=args.item_item_max_items,
+                evaluate=args.evaluate, eval_cutoff=args.eval_cutoff, tune=args.tune,
             )
             folder = build(cfg)
+            _print_metrics(bundle_manifest(folder))
             print(folder)
+        elif args.command == "evaluate":
+            from .evaluate import format_table
+            from .pipeline import evaluate_bundle
+
+            metrics = evaluate_bundle(args.bundle, cutoff=args.eval_cutoff, tune=args.tune, master=args.master,
+                                      driver_memory=args.driver_memory)
+            print(format_table(metrics))
         else:
             from .bundle import verify
 

@@ -32,6 +32,7 @@ PRODUCT_IDX = "product_idx"
 USER_IDX = "user_idx"
 N_EVENTS = "n_events"
 PURCHASED = "purchased"
+HAD = "had"
 LAST_TS = "last_ts"
 REJECT_REASON = "reject_reason"
 SOURCE_FILE = "source_file"
@@ -39,5 +40,8 @@ ROW_ID = "_row_id"
 
 # Default event weights for implicit ALS: purchase > cart > view; returns subtract.
 DEFAULT_EVENT_WEIGHTS = {"view": 1.0, "cart": 3.0, "purchase": 5.0, "rating": 1.0, "return": -5.0}
+
+# Event types that mean the shopper has the product: never recommended to them again ("already had").
+DEFAULT_HAD_TYPES = ("purchase", "rating")
 
 PROJECT = "cartwise"

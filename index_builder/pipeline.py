@@ -22,7 +22,9 @@ from .cluster import K_RULE, choose_k, sweep_kmeans
 from .constants import (
     CLUSTER,
     DEFAULT_EVENT_WEIGHTS,
+    DEFAULT_HAD_TYPES,
     EMBEDDING,
+    EVENT_COLUMNS,
     FEATURES,
     POPULARITY,
     PRODUCT_ID,
@@ -37,6 +39,8 @@ from .constants import (
 from .datasets import get_spec, locate
 from .embed import embed_column, make_embedder
 from .errors import InputError
+from .evaluate import EvalSettings, evaluate
+from .itemitem import MAX_ITEMS, fit_item_item
 from .progress import Stages
 
 log = logging.getLogger(__name__)
@@ -72,6 +76,12 @@ class BuildConfig:
     faiss: str = "auto"  # auto = flat below 50,000 products, ivf above
     faiss_nprobe: int = 3
     download: bool = True
+    had_types: tuple[str, ...] = DEFAULT_HAD_TYPES  # events that mean the shopper has the product
+    ease_lambda: float = 200.0  # item-item (EASE) regularisation; the evaluation tunes it
+    item_item_max_items: int = MAX_ITEMS
+    evaluate: bool = True  # time-split evaluation (and tuning on validation) before the final fit
+    eval_cutoff: str | None = None
+    tune: bool = True
 
     def als_params(self) -> ALSParams:
         return ALSParams(rank=self.als_rank, reg_param=self.als_reg_param, alpha=self.als_alpha,
@@ -169,10 +179,10 @@ def build(cfg: BuildConfig, spark=None) -> Path:
 
         with st.stage("interactions", "weighting events (%s)", cfg.event_weights):
             if events is not None:
-                inter = aggregate_interactions(event_weights(events, cfg.event_weights))
+                inter = aggregate_interactions(event_weights(events, cfg.event_weights), tuple(cfg.had_types))
             else:
                 inter = spark.createDataFrame([], "user_id string, product_id string, weight double, "
-                                              "n_events long, purchased boolean, last_ts timestamp")
+                                              "n_events long, purchased boolean, had boolean, last_ts timestamp")
             products = keep(with_index(add_popularity(products, inter), PRODUCT_ID, PRODUCT_IDX))
             users = keep(with_index(inter.select(USER_ID).distinct(), USER_ID, USER_IDX))
             inter = keep(
@@ -208,21 +218,6 @@ def build(cfg: BuildConfig, spark=None) -> Path:
                 centroids = embeddings.mean(axis=0, keepdims=True)
             st.say("kmeans: chose k=%d (elbow %d)", k, elbow)
 
-        als_info: dict[str, Any]
-        item_factors = user_factors = None
-        with st.stage("als"):
-            if events is None:
-                als_info = {"skipped": "the dataset has no events (catalog only)"}
-            elif n_pairs == 0 or n_users < 2:
-                als_info = {"skipped": f"too few interactions to learn from ({n_users} users, {n_pairs} pairs)"}
-            else:
-                params = cfg.als_params()
-                model = train_als(inter, params)
-                item_factors = factor_matrix(model.itemFactors, n_products, params.rank, name=bundle.ITEM_FACTORS)
-                user_factors = factor_matrix(model.userFactors, n_users, params.rank, name=bundle.USER_FACTORS)
-                als_info = {"params": params.as_dict(), "implicit_prefs": True,
-                            "items_with_factors": int((np.abs(item_factors).sum(axis=1) > 0).sum())}
-
         faiss_kind = cfg.faiss if cfg.faiss != "auto" else ("ivf" if n_products >= 50_000 and k > 1 else "flat")
         with st.stage("faiss", "%s index over %d vectors", faiss_kind, n_products):
             index = build_index(embeddings, faiss_kind, centroids=centroids, nprobe=cfg.faiss_nprobe)
@@ -234,6 +229,36 @@ def build(cfg: BuildConfig, spark=None) -> Path:
             products_pdf = products_pdf.drop(columns=[PRODUCT_IDX]).reset_index(drop=True)
             users_pdf = users.orderBy(USER_IDX).toPandas()
             inter_pdf = inter.orderBy(USER_IDX, PRODUCT_IDX).toPandas()
+            events_pdf = events.select(*EVENT_COLUMNS).toPandas() if events is not None else None
+
+        result = None
+        als_params, ease_lambda, recommender = cfg.als_params(), cfg.ease_lambda, None
+        if cfg.evaluate and events is not None and n_pairs and n_users >= 2:
+            with st.stage("evaluate", "time split%s", f" at {cfg.eval_cutoff}" if cfg.eval_cutoff else ""):
+                result = evaluate(events, products, products_pdf, embeddings, index, eval_settings(cfg), say=st.say)
+            if result is not None:
+                als_params, ease_lambda, recommender = result.als, result.ease_lambda, result.recommender
+
+        als_info: dict[str, Any]
+        item_info: dict[str, Any]
+        item_factors = user_factors = item_neighbours = item_weights = None
+        with st.stage("als"):
+            if events is None:
+                als_info = {"skipped": "the dataset has no events (catalog only)"}
+            elif n_pairs == 0 or n_users < 2:
+                als_info = {"skipped": f"too few interactions to learn from ({n_users} users, {n_pairs} pairs)"}
+            else:
+                model = train_als(inter, als_params)
+                item_factors = factor_matrix(model.itemFactors, n_products, als_params.rank, name=bundle.ITEM_FACTORS)
+                user_factors = factor_matrix(model.userFactors, n_users, als_params.rank, name=bundle.USER_FACTORS)
+                als_info = {"params": als_params.as_dict(), "implicit_prefs": True,
+                            "items_with_factors": int((np.abs(item_factors).sum(axis=1) > 0).sum())}
+        with st.stage("item_item", "EASE, lambda %s", ease_lambda):
+            if "skipped" in als_info:
+                item_info = {"skipped": als_info["skipped"]}
+            else:
+                item_neighbours, item_weights, item_info = fit_item_item(
+                    inter, n_products, ease_lambda, max_items=cfg.item_item_max_items)
 
         counts = {
             "products": n_products,
@@ -254,9 +279,14 @@ def build(cfg: BuildConfig, spark=None) -> Path:
             faiss.write_index(index, str(folder / bundle.FAISS_INDEX))
             users_pdf.to_parquet(folder / bundle.USERS, index=False)
             inter_pdf.to_parquet(folder / bundle.INTERACTIONS, index=False)
+            if events_pdf is not None:
+                events_pdf.to_parquet(folder / bundle.EVENTS, index=False)
             if item_factors is not None:
                 bundle.save_array(folder, bundle.ITEM_FACTORS, item_factors)
                 bundle.save_array(folder, bundle.USER_FACTORS, user_factors)
+            if item_neighbours is not None:
+                bundle.save_array(folder, bundle.ITEM_NEIGHBOURS, item_neighbours)
+                bundle.save_array(folder, bundle.ITEM_WEIGHTS, item_weights)
             for name, df in rejected.items():
                 if len(df):
                     (folder / bundle.REJECTS_DIR).mkdir(exist_ok=True)
@@ -274,6 +304,10 @@ def build(cfg: BuildConfig, spark=None) -> Path:
                 "kmeans": {"k": k, "elbow_k": elbow, "rule": K_RULE, "seed": cfg.seed,
                            "restarts": cfg.kmeans_restarts, "sweep": sweep},
                 "als": als_info,
+                "item_item": item_info,
+                "recommender": recommender or {},
+                "metrics": result.metrics if result is not None else {
+                    "skipped": "--no-eval" if not cfg.evaluate else "no events with timestamps to split in time"},
                 "faiss": {"kind": faiss_kind, "metric": "inner_product", "ntotal": int(index.ntotal),
                           "nprobe": cfg.faiss_nprobe if faiss_kind == "ivf" else None},
                 "timings_s": st.timings_s,
@@ -288,7 +322,51 @@ def build(cfg: BuildConfig, spark=None) -> Path:
             df.unpersist()
 
 
+def eval_settings(cfg: BuildConfig) -> EvalSettings:
+    """The evaluation's settings from a build's config (one mapping for ``build`` and ``evaluate``)."""
+    return EvalSettings(cutoff=cfg.eval_cutoff, seed=cfg.seed, als=cfg.als_params(), event_weights=dict(cfg.event_weights),
+                        had_types=tuple(cfg.had_types), ease_lambda=cfg.ease_lambda,
+                        item_item_max_items=cfg.item_item_max_items, tune=cfg.tune)
+
+
 def _reason_counts(rejected) -> dict[str, int]:
     if not len(rejected):
         return {}
     return {str(k): int(v) for k, v in rejected[REJECT_REASON].value_counts().sort_index().items()}
+
+
+def evaluate_bundle(path: str | Path, *, cutoff: str | None = None, tune: bool | None = None,
+                    master: str = "local[2]", driver_memory: str = "4g", spark=None) -> dict[str, Any]:
+    """Re-run the time-split evaluation on a published bundle's own events; writes ``metrics`` into its manifest."""
+    import faiss
+    import pandas as pd
+
+    from .session import make_spark
+
+    folder, manifest = bundle.verify(path)
+    if not (folder / bundle.EVENTS).is_file():
+        raise InputError(f"{folder} has no {bundle.EVENTS} (a catalog-only bundle): there is nothing to evaluate")
+    params = {k: v for k, v in manifest.get("params", {}).items() if k in BuildConfig.__dataclass_fields__}
+    cfg = BuildConfig(**{**params, "eval_cutoff": cutoff or None})
+    if tune is not None:
+        cfg.tune = tune
+    st = Stages()
+    if spark is None:
+        with st.stage("spark", "starting session on %s", master):
+            spark = make_spark(master=master, driver_memory=driver_memory)
+    products_pdf = pd.read_parquet(folder / bundle.PRODUCTS)
+    embeddings = bundle.load_array(folder, bundle.EMBEDDINGS)
+    index = faiss.read_index(str(folder / bundle.FAISS_INDEX))
+    ids = pd.DataFrame({PRODUCT_ID: products_pdf[PRODUCT_ID].astype(str), PRODUCT_IDX: range(len(products_pdf))})
+    products = spark.createDataFrame(ids).cache()
+    events = spark.createDataFrame(pd.read_parquet(folder / bundle.EVENTS)).cache()
+    try:
+        with st.stage("evaluate", "bundle %s", folder.name):
+            result = evaluate(events, products, products_pdf, embeddings, index, eval_settings(cfg), say=st.say)
+    finally:
+        products.unpersist()
+        events.unpersist()
+    if result is None:
+        raise InputError(f"{folder}: the events carry no usable timestamps, so there is no time split to evaluate on")
+    bundle.update_manifest(folder, metrics=result.metrics)
+    return result.metrics

@@ -13,9 +13,11 @@ from pyspark.sql import types as T
 
 from .constants import (
     CATEGORY,
+    DEFAULT_HAD_TYPES,
     DESCRIPTION,
     EVENT_TYPE,
     EVENT_TYPES,
+    HAD,
     LAST_TS,
     N_EVENTS,
     POPULARITY,
@@ -222,12 +224,17 @@ def event_weights(events: DataFrame, weights: dict[str, float]) -> DataFrame:
     return events.withColumn(WEIGHT, type_weight * damped)
 
 
-def aggregate_interactions(weighted: DataFrame) -> DataFrame:
-    """One row per (user, product): summed weight, event count, purchased flag, last timestamp."""
+def aggregate_interactions(weighted: DataFrame, had_types: tuple[str, ...] = DEFAULT_HAD_TYPES) -> DataFrame:
+    """One row per (user, product): summed weight, event count, purchased and "already had" flags, last timestamp.
+
+    ``had`` is true when any event of the user on the product is one of ``had_types`` (by default a
+    purchase or a rating): the chat and the evaluation never recommend such a product to that user again.
+    """
     return weighted.groupBy(USER_ID, PRODUCT_ID).agg(
         F.sum(WEIGHT).alias(WEIGHT),
         F.count(F.lit(1)).alias(N_EVENTS),
         F.max((F.col(EVENT_TYPE) == "purchase").cast("boolean")).alias(PURCHASED),
+        F.max(F.col(EVENT_TYPE).isin(*had_types)).cast("boolean").alias(HAD),
         F.max(TS).alias(LAST_TS),
     )
 

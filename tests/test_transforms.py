@@ -107,6 +107,11 @@ def test_event_weights_and_aggregation(spark):
     }
     with pytest.raises(ValueError, match="miss"):
         event_weights(events, {"view": 1.0})
+    # "already had": purchases and ratings by default (a rated film is not recommended again), views not
+    had = {r["product_id"]: r["had"] for r in agg.collect()}
+    assert had == {"A": True, "B": False, "C": True}
+    with_views = aggregate_interactions(event_weights(events, DEFAULT_EVENT_WEIGHTS), ("purchase", "view"))
+    assert {r["product_id"]: r["had"] for r in with_views.collect()} == {"A": True, "B": True, "C": False}
 
 
 def test_sample_users_is_deterministic_and_keeps_all_their_events(spark):

@@ -55,7 +55,7 @@ def write_tiny_bundle(root: Path) -> Path:
     rows = []
     for u, items in PURCHASES.items():
         for j, pid in enumerate(items):
-            rows.append({"user_id": u, "product_id": pid, "weight": 5.0, "n_events": 1, "purchased": True,
+            rows.append({"user_id": u, "product_id": pid, "weight": 5.0, "n_events": 1, "purchased": True, "had": True,
                          "last_ts": pd.Timestamp("2011-01-01") + pd.Timedelta(days=j),
                          "product_idx": [c[0] for c in CATALOG].index(pid), "user_idx": users.index(u)})
     item_f = np.array([np.eye(4)[THEME_AXIS[c[3]]] for c in CATALOG], dtype=np.float32)

@@ -1,0 +1,448 @@
+"""Offline evaluation on a time split: baselines, each model the hybrid blends, and the hybrid itself.
+
+Protocol (fixed, so numbers compare across versions):
+
+- train = every event before the cut-off; test = the "have" events (purchases, ratings) from the cut-off
+  on. The default cut-off leaves the last 10% of the time span for the test. Events without a
+  timestamp cannot be placed on either side and are left out (counted).
+- Evaluated users: those with a positive interaction in train and at least one test product they did
+  not have in train (the truth: discovery). Products they had in train are never recommended. Users
+  left out (no train history, nothing new) are counted. A labelled variant lets repeat purchases count.
+- Tuning runs on a validation split carved from the end of train (a window as long as the test's),
+  never on test: ALS regularisation and alpha, the EASE lambda, then the hybrid's blend settings.
+- The hybrid is scored by calling the chat's own ``Assistant.next_request`` + ``Recommender.recommend``
+  on a bundle assembled in memory from the train split (the assistant is imported inside the functions
+  that run it, so ``index_builder`` does not import ``assistant`` at import time).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .als import ALSParams, factor_matrix, train_als
+from .constants import (
+    DEFAULT_EVENT_WEIGHTS,
+    DEFAULT_HAD_TYPES,
+    EVENT_TYPE,
+    POPULARITY,
+    PRODUCT_ID,
+    PRODUCT_IDX,
+    TS,
+    USER_ID,
+    USER_IDX,
+    WEIGHT,
+)
+from .errors import InputError
+from .itemitem import MAX_ITEMS, TOP_K, ease_weights, gram_matrix, prune
+from .metrics import KS, summarize
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+log = logging.getLogger(__name__)
+
+MODELS = ("popularity", "random_in_cluster", "content", "als", "item_item", "trending", "hybrid")
+DEFAULT_TEST_SHARE = 0.10
+
+
+@dataclass
+class EvalSettings:
+    """What the evaluation needs besides the data; ``build`` fills it from its own config."""
+
+    cutoff: str | None = None  # ISO date; default: the last 10% of the time span is the test
+    seed: int = 42
+    als: ALSParams = field(default_factory=ALSParams)
+    event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    had_types: tuple[str, ...] = DEFAULT_HAD_TYPES
+    ease_lambda: float = 200.0
+    item_item_max_items: int = MAX_ITEMS
+    item_item_top_k: int = TOP_K
+    tune: bool = True
+    als_grid: tuple[tuple[float, float], ...] = ((0.1, 1.0), (0.1, 10.0), (1.0, 1.0), (1.0, 10.0))  # (reg, alpha)
+    ease_grid: tuple[float, ...] = (50.0, 100.0, 200.0, 400.0, 800.0)
+    max_tune_users: int = 600  # validation users the blend search scores per setting
+    ks: tuple[int, ...] = KS
+
+
+@dataclass
+class Split:
+    """One time split, collected to the driver: what train holds and what each user then had."""
+
+    name: str
+    train_end: dt.datetime
+    test_end: dt.datetime | None
+    interactions: pd.DataFrame  # train (user, product) pairs: weight, purchased, had, last_ts, user_idx, product_idx
+    users: pd.DataFrame  # user_id -> user_idx over train
+    truth: dict[str, set[int]]  # product rows new to the user
+    truth_repeat: dict[str, set[int]]  # every test product, repeats included
+    left_out: dict[str, int]
+    train_frame: Any = None  # the Spark frame of train interactions (for ALS and the Gram matrix)
+
+
+@dataclass
+class Fitted:
+    """The collaborative models fitted on one split's train part."""
+
+    item_factors: np.ndarray | None
+    user_factors: np.ndarray | None
+    item_neighbours: np.ndarray | None
+    item_weights: np.ndarray | None
+
+
+# ---------------------------------------------------------------------------------------------------
+# splitting (Spark)
+# ---------------------------------------------------------------------------------------------------
+def _to_datetime(value: Any) -> dt.datetime:
+    ts = pd.Timestamp(value)
+    return (ts.tz_convert("UTC") if ts.tzinfo else ts.tz_localize("UTC")).to_pydatetime()
+
+
+def time_bounds(events: DataFrame) -> tuple[dt.datetime | None, dt.datetime | None, int]:
+    """(first, last) event timestamps and the number of events without one."""
+    from pyspark.sql import functions as F
+
+    row = events.agg(F.min(TS).alias("lo"), F.max(TS).alias("hi"),
+                     F.sum(F.col(TS).isNull().cast("int")).alias("undated")).first()
+    lo = _to_datetime(row["lo"]) if row["lo"] is not None else None
+    hi = _to_datetime(row["hi"]) if row["hi"] is not None else None
+    return lo, hi, int(row["undated"] or 0)
+
+
+def choose_cutoffs(lo: dt.datetime, hi: dt.datetime, cutoff: str | None) -> tuple[dt.datetime, dt.datetime]:
+    """(validation cut-off, test cut-off). The validation window is as long as the test window."""
+    if cutoff:
+        try:
+            test_cut = _to_datetime(cutoff)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"--eval-cutoff {cutoff!r} is not a date (use YYYY-MM-DD)") from exc
+    else:
+        test_cut = lo + (hi - lo) * (1 - DEFAULT_TEST_SHARE)
+    if not lo < test_cut <= hi:
+        raise InputError(f"--eval-cutoff {test_cut:%Y-%m-%d} is outside the events' time span "
+                         f"({lo:%Y-%m-%d} .. {hi:%Y-%m-%d}); pick a date inside it")
+    val_cut = test_cut - (hi - test_cut)
+    if val_cut <= lo + (test_cut - lo) / 2:  # keep at least half of train for the validation fit
+        val_cut = lo + (test_cut - lo) * (1 - DEFAULT_TEST_SHARE)
+    return val_cut, test_cut
+
+
+def make_split(name: str, events: DataFrame, products: DataFrame, train_end: dt.datetime,
+               test_end: dt.datetime | None, s: EvalSettings) -> Split:
+    """Train interactions before ``train_end``; truth = "have" events in [train_end, test_end)."""
+    from pyspark.sql import functions as F
+
+    from .transforms import aggregate_interactions, event_weights, with_index
+
+    dated = events.filter(F.col(TS).isNotNull())
+    train = dated.filter(F.col(TS) < F.lit(train_end))
+    test = dated.filter(F.col(TS) >= F.lit(train_end))
+    if test_end is not None:
+        test = test.filter(F.col(TS) < F.lit(test_end))
+    inter = aggregate_interactions(event_weights(train, s.event_weights), s.had_types)
+    users = with_index(inter.filter(F.col(WEIGHT) > 0).select(USER_ID).distinct(), USER_ID, USER_IDX)
+    inter = inter.join(products.select(PRODUCT_ID, PRODUCT_IDX), PRODUCT_ID).join(users, USER_ID, "left")
+    inter = inter.cache()
+    inter_pdf = inter.toPandas()
+    users_pdf = users.orderBy(USER_IDX).toPandas()
+    test_pdf = (test.filter(F.col(EVENT_TYPE).isin(*s.had_types)).select(USER_ID, PRODUCT_ID).distinct()
+                .join(products.select(PRODUCT_ID, PRODUCT_IDX), PRODUCT_ID).toPandas())
+    with_history = set(users_pdf[USER_ID].astype(str))
+    had = inter_pdf[inter_pdf["had"].astype(bool)].groupby(USER_ID)[PRODUCT_IDX].agg(set).to_dict()
+    truth: dict[str, set[int]] = {}
+    truth_repeat: dict[str, set[int]] = {}
+    left = {"no_train_history": 0, "nothing_new": 0}
+    for uid, rows in test_pdf.groupby(USER_ID)[PRODUCT_IDX]:
+        uid, rows = str(uid), {int(r) for r in rows}
+        if uid not in with_history:
+            left["no_train_history"] += 1
+            continue
+        truth_repeat[uid] = rows
+        new = rows - had.get(uid, set())
+        if new:
+            truth[uid] = new
+        else:
+            left["nothing_new"] += 1
+    log.info("evaluate: %s split at %s: %d train pairs, %d users evaluated, left out %s",
+             name, f"{train_end:%Y-%m-%d %H:%M}", len(inter_pdf), len(truth), left)
+    inter_pdf = inter_pdf[inter_pdf[USER_IDX].notna()].astype({USER_IDX: "int32"})
+    return Split(name, train_end, test_end, inter_pdf, users_pdf, truth, truth_repeat, left,
+                 train_frame=inter.filter(F.col(USER_IDX).isNotNull()))
+
+
+# ---------------------------------------------------------------------------------------------------
+# fitting (Spark for ALS and the Gram matrix, the driver for the EASE inversion)
+# ---------------------------------------------------------------------------------------------------
+def fit_als(split: Split, n_products: int, params: ALSParams) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    if len(split.users) < 2:
+        return None, None
+    model = train_als(split.train_frame, params)
+    return (factor_matrix(model.itemFactors, n_products, params.rank, name="item factors"),
+            factor_matrix(model.userFactors, len(split.users), params.rank, name="user factors"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# scoring
+# ---------------------------------------------------------------------------------------------------
+class Scorer:
+    """A train-split bundle (assembled in memory) and the chat's assistant on it; ranks for every model."""
+
+    def __init__(self, split: Split, products: pd.DataFrame, embeddings: np.ndarray, index: Any,
+                 fitted: Fitted, recommender: dict[str, Any] | None, seed: int):
+        from assistant.bundle_reader import assemble_bundle
+        from assistant.chat import Assistant
+
+        inter = split.interactions
+        pop = inter[inter[WEIGHT] > 0].groupby(PRODUCT_IDX)[USER_ID].nunique()
+        prods = products.copy()
+        prods[POPULARITY] = pop.reindex(range(len(prods)), fill_value=0).to_numpy(dtype=np.int64)
+        manifest = {"version": f"eval-{split.name}", "recommender": recommender or {}}
+        self.bundle = assemble_bundle(
+            folder=Path("."), manifest=manifest, products=prods, embeddings=embeddings, index=index,
+            users=split.users, interactions=inter, item_factors=fitted.item_factors, user_factors=fitted.user_factors,
+            item_neighbours=fitted.item_neighbours, item_weights=fitted.item_weights)
+        self.assistant = Assistant(self.bundle, encode=_no_text)
+        self.split = split
+        self.seed = seed
+        self.n = len(prods)
+
+    def configure(self, recommender: dict[str, Any]) -> None:
+        from assistant.config import RecommenderConfig
+        from assistant.recommender import Recommender
+
+        cfg = RecommenderConfig.from_manifest({"recommender": recommender})
+        self.assistant.recommender = Recommender(self.bundle, _no_text, cfg)
+        self.assistant.cfg = cfg
+
+    # -- the models ---------------------------------------------------------------------------------
+    def _top(self, scores: np.ndarray, uid: str, k: int, repeat: bool) -> list[int]:
+        from assistant.recommender import top_k
+
+        s = np.asarray(scores, dtype=np.float64).copy()
+        if not repeat:
+            had = list(self.bundle.had.get(uid, ()))
+            s[had] = -np.inf
+        picks = top_k(s, k)
+        return [int(r) for r in picks if np.isfinite(s[r])]
+
+    def _recent(self, uid: str, n: int = 5) -> np.ndarray:
+        rows, _ = self.bundle.profile.get(uid, (np.zeros(0, dtype=np.int64), None))
+        return rows[:n]
+
+    def rank(self, model: str, uid: str, k: int, repeat: bool = False) -> list[int]:
+        b = self.bundle
+        rec = self.assistant.recommender
+        if model == "hybrid":
+            from assistant.session import SessionState
+
+            req = self.assistant.next_request(SessionState(user_id=uid))
+            req.n, req.include_had = k, repeat
+            return [p.row for p in rec.recommend(req)]
+        if model == "popularity":
+            return self._top(b.popularity, uid, k, repeat)
+        if model == "trending":
+            return self._top(rec.popularity, uid, k, repeat)
+        if model == "als":
+            als = rec.als_scores(uid)
+            return self._top(als, uid, k, repeat) if als is not None else []
+        if model == "item_item":
+            item = rec.item_scores(uid, recency=False).item  # plain binary EASE
+            return self._top(item, uid, k, repeat) if item is not None else []
+        recent = self._recent(uid)
+        if not len(recent):
+            return []
+        if model == "content":
+            return self._top((b.embeddings @ b.embeddings[recent].T).max(axis=1), uid, k, repeat)
+        if model == "random_in_cluster":  # the tutorials: random products from the clusters of the recent items
+            rng = np.random.default_rng([self.seed, zlib.crc32(uid.encode())])
+            pool = np.concatenate([b.members[int(c)] for c in np.unique(b.clusters[recent])])
+            return self._top(rng.random(self.n) * np.isin(np.arange(self.n), pool), uid, k, repeat)
+        raise ValueError(f"unknown model {model!r}")
+
+    def score(self, model: str, users: Iterable[str] | None = None, *, k: int = max(KS), repeat: bool = False,
+              ks: Iterable[int] = KS) -> dict[str, float]:
+        truth = self.split.truth_repeat if repeat else self.split.truth
+        users = list(truth) if users is None else list(users)
+        rankings = {u: self.rank(model, u, k, repeat) for u in users}
+        return summarize(rankings, {u: truth[u] for u in users}, n_catalog=self.n, ks=ks)
+
+
+def _no_text(texts):
+    raise RuntimeError("the offline evaluation embeds no text")
+
+
+# ---------------------------------------------------------------------------------------------------
+# tuning on the validation split
+# ---------------------------------------------------------------------------------------------------
+def blend_grid(window_days: float) -> dict[str, list[Any]]:
+    """The values tried for each blend setting; half-lives scale with the test window's length."""
+    w = max(window_days, 1.0)
+    return {
+        "w_item": [0.2, 0.4, 0.6, 0.8, 1.0],
+        "w_als": [0.0, 0.1, 0.2, 0.4],
+        "w_popularity": [0.0, 0.1, 0.2, 0.4, 0.6],
+        "popularity_half_life_days": [None, round(w / 4, 1), round(w / 2, 1), round(w, 1), round(3 * w, 1)],
+        "history_half_life_days": [None, round(w, 1), round(2 * w, 1), round(6 * w, 1)],
+        "w_content_history": [0.0, 0.05, 0.1, 0.2],
+        "mmr_lambda": [1.0, 0.9, 0.75],
+    }
+
+
+def coordinate_search(objective: Callable[[dict[str, Any]], float], start: dict[str, Any],
+                      grid: dict[str, list[Any]], rounds: int = 2) -> tuple[dict[str, Any], float, list[dict]]:
+    """Improve one setting at a time over its grid, keeping the best; stop when a round changes nothing."""
+    best = dict(start)
+    best_score = objective(best)
+    trace = [{**best, "ndcg@10": round(best_score, 5)}]
+    for _ in range(rounds):
+        changed = False
+        for name, values in grid.items():
+            for value in values:
+                if value == best[name]:
+                    continue
+                trial = {**best, name: value}
+                got = objective(trial)
+                trace.append({**trial, "ndcg@10": round(got, 5)})
+                if got > best_score + 1e-6:
+                    best, best_score, changed = trial, got, True
+        if not changed:
+            break
+    return best, best_score, trace
+
+
+def _sample(users: list[str], n: int, seed: int) -> list[str]:
+    if len(users) <= n:
+        return users
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(users, size=n, replace=False).tolist())
+
+
+# ---------------------------------------------------------------------------------------------------
+# the whole evaluation
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class EvalResult:
+    metrics: dict[str, Any]  # the manifest's "metrics" section
+    als: ALSParams  # chosen on validation: what the published bundle is fitted with
+    ease_lambda: float
+    recommender: dict[str, Any]  # the blend settings chosen on validation (manifest["recommender"])
+
+
+def evaluate(events: DataFrame, products: DataFrame, products_pdf: pd.DataFrame, embeddings: np.ndarray,
+             index: Any, s: EvalSettings, say: Callable[..., None] = log.info) -> EvalResult | None:
+    """Tune on validation, score every model on test; None (with a logged reason) when there is no time split."""
+    from assistant.config import RecommenderConfig
+
+    lo, hi, undated = time_bounds(events)
+    if lo is None or lo == hi:
+        say("evaluate: skipped: the events carry no usable timestamps, so there is no time split")
+        return None
+    val_cut, test_cut = choose_cutoffs(lo, hi, s.cutoff)
+    window = (hi - test_cut).total_seconds() / 86400
+    n = len(products_pdf)
+    rec_cfg = RecommenderConfig().tuned()
+    als, lam = s.als, s.ease_lambda
+    tuning: dict[str, Any] = {"split": {"train_end": val_cut.isoformat(), "test_end": test_cut.isoformat()}}
+
+    if s.tune:
+        val = make_split("validation", events, products, val_cut, test_cut, s)
+        if len(val.truth) >= 10:
+            tune_users = _sample(sorted(val.truth), s.max_tune_users, s.seed)
+            tuning["users"] = len(tune_users)
+            gram = gram_matrix(val.train_frame, max_items=s.item_item_max_items)
+            base = Fitted(None, None, None, None)
+            scorer = Scorer(val, products_pdf, embeddings, index, base, rec_cfg, s.seed)
+
+            def item_item_ndcg(lam_: float) -> float:
+                nb, wt = prune(ease_weights(gram.matrix, lam_), gram.rows, n, s.item_item_top_k)
+                scorer.bundle = _with(scorer.bundle, item_neighbours=nb, item_weights=wt)
+                scorer.configure(rec_cfg)
+                return scorer.score("item_item", tune_users, ks=(10,))["ndcg@10"]
+
+            if len(gram.rows) >= 2:
+                ease_scores = {lam_: item_item_ndcg(lam_) for lam_ in s.ease_grid}
+                lam = max(ease_scores, key=lambda k: (ease_scores[k], -k))
+                tuning["item_item_lambda"] = {str(k): v for k, v in ease_scores.items()}
+                say("evaluate: EASE lambda on validation %s -> %s", tuning["item_item_lambda"], lam)
+            nb, wt = prune(ease_weights(gram.matrix, lam), gram.rows, n, s.item_item_top_k)
+
+            als_scores = {}
+            fits = {}
+            for reg, alpha in s.als_grid:
+                params = ALSParams(rank=s.als.rank, reg_param=reg, alpha=alpha, max_iter=s.als.max_iter, seed=s.seed)
+                fits[(reg, alpha)] = fit_als(val, n, params)
+                scorer.bundle = _with(scorer.bundle, item_factors=fits[(reg, alpha)][0],
+                                      user_factors=fits[(reg, alpha)][1])
+                scorer.configure(rec_cfg)
+                als_scores[(reg, alpha)] = scorer.score("als", tune_users, ks=(10,))["ndcg@10"]
+            best_reg, best_alpha = max(als_scores, key=lambda k: als_scores[k])
+            als = ALSParams(rank=s.als.rank, reg_param=best_reg, alpha=best_alpha, max_iter=s.als.max_iter, seed=s.seed)
+            tuning["als"] = [{"reg_param": r, "alpha": a, "ndcg@10": v} for (r, a), v in als_scores.items()]
+            say("evaluate: ALS on validation %s -> regParam %s alpha %s", tuning["als"], best_reg, best_alpha)
+
+            scorer.bundle = _with(scorer.bundle, item_factors=fits[(best_reg, best_alpha)][0],
+                                  user_factors=fits[(best_reg, best_alpha)][1], item_neighbours=nb, item_weights=wt)
+
+            def objective(settings: dict[str, Any]) -> float:
+                scorer.configure(settings)
+                return scorer.score("hybrid", tune_users, ks=(10,))["ndcg@10"]
+
+            grid = blend_grid(window)
+            rec_cfg, best, trace = coordinate_search(objective, rec_cfg, grid)
+            tuning["blend"] = {"chosen": rec_cfg, "ndcg@10": round(best, 5), "tried": len(trace)}
+            say("evaluate: blend on validation (%d settings tried) -> %s, ndcg@10 %.4f", len(trace), rec_cfg, best)
+        else:
+            tuning["skipped"] = f"only {len(val.truth)} validation users; defaults kept"
+            say("evaluate: tuning skipped (%s)", tuning["skipped"])
+
+    test = make_split("test", events, products, test_cut, None, s)
+    item_f, user_f = fit_als(test, n, als)
+    gram = gram_matrix(test.train_frame, max_items=s.item_item_max_items)
+    nb, wt = prune(ease_weights(gram.matrix, lam), gram.rows, n, s.item_item_top_k) if len(gram.rows) >= 2 else (None, None)
+    scorer = Scorer(test, products_pdf, embeddings, index, Fitted(item_f, user_f, nb, wt), rec_cfg, s.seed)
+    models: dict[str, Any] = {}
+    repeat: dict[str, Any] = {}
+    for model in MODELS:
+        models[model] = scorer.score(model, ks=s.ks)
+        repeat[model] = {k: v for k, v in scorer.score(model, repeat=True, ks=(10,)).items()}
+        say("evaluate: %-17s ndcg@10 %.4f  hr@10 %.3f  (repeats counted: ndcg@10 %.4f)", model,
+            models[model]["ndcg@10"], models[model]["hr@10"], repeat[model]["ndcg@10"])
+    metrics = {
+        "protocol": {
+            "split": "time", "cutoff": test_cut.isoformat(), "test_end": hi.isoformat(),
+            "train_start": lo.isoformat(), "validation_cutoff": val_cut.isoformat(),
+            "truth": f"products from {', '.join(s.had_types)} events at or after the cut-off that the user did not have before it",
+            "filtered": "products the user had in train are never recommended",
+            "users_evaluated": len(test.truth), "users_left_out": test.left_out, "undated_events_left_out": undated,
+            "users_evaluated_repeats": len(test.truth_repeat), "ks": list(s.ks),
+        },
+        "models": models,
+        "repeats_counted": {"note": "truth = every test product, repeats included; nothing filtered", "models": repeat},
+        "tuning": {**tuning, "chosen": {"als": als.as_dict(), "item_item_lambda": lam, "recommender": rec_cfg}},
+    }
+    return EvalResult(metrics=metrics, als=als, ease_lambda=lam, recommender=rec_cfg)
+
+
+def _with(bundle, **changes):
+    import dataclasses
+
+    return dataclasses.replace(bundle, **changes)
+
+
+def format_table(metrics: dict[str, Any], k: int = 10) -> str:
+    """The metrics as a text table, one model a row."""
+    cols = [f"ndcg@{k}", f"hr@{k}", f"precision@{k}", f"recall@{k}", f"map@{k}", f"coverage@{k}"]
+    lines = [f"{'model':<18}" + "".join(f"{c:>14}" for c in cols)]
+    for name, row in metrics["models"].items():
+        lines.append(f"{name:<18}" + "".join(f"{row.get(c, float('nan')):>14.4f}" for c in cols))
+    p = metrics["protocol"]
+    lines.append(f"cut-off {p['cutoff'][:10]}, {p['users_evaluated']} users evaluated, left out {p['users_left_out']}")
+    return "\n".join(lines)
