@@ -20,17 +20,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:
-    import faiss
     import numpy as np
-    import pandas as pd
     import scipy.sparse as sp
 
     from index_builder import bundle
     from index_builder.als import ALSParams
-    from index_builder.constants import PRODUCT_ID, PRODUCT_IDX, USER_IDX, WEIGHT
-    from index_builder.evaluate import EvalSettings, Fitted, Scorer, fit_als, make_split
+    from index_builder.constants import PRODUCT_IDX, USER_IDX, WEIGHT
+    from index_builder.evaluate import EvalSettings, Fitted, Scorer, choose_cutoffs, fit_als, make_split, time_bounds
     from index_builder.itemitem import ease_weights, gram_matrix, prune
     from index_builder.metrics import summarize
+    from index_builder.pipeline import bundle_frames
     from index_builder.session import make_spark
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,14 +45,8 @@ def main() -> None:
     reg, alpha = als_params.get("reg_param", 0.1), als_params.get("alpha", 1.0)
     lam = manifest.get("item_item", {}).get("lambda", 200.0)
     spark = make_spark(master=f"local[{args.threads}]")
-    products_pdf = pd.read_parquet(folder / bundle.PRODUCTS)
-    embeddings = bundle.load_array(folder, bundle.EMBEDDINGS)
-    index = faiss.read_index(str(folder / bundle.FAISS_INDEX))
-    ids = pd.DataFrame({PRODUCT_ID: products_pdf[PRODUCT_ID].astype(str), PRODUCT_IDX: range(len(products_pdf))})
-    products = spark.createDataFrame(ids).cache()
-    events = spark.createDataFrame(pd.read_parquet(folder / bundle.EVENTS)).cache()
+    products_pdf, embeddings, index, products, events = bundle_frames(spark, folder)
     settings = EvalSettings(cutoff=args.eval_cutoff)
-    from index_builder.evaluate import choose_cutoffs, time_bounds
 
     lo, hi, _ = time_bounds(events)
     _, cut = choose_cutoffs(lo, hi, args.eval_cutoff)

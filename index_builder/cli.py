@@ -105,15 +105,11 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def bundle_manifest(folder) -> dict:
+def _print_metrics(folder) -> None:
     from .bundle import read_manifest
-
-    return read_manifest(folder)
-
-
-def _print_metrics(manifest: dict) -> None:
     from .evaluate import format_table
 
+    manifest = read_manifest(folder)
     if "models" in manifest.get("metrics", {}):
         print(format_table(manifest["metrics"]), file=sys.stderr)
 
@@ -140,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 evaluate=args.evaluate, eval_cutoff=args.eval_cutoff, tune=args.tune,
             )
             folder = build(cfg)
-            _print_metrics(bundle_manifest(folder))
+            _print_metrics(folder)
             print(folder)
         elif args.command == "evaluate":
             from .evaluate import format_table

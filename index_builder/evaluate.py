@@ -86,6 +86,11 @@ class Split:
     truth_repeat: dict[str, set[int]]  # every test product, repeats included
     left_out: dict[str, int]
     train_frame: Any = None  # the Spark frame of train interactions (for ALS and the Gram matrix)
+    cached: Any = None  # the cached Spark frame behind it
+
+    def release(self) -> None:
+        if self.cached is not None:
+            self.cached.unpersist()
 
 
 @dataclass
@@ -175,7 +180,7 @@ def make_split(name: str, events: DataFrame, products: DataFrame, train_end: dt.
              name, f"{train_end:%Y-%m-%d %H:%M}", len(inter_pdf), len(truth), left)
     inter_pdf = inter_pdf[inter_pdf[USER_IDX].notna()].astype({USER_IDX: "int32"})
     return Split(name, train_end, test_end, inter_pdf, users_pdf, truth, truth_repeat, left,
-                 train_frame=inter.filter(F.col(USER_IDX).isNotNull()))
+                 train_frame=inter.filter(F.col(USER_IDX).isNotNull()), cached=inter)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -402,6 +407,7 @@ def evaluate(events: DataFrame, products: DataFrame, products_pdf: pd.DataFrame,
         else:
             tuning["skipped"] = f"only {len(val.truth)} validation users; defaults kept"
             say("evaluate: tuning skipped (%s)", tuning["skipped"])
+        val.release()
 
     test = make_split("test", events, products, test_cut, None, s)
     item_f, user_f = fit_als(test, n, als)
@@ -415,6 +421,7 @@ def evaluate(events: DataFrame, products: DataFrame, products_pdf: pd.DataFrame,
         repeat[model] = {k: v for k, v in scorer.score(model, repeat=True, ks=(10,)).items()}
         say("evaluate: %-17s ndcg@10 %.4f  hr@10 %.3f  (repeats counted: ndcg@10 %.4f)", model,
             models[model]["ndcg@10"], models[model]["hr@10"], repeat[model]["ndcg@10"])
+    test.release()
     metrics = {
         "protocol": {
             "split": "time", "cutoff": test_cut.isoformat(), "test_end": hi.isoformat(),

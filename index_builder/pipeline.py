@@ -338,9 +338,6 @@ def _reason_counts(rejected) -> dict[str, int]:
 def evaluate_bundle(path: str | Path, *, cutoff: str | None = None, tune: bool | None = None,
                     master: str = "local[2]", driver_memory: str = "4g", spark=None) -> dict[str, Any]:
     """Re-run the time-split evaluation on a published bundle's own events; writes ``metrics`` into its manifest."""
-    import faiss
-    import pandas as pd
-
     from .session import make_spark
 
     folder, manifest = bundle.verify(path)
@@ -354,12 +351,7 @@ def evaluate_bundle(path: str | Path, *, cutoff: str | None = None, tune: bool |
     if spark is None:
         with st.stage("spark", "starting session on %s", master):
             spark = make_spark(master=master, driver_memory=driver_memory)
-    products_pdf = pd.read_parquet(folder / bundle.PRODUCTS)
-    embeddings = bundle.load_array(folder, bundle.EMBEDDINGS)
-    index = faiss.read_index(str(folder / bundle.FAISS_INDEX))
-    ids = pd.DataFrame({PRODUCT_ID: products_pdf[PRODUCT_ID].astype(str), PRODUCT_IDX: range(len(products_pdf))})
-    products = spark.createDataFrame(ids).cache()
-    events = spark.createDataFrame(pd.read_parquet(folder / bundle.EVENTS)).cache()
+    products_pdf, embeddings, index, products, events = bundle_frames(spark, folder)
     try:
         with st.stage("evaluate", "bundle %s", folder.name):
             result = evaluate(events, products, products_pdf, embeddings, index, eval_settings(cfg), say=st.say)
@@ -370,3 +362,18 @@ def evaluate_bundle(path: str | Path, *, cutoff: str | None = None, tune: bool |
         raise InputError(f"{folder}: the events carry no usable timestamps, so there is no time split to evaluate on")
     bundle.update_manifest(folder, metrics=result.metrics)
     return result.metrics
+
+
+def bundle_frames(spark, folder: Path):
+    """A verified bundle's products, embeddings and FAISS index, and Spark frames of its product ids
+    (``product_idx`` = row) and its events: what the evaluation needs to re-run on a bundle."""
+    import faiss
+    import pandas as pd
+
+    products_pdf = pd.read_parquet(folder / bundle.PRODUCTS)
+    embeddings = bundle.load_array(folder, bundle.EMBEDDINGS)
+    index = faiss.read_index(str(folder / bundle.FAISS_INDEX))
+    ids = pd.DataFrame({PRODUCT_ID: products_pdf[PRODUCT_ID].astype(str), PRODUCT_IDX: range(len(products_pdf))})
+    products = spark.createDataFrame(ids).cache()
+    events = spark.createDataFrame(pd.read_parquet(folder / bundle.EVENTS)).cache()
+    return products_pdf, embeddings, index, products, events
