@@ -71,12 +71,14 @@ def main() -> None:
                        (inter[USER_IDX].to_numpy(), inter[PRODUCT_IDX].to_numpy())), shape=(len(split.users), n))
     from implicit.als import AlternatingLeastSquares
     from implicit.nearest_neighbours import CosineRecommender
+    from threadpoolctl import threadpool_limits
 
     for a in sorted({alpha, 1.0}):
         t = time.perf_counter()
-        model = AlternatingLeastSquares(factors=args.rank, regularization=reg, alpha=a, iterations=args.iterations,
-                                        random_state=42, num_threads=args.threads, calculate_training_loss=False)
-        model.fit(x, show_progress=False)
+        with threadpool_limits(1, "blas"):  # implicit parallelises itself; BLAS threads on top slow it down
+            model = AlternatingLeastSquares(factors=args.rank, regularization=reg, alpha=a, iterations=args.iterations,
+                                            random_state=42, num_threads=args.threads, calculate_training_loss=False)
+            model.fit(x, show_progress=False)
         fit_s = time.perf_counter() - t
         scored(f"implicit ALS (rank {args.rank}, {args.iterations} it, reg {reg}, alpha {a})",
                Fitted(np.asarray(model.item_factors), np.asarray(model.user_factors), None, None), "als", fit_s)
