@@ -64,7 +64,7 @@ class Assistant:
         self.bundle = bundle
         self.writer = writer or TemplateWriter()
         self.store = store
-        self.recommender = Recommender(bundle, encode or query_encoder(bundle), config or RecommenderConfig.from_manifest(bundle.manifest))
+        self.recommender = Recommender(bundle, encode or query_encoder(bundle), config)  # None: the bundle's tuned settings
         self.cfg = self.recommender.cfg
 
     @classmethod
