@@ -71,6 +71,9 @@ def synthesize(src: Path, out: Path, n_target: int, seed: int = 0) -> Path:
         fmt.save_array(dst, fmt.CENTROIDS, centroids)
         for name in (fmt.USER_FACTORS, fmt.USERS, fmt.INTERACTIONS):
             shutil.copy(folder / name, dst / name)
+        if (folder / fmt.ITEM_NEIGHBOURS).is_file():  # copies point at the originals' item-item neighbours
+            fmt.save_array(dst, fmt.ITEM_NEIGHBOURS, fmt.load_array(folder, fmt.ITEM_NEIGHBOURS)[src_rows])
+            fmt.save_array(dst, fmt.ITEM_WEIGHTS, fmt.load_array(folder, fmt.ITEM_WEIGHTS)[src_rows])
         faiss.write_index(build_index(e, "ivf", centroids=centroids, nprobe=3), str(dst / fmt.FAISS_INDEX))
         body = {k: v for k, v in manifest.items() if k not in ("files", "format_version", "version")}
         body["faiss"] = {"kind": "ivf", "metric": "inner_product", "ntotal": n_target, "nprobe": 3}
