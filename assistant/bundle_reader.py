@@ -114,12 +114,14 @@ def assemble_bundle(*, folder: Path, manifest: dict[str, Any], products: pd.Data
             _uid=interactions["user_id"].astype(str),
             _ts=pd.to_datetime(interactions["last_ts"], utc=True),
         )
-        has = inter["had"] if "had" in inter.columns else inter["purchased"]
         for uid, grp in inter[inter["purchased"]].groupby("_uid"):
             purchased[uid] = frozenset(grp["_row"].astype(int))
-        for uid, grp in inter[has.astype(bool)].groupby("_uid"):
+        for uid, grp in inter[inter["had"].astype(bool)].groupby("_uid"):
             had[uid] = frozenset(grp["_row"].astype(int))
-        recent = inter.sort_values(["_uid", "_ts", "weight"], ascending=[True, False, False], na_position="last")
+        # newest first; ties (one invoice holds many lines at one time) by weight, then row: the same order
+        # whichever order the interactions were read in
+        recent = inter.sort_values(["_uid", "_ts", "weight", "_row"], ascending=[True, False, False, True],
+                                   na_position="last", kind="stable")
         for uid, grp in recent.groupby("_uid", sort=False):
             history[uid] = grp["_row"].astype(int).tolist()
         pos = recent[recent["weight"] > 0]

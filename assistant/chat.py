@@ -203,20 +203,12 @@ class Assistant:
         req = self.next_request(state)
         content, why, sig = rec.candidates(req)
         cw = rec.content_weight(req)
+        terms = rec.terms(np.asarray(rows, dtype=np.int64), content, sig)
         out = []
-        for r in rows:
-            terms = {"content": content.get(r, 0.0), "popularity": float(rec.popularity[r]),
-                     "als": float(sig.als[r]) if sig.als is not None else 0.0,
-                     "item": float(sig.item[r]) if sig.item is not None else 0.0}
-            reason = why.get(r)
-            if reason is None and req.seeds:
-                sims = self.bundle.embeddings[req.seeds] @ self.bundle.embeddings[r]
-                j = int(np.argmax(sims))
-                reason = {"kind": "similar", "to": self.bundle.titles[req.seeds[j]], "via": req.seed_kind,
-                          "to_id": self.bundle.product(req.seeds[j])["product_id"], "similarity": round(float(sims[j]), 3)}
-            out.append(Recommendation(row=r, **self.bundle.product(r), score=0.0, content=terms["content"],
-                                      als=terms["als"], item=terms["item"], popularity=terms["popularity"],
-                                      reasons=rec.reasons(r, reason, terms, sig, cw)))
+        closest = rec.closest_seed(rows, req) if req.seeds else [None] * len(rows)
+        for i, r in enumerate(rows):
+            reason = why.get(r) or closest[i]
+            out.append(rec.recommendation(r, {k: float(v[i]) for k, v in terms.items()}, reason, sig, cw))
         return out
 
     @staticmethod

@@ -28,9 +28,9 @@ class RecommenderConfig:
 
     w_content: float = 0.6
     w_content_history: float = 0.0
-    w_item: float = 0.6
-    w_als: float = 0.2
-    w_popularity: float = 0.2
+    w_item: float = 1.0
+    w_als: float = 0.3
+    w_popularity: float = 0.3
     popularity_half_life_days: float | None = 14.0
     history_half_life_days: float | None = 60.0
     n_results: int = 5

@@ -67,7 +67,7 @@ def blend(content: np.ndarray, als: np.ndarray, item: np.ndarray, popularity: np
           cfg: RecommenderConfig, content_weight: float) -> np.ndarray:
     """The hybrid score: ``content_weight`` x content + the rest x the weighted mean of the collaborative terms."""
     total = cfg.w_item + cfg.w_als + cfg.w_popularity
-    cf = (cfg.w_item * item + cfg.w_als * als + cfg.w_popularity * popularity) / total if total > 0 else 0.0 * content
+    cf = (cfg.w_item * item + cfg.w_als * als + cfg.w_popularity * popularity) / total if total > 0 else np.zeros_like(content)
     return content_weight * content + (1.0 - content_weight) * cf
 
 
@@ -205,16 +205,22 @@ class Recommender:
         for i in self.popularity_order[:n_popular]:
             content.setdefault(int(i), 0.0)
         if seeds:  # every other candidate's content score is its similarity to the closest seed
-            rows = np.array([r for r in content if r not in why], dtype=np.int64)
-            if len(rows):
-                sims = b.embeddings[rows] @ b.embeddings[seeds].T
-                best = sims.argmax(axis=1)
-                for r, j, s in zip(rows.tolist(), best.tolist(), sims.max(axis=1).tolist(), strict=True):
-                    content[r] = max(float(s), 0.0)
-                    if s >= 0.5:
-                        why[r] = {"kind": "similar", "to": b.titles[seeds[j]], "to_id": b.product_ids[seeds[j]],
-                                  "via": req.seed_kind, "similarity": round(float(s), 3)}
+            rows = [r for r in content if r not in why]
+            for r, reason in zip(rows, self.closest_seed(rows, req), strict=True):
+                content[r] = max(reason["similarity"], 0.0)
+                if reason["similarity"] >= 0.5:
+                    why[r] = reason
         return content, why, sig
+
+    def closest_seed(self, rows: Sequence[int], req: Request) -> list[dict[str, Any]]:
+        """For each row, a "similar" reason naming the request's seed closest to it (seeds must not be empty)."""
+        b = self.b
+        seeds = req.seeds[: self.cfg.max_seeds]
+        if not len(rows):
+            return []
+        sims = b.embeddings[np.asarray(rows, dtype=np.int64)] @ b.embeddings[seeds].T
+        return [{"kind": "similar", "to": b.titles[seeds[j]], "to_id": b.product_ids[seeds[j]], "via": req.seed_kind,
+                 "similarity": round(float(sims[i, j]), 3)} for i, j in enumerate(sims.argmax(axis=1).tolist())]
 
     def _seed_neighbours(self, seeds: list[int], widen: bool) -> list[list[tuple[int, float]]]:
         """Nearest products of each seed: within its KMeans cluster (exact, one matrix product per
@@ -254,10 +260,10 @@ class Recommender:
         b = self.b
         keep = np.ones(len(rows), dtype=bool)
         blocked = set(req.exclude_rows)
-        if req.include_had:  # repeat purchases allowed: past purchases may come back, what is viewed now may not
-            blocked |= set(req.seeds) if req.seed_kind != "bought" else set()
-        else:
-            blocked |= set(req.seeds) | b.had.get(req.user_id or "", frozenset())
+        if req.seed_kind != "bought":  # what is viewed now, or the anchor (bought seeds are among ``had``)
+            blocked |= set(req.seeds)
+        if not req.include_had:
+            blocked |= b.had.get(req.user_id or "", frozenset())
         keep &= ~np.isin(rows, list(blocked)) if blocked else keep
         price = b.prices[rows]
         if req.max_price is not None:
@@ -276,7 +282,7 @@ class Recommender:
 
     def recommend(self, req: Request) -> list[Recommendation]:
         """Top products for a request: candidates -> filters -> blend -> MMR -> reasons."""
-        b, cfg = self.b, self.cfg
+        cfg = self.cfg
         n = req.n or cfg.n_results
         content, why, sig = self.candidates(req)
         rows = np.fromiter(content, dtype=np.int64, count=len(content))
@@ -288,23 +294,26 @@ class Recommender:
         if len(rows) == 0:
             return []
         cw = self.content_weight(req)
-        c = np.clip(np.array([content[int(r)] for r in rows]), 0.0, 1.0)
-        a = sig.als[rows] if sig.als is not None else np.zeros(len(rows))
-        it = sig.item[rows] if sig.item is not None else np.zeros(len(rows))
-        p = self.popularity[rows]
-        score = blend(c, a, it, p, cfg, cw)
+        t = self.terms(rows, content, sig)
+        score = blend(t["content"], t["als"], t["item"], t["popularity"], cfg, cw)
         picks = self._mmr(rows, score, n)
         pos = {int(r): i for i, r in enumerate(rows)}
-        out = []
-        for r in picks:
-            i = pos[r]
-            terms = {"content": float(c[i]), "als": float(a[i]), "item": float(it[i]), "popularity": float(p[i])}
-            out.append(Recommendation(
-                row=r, **b.product(r), score=float(score[i]), content=terms["content"], als=terms["als"],
-                popularity=terms["popularity"], item=terms["item"],
-                reasons=self.reasons(r, why.get(r) if why.get(r) else None, terms, sig, cw),
-            ))
-        return out
+        return [self.recommendation(r, {k: float(v[pos[r]]) for k, v in t.items()}, why.get(r), sig, cw,
+                                    score=float(score[pos[r]])) for r in picks]
+
+    def terms(self, rows: np.ndarray, content: dict[int, float], sig: Signals) -> dict[str, np.ndarray]:
+        """The four blend terms of each row, each in [0, 1]."""
+        zeros = np.zeros(len(rows))
+        return {"content": np.clip(np.array([content.get(int(r), 0.0) for r in rows], dtype=np.float64), 0.0, 1.0),
+                "als": sig.als[rows] if sig.als is not None else zeros,
+                "item": sig.item[rows] if sig.item is not None else zeros,
+                "popularity": self.popularity[rows]}
+
+    def recommendation(self, row: int, terms: dict[str, float], content_reason: dict[str, Any] | None, sig: Signals,
+                       content_weight: float, score: float = 0.0) -> Recommendation:
+        return Recommendation(row=row, **self.b.product(row), score=score, content=terms["content"], als=terms["als"],
+                              popularity=terms["popularity"], item=terms["item"],
+                              reasons=self.reasons(row, content_reason, terms, sig, content_weight))
 
     def _mmr(self, rows: np.ndarray, score: np.ndarray, n: int) -> list[int]:
         """Maximal marginal relevance over the best 50 (or 2n): score vs. similarity to what is already picked."""

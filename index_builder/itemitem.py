@@ -77,7 +77,7 @@ def prune(b: np.ndarray, rows: np.ndarray, n_products: int, top_k: int = TOP_K) 
     if len(rows) < 2:
         return neighbours, weights
     absb = np.abs(b)
-    cols = np.argpartition(-absb, k - 1, axis=1)[:, :k] if k < b.shape[1] else np.tile(np.arange(b.shape[1]), (len(b), 1))
+    cols = np.argpartition(-absb, k - 1, axis=1)[:, :k]  # k < m: the row's own column (0) can drop out
     vals = np.take_along_axis(b, cols, axis=1)
     order = np.argsort(-np.abs(vals), axis=1, kind="stable")
     cols, vals = np.take_along_axis(cols, order, axis=1), np.take_along_axis(vals, order, axis=1)

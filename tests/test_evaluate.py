@@ -128,11 +128,20 @@ def test_cutoffs_default_to_the_last_tenth_and_validation_precedes_test():
 
 
 def test_coordinate_search_finds_the_best_setting():
-    def objective(s):
-        return -((s["a"] - 3) ** 2) - (s["b"] - 1) ** 2
+    def objective(s):  # per-user scores: every user agrees, so any gain is beyond noise
+        return np.full(4, -((s["a"] - 3) ** 2) - (s["b"] - 1) ** 2, dtype=float)
 
     best, score, trace = coordinate_search(objective, {"a": 0, "b": 0}, {"a": [0, 1, 3, 5], "b": [0, 1, 2]})
     assert best == {"a": 3, "b": 1} and score == 0 and len(trace) > 3
+    # a gain smaller than its noise is not taken
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1, 50)
+
+    def noisy(s):
+        return noise * (1 + s["a"]) + 0.001 * s["a"]
+
+    best, _, _ = coordinate_search(noisy, {"a": 0}, {"a": [0, 1, 2]})
+    assert best == {"a": 0}
 
 
 def test_the_evaluation_scores_the_chats_own_recommender(tmp_path, monkeypatch):
