@@ -33,11 +33,9 @@ def _types(text: str) -> tuple[str, ...]:
     return types
 
 
-def _eval_flags(parser: argparse.ArgumentParser) -> None:
+def _cutoff_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-cutoff", metavar="DATE",
                         help="train on events before DATE, test on purchases from it on (default: the last 10%% of the time span)")
-    parser.add_argument("--no-tune", dest="tune", action="store_false",
-                        help="keep the given ALS/EASE/blend settings instead of tuning them on the validation split")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -82,14 +80,19 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--ease-lambda", type=float, default=200.0, help="item-item (EASE) regularisation (tuned unless --no-tune)")
     b.add_argument("--item-item-max-items", type=int, default=MAX_ITEMS,
                    help=f"products the item-item model covers, most bought first (default {MAX_ITEMS:,})")
-    _eval_flags(b)
+    _cutoff_flag(b)
+    b.add_argument("--no-tune", dest="tune", action="store_false",
+                   help="keep the given ALS/EASE/blend settings instead of tuning them on the validation split")
     b.add_argument("--no-eval", dest="evaluate", action="store_false",
                    help="skip the time-split evaluation (and the tuning it does)")
     b.add_argument("-v", "--verbose", action="store_true")
 
     e = sub.add_parser("evaluate", help="evaluate a bundle on a time split of its own events; metrics go to its manifest")
     e.add_argument("--bundle", required=True, help="bundle root or version folder")
-    _eval_flags(e)
+    _cutoff_flag(e)
+    e.add_argument("--retune", dest="tune", action="store_true",
+                   help="tune ALS/EASE/blend on the validation window first, as a build does (default: score the "
+                        "settings the bundle serves)")
     e.add_argument("--master", default="local[2]")
     e.add_argument("--driver-memory", default="4g")
     e.add_argument("-v", "--verbose", action="store_true")

@@ -67,6 +67,7 @@ class EvalSettings:
     item_item_max_items: int = MAX_ITEMS
     item_item_top_k: int = TOP_K
     tune: bool = True
+    recommender: dict[str, Any] | None = None  # blend settings to evaluate (or start tuning from); None: defaults
     als_grid: tuple[tuple[float, float], ...] = ((0.1, 1.0), (0.1, 10.0), (1.0, 1.0), (1.0, 10.0))  # (reg, alpha)
     ease_grid: tuple[float, ...] = (50.0, 100.0, 200.0, 400.0, 800.0)
     max_tune_users: int = 2000  # validation users the blend search scores per setting (UCI has ~1,000)
@@ -366,7 +367,7 @@ def evaluate(events: DataFrame, products: DataFrame, products_pdf: pd.DataFrame,
     val_cut, test_cut = choose_cutoffs(lo, hi, s.cutoff)
     window = (hi - test_cut).total_seconds() / 86400
     n = len(products_pdf)
-    rec_cfg = RecommenderConfig().tuned()
+    rec_cfg = RecommenderConfig.from_manifest({"recommender": s.recommender}).tuned()
     als, lam = s.als, s.ease_lambda
     tuning: dict[str, Any] = {"split": {"train_end": val_cut.isoformat(), "test_end": test_cut.isoformat()}}
 

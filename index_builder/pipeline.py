@@ -5,6 +5,7 @@ Only this module and the CLI touch the file system; the steps it calls are pure 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -335,18 +336,24 @@ def _reason_counts(rejected) -> dict[str, int]:
     return {str(k): int(v) for k, v in rejected[REJECT_REASON].value_counts().sort_index().items()}
 
 
-def evaluate_bundle(path: str | Path, *, cutoff: str | None = None, tune: bool | None = None,
+def evaluate_bundle(path: str | Path, *, cutoff: str | None = None, tune: bool = False,
                     master: str = "local[2]", driver_memory: str = "4g", spark=None) -> dict[str, Any]:
-    """Re-run the time-split evaluation on a published bundle's own events; writes ``metrics`` into its manifest."""
+    """Re-run the time-split evaluation on a published bundle's own events; writes ``metrics`` into its manifest.
+
+    By default it scores the settings the bundle serves (its ALS parameters, EASE lambda and blend);
+    ``tune=True`` re-tunes them on the validation window as a build does (the bundle keeps serving its own).
+    """
     from .session import make_spark
 
     folder, manifest = bundle.verify(path)
     if not (folder / bundle.EVENTS).is_file():
         raise InputError(f"{folder} has no {bundle.EVENTS} (a catalog-only bundle): there is nothing to evaluate")
     params = {k: v for k, v in manifest.get("params", {}).items() if k in BuildConfig.__dataclass_fields__}
-    cfg = BuildConfig(**{**params, "eval_cutoff": cutoff or None})
-    if tune is not None:
-        cfg.tune = tune
+    cfg = BuildConfig(**{**params, "eval_cutoff": cutoff or None, "tune": bool(tune)})
+    served = manifest.get("als", {}).get("params", {})
+    cfg.als_reg_param = served.get("reg_param", cfg.als_reg_param)
+    cfg.als_alpha = served.get("alpha", cfg.als_alpha)
+    cfg.ease_lambda = manifest.get("item_item", {}).get("lambda", cfg.ease_lambda)
     st = Stages()
     if spark is None:
         with st.stage("spark", "starting session on %s", master):
@@ -354,7 +361,8 @@ def evaluate_bundle(path: str | Path, *, cutoff: str | None = None, tune: bool |
     products_pdf, embeddings, index, products, events = bundle_frames(spark, folder)
     try:
         with st.stage("evaluate", "bundle %s", folder.name):
-            result = evaluate(events, products, products_pdf, embeddings, index, eval_settings(cfg), say=st.say)
+            settings = dataclasses.replace(eval_settings(cfg), recommender=manifest.get("recommender"))
+            result = evaluate(events, products, products_pdf, embeddings, index, settings, say=st.say)
     finally:
         products.unpersist()
         events.unpersist()

@@ -85,11 +85,13 @@ def test_known_answer_the_hybrid_is_perfect_and_popularity_is_not(known_answer_b
 
 def test_evaluate_command_rewrites_the_metrics(known_answer_bundle, capsys):
     folder, manifest = known_answer_bundle
-    assert main(["evaluate", "--bundle", str(folder), "--eval-cutoff", "2011-07-15", "--no-tune"]) == 0
+    assert main(["evaluate", "--bundle", str(folder), "--eval-cutoff", "2011-07-15"]) == 0
     out = capsys.readouterr().out
     assert "hybrid" in out and "ndcg@10" in out
     again = json.loads((folder / bundle.MANIFEST).read_text())
     assert again["metrics"]["protocol"]["cutoff"].startswith("2011-07-15")
+    # it scored the blend the bundle serves
+    assert again["metrics"]["tuning"]["chosen"]["recommender"] == manifest["recommender"]
     bundle.verify(folder)  # the checksummed files are untouched
 
 
