@@ -43,6 +43,7 @@ class Source:
     files: list[str]
     rejects: dict[str, DataFrame] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    currency: str | None = None  # ISO code of the prices, when known
 
 
 def from_files(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 
 from .constants import DEFAULT_EVENT_WEIGHTS, DEFAULT_HAD_TYPES, EVENT_TYPES
@@ -53,6 +54,9 @@ def make_parser() -> argparse.ArgumentParser:
     src.add_argument("--map", dest="mapping", default="", metavar="CANON=COL,...",
                      help="column names of your files, e.g. title=name,description=desc,user_id=customer")
     src.add_argument("--encoding", default="utf-8", help="text encoding of CSV/JSON input (default utf-8)")
+    b.add_argument("--currency", type=_currency, metavar="CODE",
+                   help="ISO code of the prices (GBP, USD, EUR...), shown by the chat; default: the dataset's "
+                        "(GBP for UCI), otherwise prices are plain numbers")
     b.add_argument("--out", required=True, help="bundle root: writes OUT/<version>/ and OUT/current")
     b.add_argument("--sample-users", type=int, help="keep a deterministic sample of N users (whole catalog)")
     b.add_argument("--master", default="local[2]", help="Spark master: local[N] or spark://host:7077")
@@ -68,7 +72,10 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--als-max-iter", type=int, default=10)
     b.add_argument("--event-weights", type=_weights, default=dict(DEFAULT_EVENT_WEIGHTS), metavar="TYPE=W,...",
                    help=f"override event weights (default {DEFAULT_EVENT_WEIGHTS})")
-    b.add_argument("--embedder", default="minilm", help="minilm (default) or a sentence-transformers folder")
+    b.add_argument("--embedder", default="minilm",
+                   help="minilm (default, offline), openai (OPENAI_API_KEY / OPENAI_BASE_URL) or a sentence-transformers folder")
+    b.add_argument("--embedding-model", help="--embedder openai: model (default text-embedding-3-small)")
+    b.add_argument("--embedding-dim", type=int, help="--embedder openai: dimensions, e.g. 512 (text-embedding-3 models)")
     b.add_argument("--embed-batch-size", type=int, default=64)
     b.add_argument("--embed-threads", type=int, help="torch threads per Spark Python worker")
     b.add_argument("--faiss", choices=("auto", "flat", "ivf", "hnsw"), default="auto",
@@ -117,6 +124,13 @@ def _print_metrics(folder) -> None:
         print(format_table(manifest["metrics"]), file=sys.stderr)
 
 
+def _currency(text: str) -> str:
+    code = text.strip().upper()
+    if not re.fullmatch(r"[A-Z]{3}", code):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a 3-letter currency code such as GBP, USD or EUR")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     setup_logging(getattr(args, "verbose", False))
@@ -133,10 +147,11 @@ def main(argv: list[str] | None = None) -> int:
                 driver_memory=args.driver_memory, seed=args.seed, k_min=args.k_min, k_max=args.k_max,
                 kmeans_max_iter=args.kmeans_max_iter, kmeans_restarts=args.kmeans_restarts, als_rank=args.als_rank, als_reg_param=args.als_reg_param,
                 als_alpha=args.als_alpha, als_max_iter=args.als_max_iter, event_weights=args.event_weights,
-                embedder=args.embedder, embed_batch_size=args.embed_batch_size, embed_threads=args.embed_threads,
+                embedder=args.embedder, embedding_model=args.embedding_model, embedding_dim=args.embedding_dim,
+                embed_batch_size=args.embed_batch_size, embed_threads=args.embed_threads,
                 faiss=args.faiss, faiss_nprobe=args.faiss_nprobe, download=args.download,
                 had_types=args.had_types, ease_lambda=args.ease_lambda, item_item_max_items=args.item_item_max_items,
-                evaluate=args.evaluate, eval_cutoff=args.eval_cutoff, tune=args.tune,
+                evaluate=args.evaluate, eval_cutoff=args.eval_cutoff, tune=args.tune, currency=args.currency,
             )
             folder = build(cfg)
             _print_metrics(folder)

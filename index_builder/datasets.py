@@ -38,6 +38,7 @@ class DatasetSpec:
     sheet: str | int | None = None  # sheet of an .xlsx download
     sha256: str | None = None  # of the downloaded file, when the source publishes one
     has_events: bool = True
+    currency: str | None = None  # ISO code of the prices (None: the source does not say)
     license: str = ""
     citation: str = ""
 
@@ -52,6 +53,7 @@ DATASETS: dict[str, DatasetSpec] = {
         sheet=0,
         columns=("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"),
         min_rows=500_000,
+        currency="GBP",
         license="CC BY 4.0 (UCI Machine Learning Repository, dataset 352)",
         citation="Chen, Sain, Guo (2012), J. Database Marketing & Customer Strategy Mgmt 19(3):197-208",
     ),
@@ -64,6 +66,7 @@ DATASETS: dict[str, DatasetSpec] = {
         sheet="Year 2009-2010",
         columns=("Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"),
         min_rows=500_000,
+        currency="GBP",
         license="CC BY 4.0 (UCI Machine Learning Repository, dataset 502)",
         citation="Chen, Sain, Guo (2012), J. Database Marketing & Customer Strategy Mgmt 19(3):197-208",
     ),

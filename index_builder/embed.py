@@ -130,19 +130,29 @@ def embedder_from_spec(spec: dict[str, Any]) -> Embedder:
     key = tuple(sorted(spec.items()))
     if key not in _WORKER_CACHE:
         args = {k: v for k, v in spec.items() if k != "kind"}
-        if spec["kind"] != "sentence-transformers":
+        if spec["kind"] == "openai":
+            from .openai_embed import OpenAIEmbedder
+
+            _WORKER_CACHE[key] = OpenAIEmbedder(**args)
+        elif spec["kind"] == "sentence-transformers":
+            _WORKER_CACHE[key] = SentenceTransformerEmbedder(**args)
+        else:
             raise ValueError(f"unknown embedder kind {spec['kind']!r}")
-        _WORKER_CACHE[key] = SentenceTransformerEmbedder(**args)
     return _WORKER_CACHE[key]
 
 
-def make_embedder(name: str = "minilm", **kwargs: Any) -> Embedder:
-    """Factory: ``minilm`` (default, offline) or a path to a sentence-transformers model folder."""
+def make_embedder(name: str = "minilm", *, model: str | None = None, dim: int | None = None, **kwargs: Any) -> Embedder:
+    """Factory: ``minilm`` (default, offline), ``openai`` (``model``, ``dim``: any /v1/embeddings server)
+    or a path to a sentence-transformers model folder."""
+    if name == "openai":
+        from .openai_embed import DEFAULT_OPENAI_MODEL, OpenAIEmbedder
+
+        return OpenAIEmbedder(model or DEFAULT_OPENAI_MODEL, dim)
     if name in ("minilm", DEFAULT_MODEL):
         return SentenceTransformerEmbedder(**kwargs)
     if os.path.isdir(name):
         return SentenceTransformerEmbedder(name, model=os.path.basename(os.path.normpath(name)), **kwargs)
-    raise ValueError(f"unknown embedder {name!r}: use 'minilm' or the folder of a sentence-transformers model")
+    raise ValueError(f"unknown embedder {name!r}: use 'minilm', 'openai' or the folder of a sentence-transformers model")
 
 
 def embed_column(df: DataFrame, embedder: Embedder, text_col: str, out_col: str) -> DataFrame:

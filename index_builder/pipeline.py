@@ -72,6 +72,8 @@ class BuildConfig:
     als_max_iter: int = 10
     event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     embedder: str = "minilm"
+    embedding_model: str | None = None  # --embedder openai: the model (default text-embedding-3-small)
+    embedding_dim: int | None = None  # --embedder openai: dimensions to ask for (text-embedding-3 models)
     embed_batch_size: int = 64
     embed_threads: int | None = None
     faiss: str = "auto"  # auto = flat below 50,000 products, ivf above
@@ -83,6 +85,7 @@ class BuildConfig:
     evaluate: bool = True  # time-split evaluation (and tuning on validation) before the final fit
     eval_cutoff: str | None = None
     tune: bool = True
+    currency: str | None = None  # ISO code of the prices (GBP, USD, ...); default: the dataset's, else none
 
     def als_params(self) -> ALSParams:
         return ALSParams(rank=self.als_rank, reg_param=self.als_reg_param, alpha=self.als_alpha,
@@ -92,13 +95,16 @@ class BuildConfig:
 def load_source(spark, cfg: BuildConfig) -> Source:
     """Pick the adapter for a named dataset or the generic files."""
     if cfg.products:
-        return from_files(spark, cfg.products, cfg.events, mapping=cfg.mapping, encoding=cfg.encoding)
+        source = from_files(spark, cfg.products, cfg.events, mapping=cfg.mapping, encoding=cfg.encoding)
+        source.currency = cfg.currency
+        return source
     if not cfg.dataset:
         raise InputError("nothing to build: pass --dataset NAME or --products FILE [--events FILE]")
     spec = get_spec(cfg.dataset)
     path = locate(spec, Path(cfg.data_dir) if cfg.data_dir else None, download=cfg.download)
     source = online_retail(spark, path) if spec.name.startswith("online-retail") else datacamp_products(spark, path)
     source.name = spec.name
+    source.currency = cfg.currency or spec.currency
     return source
 
 
@@ -192,7 +198,8 @@ def build(cfg: BuildConfig, spark=None) -> Path:
             )
             n_users, n_pairs = users.count(), inter.count()
 
-        embedder = make_embedder(cfg.embedder, batch_size=cfg.embed_batch_size, threads=_embed_threads(spark, cfg))
+        embedder = (make_embedder("openai", model=cfg.embedding_model, dim=cfg.embedding_dim) if cfg.embedder == "openai"
+                    else make_embedder(cfg.embedder, batch_size=cfg.embed_batch_size, threads=_embed_threads(spark, cfg)))
         with st.stage("embed", "%d products with %s (%s)", n_products, embedder.model, embedder.backend):
             texts = product_text(products).select(PRODUCT_IDX, TEXT).repartition(parallelism)
             embedded = keep(embed_column(texts, embedder, TEXT, EMBEDDING))
@@ -298,7 +305,7 @@ def build(cfg: BuildConfig, spark=None) -> Path:
                 "created_at": created_at,
                 "dataset": source.name,
                 "inputs": source.files,
-                "params": asdict(cfg),
+                "params": {**asdict(cfg), "currency": source.currency},
                 "versions": _versions(),
                 "counts": counts,
                 "embedding": embedder.identity(),
