@@ -38,6 +38,7 @@ bench: setup-dev
 	$(PY) bench/embed_throughput.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 	$(PY) bench/chat_latency.py --bundle $(OUT)
 	$(PY) bench/cf_vs_implicit.py --bundle $(OUT)
+	$(PY) bench/llm_grounding.py --bundle $(OUT)
 
 clean:
 	rm -rf $(OUT) .pytest_cache

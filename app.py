@@ -28,8 +28,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rebuild", action="store_true", help="build a new bundle version even if one exists")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--share", action="store_true", help="ask Gradio for a public link")
+    p.add_argument("--share", action="store_true", help="ask Gradio for a public link (use --auth with it)")
+    p.add_argument("--auth", default=os.environ.get("CARTWISE_AUTH"),
+                   help="USER:PASS login in front of the page and the API (default: $CARTWISE_AUTH)")
+    p.add_argument("--env-file", default=".env", help="file with OPENAI_API_KEY / OPENAI_BASE_URL / OPENAI_MODEL")
     return p.parse_args(argv)
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """``USER:PASS`` -> (user, password); the password may contain ':'."""
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise SystemExit("error: --auth (or CARTWISE_AUTH) must look like USER:PASS")
+    return user, password
 
 
 def ensure_bundle(args: argparse.Namespace):
@@ -51,29 +64,38 @@ def ensure_bundle(args: argparse.Namespace):
     return verify(args.out)
 
 
-def build_assistant(folder):
-    """The assistant over a verified bundle, with the SQLite event store next to the bundle."""
+def build_assistant(folder, env_file: str | None = ".env"):
+    """The assistant over a verified bundle, with the SQLite event store next to the bundle and the LLM
+    writer when OPENAI_API_KEY or OPENAI_BASE_URL is set (environment or ``env_file``)."""
+    from assistant.bundle_reader import load_bundle
     from assistant.chat import Assistant
     from assistant.events import SQLiteEventStore
+    from assistant.llm import LLMSettings, make_writer
 
     store = SQLiteEventStore(folder.parent / "events.sqlite")
-    assistant = Assistant.from_path(folder, store=store)
+    bundle = load_bundle(folder)
+    settings = LLMSettings.from_env(env_file=env_file)
+    writer = make_writer(bundle, settings)
+    print(f"replies: {'LLM ' + settings.model + ' at ' + settings.host if settings.enabled else 'template writer (no OPENAI_API_KEY or OPENAI_BASE_URL)'}")
+    assistant = Assistant(bundle, store=store, writer=writer)
     assistant.recommender.encode(["warm-up"])  # load the query model now, not on the first message
     return assistant
 
 
-def launch(demo, *, host: str, port: int, share: bool) -> None:
+def launch(demo, *, host: str, port: int, share: bool, auth: tuple[str, str] | None = None) -> None:
     """Serve the app; without internet a share link cannot be made, so say so and keep serving locally."""
     from assistant.ui import CSS
 
+    if share and not auth:
+        print("warning: --share without --auth lets anyone with the link use the app (and the LLM budget)")
     try:
         demo.queue(default_concurrency_limit=8).launch(server_name=host, server_port=port, share=share,
-                                                       prevent_thread_lock=share, css=CSS)
+                                                       prevent_thread_lock=share, css=CSS, auth=auth)
     except Exception as exc:  # gradio raises when the share tunnel cannot be reached
         if not share:
             raise
         print(f"Could not create a public share link ({exc}); serving locally at http://{host}:{port}")
-        demo.launch(server_name=host, server_port=port, share=False, css=CSS)
+        demo.launch(server_name=host, server_port=port, share=False, css=CSS, auth=auth)
         return
     if share:
         if getattr(demo, "share_url", None):
@@ -88,13 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     from index_builder.errors import BuilderError
 
     args = parse_args(argv)
+    auth = parse_auth(args.auth)
     setup_logging()
     try:
         folder, manifest = ensure_bundle(args)
         c = manifest["counts"]
         print(f"bundle {folder}: {c['products']:,} products, {c['users']:,} users, "
               f"k={manifest['kmeans']['k']} clusters, ALS {'skipped' if 'skipped' in manifest['als'] else 'trained'}")
-        assistant = build_assistant(folder)
+        assistant = build_assistant(folder, args.env_file)
     except BuilderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -103,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     global demo
     demo = build_demo(assistant)
     print(f"chat at http://{args.host}:{args.port}")
-    launch(demo, host=args.host, port=args.port, share=args.share)
+    launch(demo, host=args.host, port=args.port, share=args.share, auth=auth)
     return 0
 
 

@@ -12,6 +12,8 @@ import pandas as pd
 
 from index_builder import bundle as fmt
 
+from .text import readable_title
+
 log = logging.getLogger(__name__)
 
 
@@ -59,10 +61,19 @@ class Bundle:
     def has_item_item(self) -> bool:
         return self.item_neighbours is not None
 
+    @property
+    def currency(self) -> str | None:
+        """The shop's currency code from the build (``--currency``); None: prices are plain numbers."""
+        return self.manifest.get("params", {}).get("currency") or None
+
     def product(self, row: int) -> dict[str, Any]:
+        """id, title (as in the data), display_title (readable case), price, description ("" when none)."""
         price = self.prices[row]
+        desc = self.products["description"].iat[row] if "description" in self.products.columns else None
         return {"product_id": self.product_ids[row], "title": self.titles[row],
-                "price": None if price != price else float(price)}
+                "display_title": readable_title(self.titles[row]),
+                "price": None if price != price else float(price),
+                "description": desc if isinstance(desc, str) else ""}
 
 
 def load_bundle(path: str | Path) -> Bundle:

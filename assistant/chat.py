@@ -16,12 +16,16 @@ from .errors import BundleError, UnknownProduct, UnknownUser
 from .events import EventStore
 from .parsing import Intent, parse_message
 from .recommender import Recommendation, Recommender, Request
-from .session import SessionState
-from .writers import ReplyContext, ReplyWriter, TemplateWriter
+from .session import SessionState, SessionStore
+from .text import money
+from .writers import ReplyContext, ReplyWriter, TemplateWriter, final_text
 
 log = logging.getLogger(__name__)
 
 NO_PRODUCT_KINDS = {"greeting", "help", "empty", "reset"}
+MAX_MESSAGE_CHARS = 500  # a longer message is cut (and the shopper told): parsing and prompts stay small
+MAX_QUERY_WORDS = 12  # words of a stated need kept (a pasted essay is not a search)
+WEAK_MATCH = 0.45  # a stated need whose best catalog match is below this cosine is "not really in this shop"
 
 
 @dataclass
@@ -37,8 +41,10 @@ def query_encoder(bundle: Bundle):
     from index_builder.embed import make_embedder
 
     ident = bundle.manifest["embedding"]
-    name = bundle.manifest.get("params", {}).get("embedder", "minilm")
-    embedder = make_embedder(name)
+    params = bundle.manifest.get("params", {})
+    name = params.get("embedder", "minilm")
+    embedder = (make_embedder("openai", model=ident["model"], dim=params.get("embedding_dim")) if name == "openai"
+                else make_embedder(name))
     if embedder.model != ident["model"] or embedder.dim != ident["dim"]:
         raise BundleError(f"bundle {bundle.folder} was embedded with {ident}, but {name!r} gives "
                              f"{embedder.identity()}; rebuild the bundle or install that model")
@@ -60,10 +66,11 @@ class Assistant:
     """Holds one immutable bundle; every turn reads from ``self.bundle`` as it was when the turn began."""
 
     def __init__(self, bundle: Bundle, *, writer: ReplyWriter | None = None, store: EventStore | None = None,
-                 config: RecommenderConfig | None = None, encode=None) -> None:
+                 config: RecommenderConfig | None = None, encode=None, sessions: SessionStore | None = None) -> None:
         self.bundle = bundle
         self.writer = writer or TemplateWriter()
         self.store = store
+        self.sessions = sessions or SessionStore()
         self.recommender = Recommender(bundle, encode or query_encoder(bundle), config)  # None: the bundle's tuned settings
         self.cfg = self.recommender.cfg
 
@@ -97,16 +104,28 @@ class Assistant:
         return [self.bundle.product(r) for r in recent]
 
     # -- one turn -----------------------------------------------------------------------------------
-    def turn(self, message: str, state: SessionState) -> Turn:
-        """Apply a message to the session and produce the products and the streamed reply."""
+    def turn(self, message: str, state: SessionState, notes: list[str] | None = None) -> Turn:
+        """Apply a message to the session and produce the products and the streamed reply (``notes``:
+        things to tell the shopper first)."""
         b = self.bundle
+        notes = list(notes or [])
+        message = message or ""
+        if len(message) > MAX_MESSAGE_CHARS:
+            notes.append(f"Your message was long ({len(message):,} characters), so I read only the first "
+                         f"{MAX_MESSAGE_CHARS}.")
+            message = message[:MAX_MESSAGE_CHARS]
         intent = parse_message(message)
-        notes: list[str] = []
         products: list[Recommendation] = []
+        shown_dicts: list[dict[str, Any]] = []
         last = state.last_shown
         anchor_row = None
         if intent.kind == "reset":
             state.reset_constraints()
+        if intent.kind == "need" and " ".join(intent.query.split()[:MAX_QUERY_WORDS]) != state.query:  # a new topic: the old filters do not carry over
+            dropped = self._constraints(state)["summary"]
+            state.reset_filters()
+            if dropped:
+                notes.append(f"New search, so I dropped your earlier filters ({dropped}); say them again to keep them.")
         self._apply_constraints(intent, state, notes)
         if intent.ref is not None:
             idx = intent.ref if intent.ref >= 0 else len(last) - 1
@@ -119,18 +138,19 @@ class Assistant:
                 state.anchor = last[max(0, min(idx, len(last) - 1))]
         refines = (intent.include or intent.exclude or intent.cheaper or intent.pricier
                    or intent.max_price is not None or intent.min_price is not None)
-        if intent.kind == "need":  # a new topic
-            state.query, state.anchor = intent.query, None
+        if intent.kind == "need":  # a new topic (a need longer than a few words is cut at a word boundary)
+            state.query, state.anchor = " ".join(intent.query.split()[:MAX_QUERY_WORDS]), None
         elif intent.kind == "recommend" and not refines:  # a plain "what next?": back to the shopper's history
             state.query = state.anchor = None
         basis = "popular"
+        kind = intent.kind
+        if intent.kind == "need" and state.query and not state.viewed:
+            weak = self._weak_need(state.query)
+            if weak:  # say so, and show what the shop does have
+                notes.append(weak)
+                state.query, kind = None, "recommend"
         if intent.kind == "explain":
-            shown = [self.rows([pid], strict=False) for pid in last]
-            rows = [r[0] for r in shown if r]
-            if intent.ref is not None and rows:
-                idx = intent.ref if intent.ref >= 0 else len(rows) - 1
-                rows = [rows[min(idx, len(rows) - 1)]]
-            products = self._explain(rows, state)
+            shown_dicts = self._explain(intent.ref, state)
         elif intent.kind not in NO_PRODUCT_KINDS:
             if state.anchor:
                 anchor_row = b.row_of.get(state.anchor)
@@ -138,18 +158,54 @@ class Assistant:
             basis = req.seed_kind if req.seeds else ("query" if req.query else "popular")
             products = self.recommender.recommend(req)
             if products:
+                shown_dicts = [{"number": i + 1, **p.as_dict(), "description": p.description}
+                               for i, p in enumerate(products)]
                 state.shown.append([p.product_id for p in products])
+                state.shown_products = [dict(d) for d in shown_dicts]
+                state.shown_request = req
         ctx = ReplyContext(
-            kind=intent.kind if intent.kind != "recommend" or not state.query else "need",
-            message=message or "",
-            products=[{"number": i + 1, **p.as_dict()} for i, p in enumerate(products)],
+            kind=kind if kind != "recommend" or not state.query else "need",
+            message=message,
+            products=shown_dicts,
             user={"user_id": state.user_id, "known": bool(state.user_id)},
             constraints=self._constraints(state),
             notes=notes,
             variant=len(state.shown),
             basis=basis,
+            currency=b.currency,
+            recent=[b.titles[r] for r in self.rows(list(reversed(state.viewed)), strict=False)][:5]
+            + [p["title"] for p in self.profile(state.user_id, 5)],
+            history=list(state.turns),
+            session_id=state.session_id,
         )
-        return Turn(intent, products, ctx, self.writer.write(ctx))
+        if self.writer.name == "template" and not state.hint_shown:
+            from .llm import SWITCH_ON_HINT
+
+            ctx.meta["notice"] = SWITCH_ON_HINT
+            state.hint_shown = True
+        return Turn(intent, products, ctx, self._remembered(state, message, self.writer.write(ctx)))
+
+    @staticmethod
+    def _remembered(state: SessionState, message: str, chunks: Iterator[str]) -> Iterator[str]:
+        """Pass the chunks through; when the reply is complete, keep the turn for the next prompt."""
+        seen: list[str] = []
+        for chunk in chunks:
+            seen.append(chunk)
+            yield chunk
+        state.remember(message, final_text(seen))
+
+    def _weak_need(self, query: str) -> str | None:
+        """A note when the catalog has nothing close to a stated need (gibberish, or what the shop does not sell)."""
+        sims, _ = self.recommender._search(self.recommender.encode([query]), 1)
+        best = float(sims[0][0]) if sims.size else 0.0
+        words = [w for w in query.lower().split() if len(w) >= 3]
+        in_titles = any(self.recommender.title_hits(w) for w in words)
+        if best >= WEAK_MATCH or in_titles:
+            return None
+        log.info("weak need %r: best similarity %.2f", query, best)
+        shown = query if len(query) <= 40 else query[:40] + "…"
+        return (f'I could not find anything that really matches "{shown}" in this shop '
+                f"(the closest product is only a {best:.0%} match), so here is what sells well instead.")
 
     def _apply_constraints(self, intent: Intent, state: SessionState, notes: list[str]) -> None:
         if intent.max_price is not None:
@@ -174,6 +230,11 @@ class Assistant:
         if intent.exclude:
             state.exclude = list(dict.fromkeys(state.exclude + intent.exclude))
             state.include = [k for k in state.include if k not in intent.exclude]
+            if state.query:  # "not red" after "something red": red is no longer what they look for
+                banned = {w for k in intent.exclude for w in k.split()}
+                kept = [w for w in state.query.split() if w not in banned]
+                if len(kept) != len(state.query.split()):
+                    state.query = " ".join(kept) or None
 
     def next_request(self, state: SessionState, anchor_row: int | None = None, *, different: bool = False) -> Request:
         """The request behind "what should I buy next?" in this session (the evaluation scores exactly this)."""
@@ -197,29 +258,39 @@ class Assistant:
                        max_price=state.max_price, min_price=state.min_price, include=list(state.include),
                        exclude=list(state.exclude), exclude_rows=exclude_rows)
 
-    def _explain(self, rows: list[int], state: SessionState) -> list[Recommendation]:
-        """Recompute each shown product's reasons against the current session."""
+    def _explain(self, ref: int | None, state: SessionState) -> list[dict[str, Any]]:
+        """The products of the last list (or the one referred to) with the reasons given when they were
+        shown, plus detail recomputed from the request that produced that list: the other signals and the
+        blend's scores."""
+        shown = state.shown_products
+        if not shown:
+            return []
+        if ref is not None:
+            shown = [shown[min(ref if ref >= 0 else len(shown) - 1, len(shown) - 1)]]
         rec = self.recommender
-        req = self.next_request(state)
+        req = state.shown_request or self.next_request(state)
+        rows = [self.bundle.row_of[p["product_id"]] for p in shown]
         content, why, sig = rec.candidates(req)
-        cw = rec.content_weight(req)
         terms = rec.terms(np.asarray(rows, dtype=np.int64), content, sig)
+        cw = rec.content_weight(req)
         out = []
-        closest = rec.closest_seed(rows, req) if req.seeds else [None] * len(rows)
-        for i, r in enumerate(rows):
-            reason = why.get(r) or closest[i]
-            out.append(rec.recommendation(r, {k: float(v[i]) for k, v in terms.items()}, reason, sig, cw))
+        for i, (p, r) in enumerate(zip(shown, rows, strict=True)):
+            t = {k: float(v[i]) for k, v in terms.items()}
+            again = rec.reasons(r, why.get(r), t, sig, cw)
+            given = {(x.get("kind"), x.get("to_id"), x.get("with_id")) for x in p["reasons"]}
+            extra = [x for x in again if (x.get("kind"), x.get("to_id"), x.get("with_id")) not in given]
+            out.append({**p, "extra": extra, "terms": {k: round(v, 3) for k, v in t.items()}})
         return out
 
-    @staticmethod
-    def _constraints(state: SessionState) -> dict[str, Any]:
+    def _constraints(self, state: SessionState) -> dict[str, Any]:
         parts = []
+        cur = self.bundle.currency
         if state.min_price is not None and state.max_price is not None:
-            parts.append(f"between £{state.min_price:.2f} and £{state.max_price:.2f}")
+            parts.append(f"between {money(state.min_price, cur)} and {money(state.max_price, cur)}")
         elif state.max_price is not None:
-            parts.append(f"under £{state.max_price:.2f}")
+            parts.append(f"under {money(state.max_price, cur)}")
         elif state.min_price is not None:
-            parts.append(f"over £{state.min_price:.2f}")
+            parts.append(f"over {money(state.min_price, cur)}")
         if state.include:
             parts.append("only " + " or ".join(state.include))
         if state.exclude:
@@ -228,19 +299,31 @@ class Assistant:
                 "exclude": list(state.exclude), "query": state.query, "summary": ", ".join(parts)}
 
     # -- API and clicks -----------------------------------------------------------------------------
-    def recommend_api(self, user_id: str | None, recently_viewed: Sequence[str], message: str) -> dict[str, Any]:
-        """One stateless turn for programmatic use: products with reasons and the full reply."""
-        turn = self.turn(message or "", self.api_state(user_id, recently_viewed))
-        return {"products": [p.as_dict() for p in turn.products], "reply": "".join(turn.chunks)}
+    def recommend_api(self, user_id: str | None, recently_viewed: Sequence[str], message: str,
+                      session_id: str | None = None) -> dict[str, Any]:
+        """One turn for programmatic use: products with reasons, the full reply, who wrote it and the
+        session id (pass it back to continue the conversation)."""
+        state, notes = self.api_session(user_id, recently_viewed, session_id)
+        with state.lock:
+            turn = self.turn(message or "", state, notes=notes)
+            reply = final_text(turn.chunks)
+        return {"session_id": state.session_id, "products": [p.as_dict() for p in turn.products],
+                "reply": reply, "writer": turn.context.meta.get("writer", self.writer.name)}
 
-    def api_state(self, user_id: str | None, recently_viewed: Sequence[str] | None) -> SessionState:
-        """A fresh session for an API call; unknown user or product ids raise with a friendly message."""
-        state = SessionState(user_id=self.check_user(user_id))
+    def api_session(self, user_id: str | None, recently_viewed: Sequence[str] | None,
+                    session_id: str | None = None) -> tuple[SessionState, list[str]]:
+        """The API session for ``session_id`` (a new one when empty or expired), updated with the caller's
+        user and views, and the notes for the shopper (why a given id started a new session); unknown user
+        or product ids raise with a friendly message."""
+        user_id = self.check_user(user_id)
         ids = [str(p).strip() for p in (recently_viewed or []) if str(p).strip()]
         self.rows(ids)  # raises UnknownProduct naming the bad ids
+        state, note = self.sessions.get(session_id)
+        if user_id and user_id != state.user_id:
+            state.user_id = user_id
         for pid in ids:
             state.view(pid)
-        return state
+        return state, [note[0].upper() + note[1:] + "."] if note else []
 
     def mark_viewed(self, state: SessionState, product_id: str) -> None:
         self.rows([product_id])

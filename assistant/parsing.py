@@ -44,6 +44,7 @@ _KW_END = r"(?=$|[,.!?;:]|\s+(?:but|please|under|below|over|above|less|more|chea
 _EXCLUDE = re.compile(r"\b(?:not interested in|don'?t (?:want|like|show(?: me)?)|nothing with|no more|without|except|"
                       r"excluding|exclude|hate|avoid|skip|no|not)\s+(?:any\s+)?([a-z][a-z' -]*?)" + _KW_END)
 _INCLUDE = re.compile(r"\b(?:only|just|nothing but|strictly)\s+(?:show\s+(?:me\s+)?)?(?:the\s+)?([a-z][a-z' -]*?)" + _KW_END)
+_ASK_FOR = re.compile(r"\b(?:recommend|suggest|find|show)\s+(?:me\s+|us\s+)?(?:a|an|some|any)\s+(.+)")
 _NEED = re.compile(r"\b(?:gifts?|presents?|something|anything)\s+for\s+(.+)|"
                    r"\b(?:i need|i'?m looking for|looking for|i want|do you have|have you got|i'?d like|find me|"
                    r"show me|got any|searching for)\s+(.+)")
@@ -75,6 +76,11 @@ def _keywords(text: str) -> list[str]:
         if words:
             out.append(" ".join(words))
     return out
+
+
+def _clean_need(text: str) -> str:
+    need = text.strip(" ?!.")
+    return re.sub(r"^(?:a|an|the|some|my)\s+", "", need)
 
 
 def parse_message(message: str) -> Intent:
@@ -125,6 +131,8 @@ def parse_message(message: str) -> Intent:
         intent.kind = "more_like"
     elif _DIFFERENT.search(rest):
         intent.kind = "different"
+    elif (m := _ASK_FOR.search(rest)) and _keywords(_clean_need(m.group(1))):  # "recommend me a book"
+        intent.kind, intent.query = "need", _clean_need(m.group(1))
     elif (m := _NEED.search(rest)) and not _RECOMMEND.search(rest):
         need = (m.group(1) or m.group(2) or "").strip(" ?!.")
         need = re.sub(r"^(?:a|an|the|some|my)\s+", "", need)
@@ -133,9 +141,9 @@ def parse_message(message: str) -> Intent:
     elif _HELP.search(rest) and not _RECOMMEND.search(rest):
         intent.kind = "help"
     elif not (_RECOMMEND.search(rest) or intent.include or intent.exclude or intent.cheaper or intent.pricier
-              or intent.max_price is not None or intent.min_price is not None or intent.ref is not None):
+              or intent.ref is not None):
         words = _keywords(re.sub(r"[^a-z' -]", " ", rest))
-        if words:  # a bare need such as "candles" or "tea lover gift"
+        if words:  # a bare need such as "candles", "tea lover gift" or "napkins under £1"
             intent.kind, intent.query = "need", " ".join(words)
     if intent.kind == "recommend" and intent.ref is not None and not _RECOMMEND.search(rest):
         intent.kind = "more_like"  # "#3" or "the second one" alone: more like it

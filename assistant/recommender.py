@@ -47,10 +47,16 @@ class Recommendation:
     popularity: float
     reasons: list[dict[str, Any]]
     item: float = 0.0
+    display_title: str = ""
+    description: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"product_id": self.product_id, "title": self.title, "price": self.price,
-                "score": round(self.score, 4), "reasons": self.reasons}
+        return {"product_id": self.product_id, "title": self.title, "display_title": self.display_title,
+                "price": self.price, "score": round(self.score, 4), "reasons": self.reasons}
+
+    def terms(self) -> dict[str, float]:
+        return {"content": round(self.content, 3), "item": round(self.item, 3), "als": round(self.als, 3),
+                "popularity": round(self.popularity, 3)}
 
 
 @dataclass
@@ -84,6 +90,16 @@ def top_k(values: np.ndarray, k: int) -> np.ndarray:
         return np.argsort(-values, kind="stable")
     part = np.argpartition(-values, k)[:k]
     return part[np.argsort(-values[part], kind="stable")]
+
+
+def price_mask(prices: np.ndarray, req: Request) -> np.ndarray:
+    """True where a price is within the request's range (an unknown price passes no bound)."""
+    ok = np.ones(len(prices), dtype=bool)
+    if req.max_price is not None:
+        ok &= np.nan_to_num(prices, nan=np.inf) <= req.max_price
+    if req.min_price is not None:
+        ok &= np.nan_to_num(prices, nan=-np.inf) >= req.min_price
+    return ok
 
 
 def _stem(word: str) -> str:
@@ -212,6 +228,25 @@ class Recommender:
                     why[r] = reason
         return content, why, sig
 
+    def _catalog_candidates(self, req: Request, content: dict[int, float]) -> None:
+        """Add the best sellers within the price range (at most ``catalog_scan``), scored by likeness to
+        the seeds or the stated need."""
+        b = self.b
+        order = self.popularity_order
+        rows = order[price_mask(b.prices[order], req)][: self.cfg.catalog_scan]
+        rows = np.asarray([r for r in rows.tolist() if r not in content], dtype=np.int64)
+        if not len(rows):
+            return
+        seeds = req.seeds[: self.cfg.max_seeds]
+        if seeds:
+            sims = (b.embeddings[rows] @ b.embeddings[seeds].T).max(axis=1)
+        elif req.query:
+            sims = b.embeddings[rows] @ self.encode([req.query])[0]
+        else:
+            sims = np.zeros(len(rows))
+        for r, sim in zip(rows.tolist(), np.clip(sims, 0.0, 1.0).tolist(), strict=True):
+            content[r] = float(sim)
+
     def closest_seed(self, rows: Sequence[int], req: Request) -> list[dict[str, Any]]:
         """For each row, a "similar" reason naming the request's seed closest to it (seeds must not be empty)."""
         b = self.b
@@ -249,6 +284,11 @@ class Recommender:
         sims = self.b.embeddings[rows] @ self.encode(keywords).T
         return self._title_mask(rows, keywords) | (sims.max(axis=1) >= self.cfg.keyword_similarity)
 
+    def title_hits(self, keyword: str) -> int:
+        """How many catalog titles contain the keyword (whole words, singular or plural)."""
+        pattern = keyword_pattern(keyword)
+        return sum(1 for t in self._lower_titles if pattern.search(t))
+
     def _title_mask(self, rows: np.ndarray, keywords: list[str]) -> np.ndarray:
         """True where a product title contains any keyword (whole words, singular or plural)."""
         pattern = re.compile("|".join(keyword_pattern(k).pattern for k in keywords), re.IGNORECASE)
@@ -265,11 +305,7 @@ class Recommender:
         if not req.include_had:
             blocked |= b.had.get(req.user_id or "", frozenset())
         keep &= ~np.isin(rows, list(blocked)) if blocked else keep
-        price = b.prices[rows]
-        if req.max_price is not None:
-            keep &= np.nan_to_num(price, nan=np.inf) <= req.max_price
-        if req.min_price is not None:
-            keep &= np.nan_to_num(price, nan=-np.inf) >= req.min_price
+        keep &= price_mask(b.prices[rows], req)
         if req.include:
             keep &= self._keyword_mask(rows, req.include)
         if req.exclude:
@@ -289,6 +325,11 @@ class Recommender:
         rows = rows[self.allowed(rows, req)] if len(rows) else rows
         if len(rows) < n:  # the filters left too few: look beyond the seeds' clusters
             content, why, sig = self.candidates(req, widen=True, signals=sig)
+            rows = np.fromiter(content, dtype=np.int64, count=len(content))
+            rows = rows[self.allowed(rows, req)] if len(rows) else rows
+        if len(rows) < n and (req.max_price is not None or req.min_price is not None or req.include):
+            # still too few: every product that passes the filters (the best-selling CATALOG_SCAN of them)
+            self._catalog_candidates(req, content)
             rows = np.fromiter(content, dtype=np.int64, count=len(content))
             rows = rows[self.allowed(rows, req)] if len(rows) else rows
         if len(rows) == 0:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
 class SessionState:
     """Who is shopping, what they looked at, what we showed, and the constraints still in force."""
 
-    session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     user_id: str | None = None
     viewed: list[str] = field(default_factory=list)  # product ids, most recent last
     shown: list[list[str]] = field(default_factory=list)  # every list shown, newest last
@@ -20,6 +24,11 @@ class SessionState:
     exclude: list[str] = field(default_factory=list)
     query: str | None = None
     anchor: str | None = None  # "more like #2" keeps this product as the seed until the topic changes
+    shown_products: list[dict[str, Any]] = field(default_factory=list)  # the last list, with the reasons given
+    shown_request: Any = None  # the recommender Request that produced the last list ("why?" re-reads it)
+    turns: list[tuple[str, str]] = field(default_factory=list)  # (shopper, assistant) text, oldest first
+    hint_shown: bool = False  # the "how to switch the LLM on" notice is shown once per session
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def last_shown(self) -> list[str]:
@@ -31,9 +40,47 @@ class SessionState:
         self.viewed.append(product_id)
         del self.viewed[:-limit]
 
+    def remember(self, said: str, answered: str, limit: int = 20) -> None:
+        self.turns.append((said, answered))
+        del self.turns[:-limit]
+
+    def reset_filters(self) -> None:
+        self.max_price = self.min_price = None
+        self.include, self.exclude = [], []
+
     def reset_constraints(self) -> None:
         self.max_price = self.min_price = self.query = self.anchor = None
         self.include, self.exclude = [], []
 
     def all_shown(self) -> set[str]:
         return {pid for batch in self.shown for pid in batch}
+
+
+class SessionStore:
+    """API sessions by id: they expire after ``ttl_s`` idle seconds; at most ``max_sessions`` (least recently
+    used dropped first). Thread-safe."""
+
+    def __init__(self, ttl_s: float = 1800.0, max_sessions: int = 10_000, clock=time.monotonic) -> None:
+        self.ttl_s, self.max_sessions, self.clock = ttl_s, max_sessions, clock
+        self._sessions: OrderedDict[str, tuple[SessionState, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def get(self, session_id: str | None) -> tuple[SessionState, str | None]:
+        """The session for this id, or a new one; the second value says why a given id was not found."""
+        now = self.clock()
+        with self._lock:
+            for sid in [k for k, (_, seen) in self._sessions.items() if now - seen > self.ttl_s]:
+                del self._sessions[sid]
+            sid = (session_id or "").strip()
+            if sid and sid in self._sessions:
+                state, _ = self._sessions.pop(sid)
+                self._sessions[sid] = (state, now)
+                return state, None
+            state = SessionState()
+            self._sessions[state.session_id] = (state, now)
+            while len(self._sessions) > self.max_sessions:
+                self._sessions.popitem(last=False)
+            return state, (f"session {sid!r} has expired or is unknown, so a new one was started" if sid else None)

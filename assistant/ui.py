@@ -8,9 +8,12 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from .chat import Assistant
+from .chat import MAX_MESSAGE_CHARS, Assistant
 from .errors import AssistantError
 from .session import SessionState
+from .text import money as format_money
+from .text import readable_title
+from .writers import ReplyContext, accumulate
 
 log = logging.getLogger(__name__)
 
@@ -25,30 +28,50 @@ CSS = """
 """
 
 
-def money(price: float | None) -> str:
-    return f"£{price:.2f}" if price is not None else "price on request"
-
-
-def cards_html(products: list[dict[str, Any]]) -> str:
+def cards_html(products: list[dict[str, Any]], currency: str | None) -> str:
+    """Product cards from the structured candidates (never from the model's text)."""
     if not products:
         return ""
     cards = []
     for p in products:
         cards.append(
             f'<div class="cw-card" data-testid="product-card" data-product-id="{html.escape(p["product_id"])}">'
-            f'<div class="cw-title">{p["number"]}. {html.escape(p["title"])}</div>'
-            f'<div class="cw-price">{money(p["price"])}</div>'
+            f'<div class="cw-title" title="{html.escape(p["title"])}">{p["number"]}. '
+            f'{html.escape(readable_title(p["title"]))}</div>'
+            f'<div class="cw-price">{html.escape(format_money(p["price"], currency))}</div>'
             f'<div class="cw-id">id {html.escape(p["product_id"])}</div></div>'
         )
     return '<div class="cw-cards">' + "".join(cards) + "</div>"
+
+
+def writer_markdown(ctx: ReplyContext) -> str:
+    """The line under the chat: who wrote the last reply, and why the template did when the LLM did not."""
+    meta = ctx.meta
+    who = meta.get("writer", "template")
+    line = f"Reply written by **{html.escape(who)}**" if who != "template" else "Reply written by the **template**"
+    extra = []
+    if meta.get("fallback"):
+        extra.append("the LLM could not answer, so the template did")
+    if meta.get("notice"):
+        extra.append(html.escape(meta["notice"]))
+    return f"<small>{line}{' · ' + ' · '.join(extra) if extra else ''}</small>"
+
+
+def shown_message(message: str) -> str:
+    """The shopper's message as the chat shows it: capped, and escaped so it is shown, never run."""
+    message = message or ""
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[:MAX_MESSAGE_CHARS] + f" … [{len(message) - MAX_MESSAGE_CHARS:,} more characters not read]"
+    return html.escape(message, quote=False)
 
 
 def profile_markdown(assistant: Assistant, user_id: str | None) -> str:
     if not user_id:
         return "_Shopping anonymously: pick products you viewed below, or just ask._"
     items = assistant.profile(user_id)
+    cur = assistant.bundle.currency
     lines = [f"**Customer {user_id}** — recent purchases:"] + [
-        f"- {p['title'].title()} ({money(p['price'])})" for p in items
+        f"- {html.escape(p['display_title'])} ({format_money(p['price'], cur)})" for p in items
     ]
     return "\n".join(lines) if items else f"**Customer {user_id}** — no purchases on record."
 
@@ -61,8 +84,8 @@ def build_demo(assistant: Assistant):
     active = sorted(b.had, key=lambda u: (-len(b.had[u]), u))
     customers = [("Anonymous", "")] + [(f"{u} · {len(b.had[u])} products", u) for u in active]
     by_pop = sorted(range(len(b.titles)), key=lambda r: int(b.popularity_rank[r]))[:5000]
-    product_choices = [(f"{b.titles[r].title()} · {money(b.product(r)['price'])} · {b.product(r)['product_id']}",
-                        b.product(r)["product_id"]) for r in by_pop]
+    product_choices = [(f"{readable_title(b.titles[r])} · {format_money(b.product(r)['price'], b.currency)} · "
+                        f"{b.product_ids[r]}", b.product_ids[r]) for r in by_pop]
 
     def session(state: SessionState | None) -> SessionState:
         return state if isinstance(state, SessionState) else SessionState()
@@ -85,26 +108,29 @@ def build_demo(assistant: Assistant):
         return state
 
     def respond(message: str, history: list | None, state: SessionState | None):
-        """Stream one reply: yields (chat history, state, cards, card buttons..., cleared textbox)."""
+        """Stream one reply: yields (chat history, state, cards, card buttons..., cleared textbox, writer line)."""
         state = session(state)
         history = list(history or [])
-        history.append({"role": "user", "content": message or ""})
+        history.append({"role": "user", "content": shown_message(message)})
         history.append({"role": "assistant", "content": ""})
-        turn = assistant.turn(message, state)
-        buttons = [gr.update(visible=False)] * N_CARDS
-        if turn.products:
-            buttons = [
-                gr.update(visible=i < len(turn.products),
-                          value=f"I viewed #{i + 1}: {turn.products[i].title.title()[:30]}" if i < len(turn.products) else "")
-                for i in range(N_CARDS)
-            ]
-        cards = cards_html(turn.context.products) if turn.products else gr.update()
-        text = ""
-        for i, chunk in enumerate(turn.chunks):
-            text += chunk
-            history[-1] = {"role": "assistant", "content": text}
-            # Clear the textbox once; later chunks leave it alone so the shopper can type the next message.
-            yield (history, state, cards, *buttons, "" if i == 0 else gr.update())
+        with state.lock:
+            turn = assistant.turn(message, state)
+            buttons = [gr.update(visible=False)] * N_CARDS
+            if turn.products:
+                buttons = [
+                    gr.update(visible=i < len(turn.products),
+                              value=f"I viewed #{i + 1}: {readable_title(turn.products[i].title)[:30]}"
+                              if i < len(turn.products) else "")
+                    for i in range(N_CARDS)
+                ]
+            cards = cards_html(turn.context.products, b.currency) if turn.products else gr.update()
+            first = True
+            for text in accumulate(turn.chunks):
+                history[-1] = {"role": "assistant", "content": text}
+                # Clear the textbox once; later chunks leave it alone so the shopper can type the next message.
+                yield (history, state, cards, *buttons, "" if first else gr.update(), gr.update())
+                first = False
+            yield (history, state, cards, *buttons, "" if first else gr.update(), writer_markdown(turn.context))
 
     def on_card(i: int, state: SessionState | None):
         state = session(state)
@@ -112,27 +138,31 @@ def build_demo(assistant: Assistant):
         if i >= len(shown):
             return state, gr.update()
         assistant.mark_viewed(state, shown[i])
-        gr.Info(f"Marked {b.titles[b.row_of[shown[i]]].title()} as viewed")
+        gr.Info(f"Marked {readable_title(b.titles[b.row_of[shown[i]]])} as viewed")
         return state, gr.update(value=list(state.viewed))
 
     # -- API endpoints (gradio_client) ------------------------------------------------------------
-    def recommend(user_id: str, recently_viewed: list[str], message: str) -> dict:
-        """Products (id, title, price, score, reasons) and the reply for one stateless turn."""
+    def recommend(user_id: str, recently_viewed: list[str], message: str, session_id: str = "") -> dict:
+        """Products (id, title, display_title, price, score, reasons), the reply, the writer and the session id.
+
+        Pass the returned session_id back to continue the conversation (filters, shown lists, "why #2");
+        leave it empty to start a new one. Sessions expire after a while without calls.
+        """
         try:
-            return assistant.recommend_api(user_id, recently_viewed or [], message)
+            return assistant.recommend_api(user_id, recently_viewed or [], message, session_id or None)
         except AssistantError as exc:
             raise gr.Error(str(exc)) from None
 
-    def chat(user_id: str, recently_viewed: list[str], message: str) -> Iterator[str]:
-        """The conversational reply for one stateless turn, streamed (each item is the text so far)."""
+    def chat(user_id: str, recently_viewed: list[str], message: str, session_id: str = "") -> Iterator[tuple[str, str]]:
+        """The conversational reply, streamed: each item is (the text so far, the session id)."""
         try:
-            state = assistant.api_state(user_id, recently_viewed)
+            state, notes = assistant.api_session(user_id, recently_viewed, session_id or None)
         except AssistantError as exc:
             raise gr.Error(str(exc)) from None
-        text = ""
-        for chunk in assistant.turn(message, state).chunks:
-            text += chunk
-            yield text
+        with state.lock:
+            turn = assistant.turn(message, state, notes=notes)
+            for text in accumulate(turn.chunks):
+                yield text, state.session_id
 
     with gr.Blocks(title="cartwise — what should I buy next?") as demo:
         state = gr.State(None)
@@ -146,9 +176,11 @@ def build_demo(assistant: Assistant):
             gr.Markdown(f"<small>Bundle {html.escape(b.version)} · {len(b.titles):,} products · "
                         f"{len(b.user_rows):,} customers</small>")
         gr.Markdown("## What should I buy next?")
-        chatbot = gr.Chatbot(label="cartwise", height=430, elem_id="chatbot")
+        chatbot = gr.Chatbot(label="cartwise", height=430, elem_id="chatbot", sanitize_html=True)
+        writer_md = gr.Markdown("", elem_id="writer")
         with gr.Row():
-            msg = gr.Textbox(placeholder='Ask "what should I buy next?", "only candles", "under £5"...',
+            msg = gr.Textbox(placeholder=f'Ask "what should I buy next?", "only candles", '
+                                         f'"under {format_money(5, b.currency)}"...',
                              show_label=False, scale=8, elem_id="message")
             send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
         cards = gr.HTML(elem_id="cards")
@@ -159,7 +191,7 @@ def build_demo(assistant: Assistant):
 
         user_dd.change(on_user, [user_dd, state], [state, profile_md], api_visibility="private")
         viewed_dd.change(on_viewed, [viewed_dd, state], [state], api_visibility="private")
-        outputs = [chatbot, state, cards, *card_buttons, msg]
+        outputs = [chatbot, state, cards, *card_buttons, msg, writer_md]
         msg.submit(respond, [msg, chatbot, state], outputs, api_visibility="private", trigger_mode="multiple")
         send.click(respond, [msg, chatbot, state], outputs, api_visibility="private", trigger_mode="multiple")
         for i, button in enumerate(card_buttons):

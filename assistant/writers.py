@@ -1,13 +1,20 @@
-"""Reply writers: turn a :class:`ReplyContext` into streamed text. The template writer needs no key."""
+"""Reply writers: turn a :class:`ReplyContext` into streamed text. The template writer needs no key.
+
+A writer yields chunks of text. A :class:`Replace` chunk stands for "discard what you showed so far and
+show this instead" (the LLM writer falls back to the template that way); :func:`accumulate` turns any
+writer's chunks into the text so far, which is what the UI and the API stream.
+"""
 
 from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .text import money, readable_title
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 
@@ -24,15 +31,43 @@ class ReplyContext:
     notes: list[str] = field(default_factory=list)
     variant: int = 0
     basis: str = "viewed"  # what the picks start from: viewed | bought | anchor | query | popular
+    currency: str | None = None  # the shop's currency code (manifest); None: prices are plain numbers
+    recent: list[str] = field(default_factory=list)  # titles the shopper viewed or bought lately, newest first
+    history: list[tuple[str, str]] = field(default_factory=list)  # earlier (shopper, assistant) turns, oldest first
+    session_id: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)  # filled by the writer: who answered, usage, grounding
+
+    def money(self, price: float | None) -> str:
+        return money(price, self.currency)
 
     def as_vars(self) -> dict[str, Any]:
         return {"kind": self.kind, "message": self.message, "products": self.products, "user": self.user,
                 "constraints": self.constraints, "notes": self.notes, "variant": self.variant,
-                "basis": self.basis}
+                "basis": self.basis, "recent": self.recent, "money": self.money}
+
+
+class Replace(str):
+    """A chunk that replaces everything the writer has yielded so far."""
+
+
+def accumulate(chunks: Iterable[str]) -> Iterator[str]:
+    """The text so far after each chunk (a :class:`Replace` chunk starts the text over)."""
+    text = ""
+    for chunk in chunks:
+        text = str(chunk) if isinstance(chunk, Replace) else text + chunk
+        yield text
+
+
+def final_text(chunks: Iterable[str]) -> str:
+    text = ""
+    for so_far in accumulate(chunks):
+        text = so_far
+    return text
 
 
 class ReplyWriter(ABC):
-    """``write(context)`` yields chunks of the reply as they are ready."""
+    """``write(context)`` yields chunks of the reply as they are ready; it records who answered in
+    ``context.meta["writer"]``."""
 
     name: str = "writer"
 
@@ -44,10 +79,16 @@ def prompt_environment(folder: Path = PROMPTS):
     """Jinja2 over ``prompts/``; a missing variable raises instead of rendering empty."""
     import jinja2
 
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(folder)), undefined=jinja2.StrictUndefined,
         autoescape=False, keep_trailing_newline=False, trim_blocks=False, lstrip_blocks=False,
     )
+    env.filters["readable"] = readable_title
+    return env
+
+
+def tidy(text: str) -> str:
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
 class TemplateWriter(ReplyWriter):
@@ -59,9 +100,8 @@ class TemplateWriter(ReplyWriter):
         self.template = prompt_environment(folder).get_template(template)
 
     def render(self, context: ReplyContext) -> str:
-        text = self.template.render(**context.as_vars())
-        return re.sub(r"\n{3,}", "\n\n", text).strip()
+        return tidy(self.template.render(**context.as_vars()))
 
     def write(self, context: ReplyContext) -> Iterator[str]:
-        text = self.render(context)
-        yield from re.findall(r"\S+\s*|\s+", text)
+        context.meta.setdefault("writer", self.name)
+        yield from re.findall(r"\S+\s*|\s+", self.render(context))

@@ -58,34 +58,59 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_url(uci_bundle, tmp_path_factory):
-    """The real app (python app.py) serving the sampled UCI bundle on a free port."""
+def start_app(folder: Path, log: Path, env: dict[str, str] | None = None, extra: list[str] | None = None):
+    """Run ``python app.py --bundle FOLDER`` on a free port; returns (process, url) once it answers."""
     import subprocess
     import time
+    import urllib.error
     import urllib.request
 
-    folder, _ = uci_bundle
     port = free_port()
-    log = tmp_path_factory.mktemp("app") / "app.log"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--bundle", str(folder.parent), "--port", str(port)],
-                                stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--bundle", str(folder), "--port", str(port),
+                                 "--env-file", "", *(extra or [])], stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 180
     while True:
         try:
             urllib.request.urlopen(url, timeout=2).read(100)
-            break
+            return proc, url
+        except urllib.error.HTTPError:  # answering (a login page says 401 to some paths)
+            return proc, url
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 raise RuntimeError(f"app did not start:\n{log.read_text()[-3000:]}") from None
             time.sleep(1)
-    yield url
+
+
+def stop(proc) -> None:
+    import subprocess
+
     proc.terminate()
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="session")
+def app_url(uci_bundle, tmp_path_factory):
+    """The real app (python app.py) serving the sampled UCI bundle on a free port, template writer."""
+    folder, _ = uci_bundle
+    env = {k: "" for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    proc, url = start_app(folder.parent, tmp_path_factory.mktemp("app") / "app.log", env)
+    yield url
+    stop(proc)
+
+
+@pytest.fixture(scope="session")
+def local_llm(tmp_path_factory):
+    """A real OpenAI-compatible server (llama.cpp via xllamacpp) with Qwen2.5 0.5B, on 127.0.0.1."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import local_llm as server
+
+    proc, url = server.start(threads=2, log_path=tmp_path_factory.mktemp("llm") / "llm.log")
+    yield url
+    stop(proc)

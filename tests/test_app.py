@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from gradio_client import Client
 
+from assistant.text import readable_title
 from index_builder import bundle
 
 
@@ -44,7 +45,8 @@ def test_recommend_with_views_and_a_price_limit(client, data):
     out = client.predict("", [viewed], "something under 3 pounds", api_name="/recommend")
     assert out["products"] and all(p["price"] is not None and p["price"] <= 3 for p in out["products"])
     assert viewed not in {p["product_id"] for p in out["products"]}
-    assert titles[viewed] in out["reply"]  # the reason names what was viewed
+    assert readable_title(titles[viewed]) in out["reply"]  # the reason names what was viewed
+    assert out["session_id"] and out["writer"] == "template"
 
 
 def test_chat_streams_a_grounded_reply(client, data):
@@ -52,9 +54,9 @@ def test_chat_streams_a_grounded_reply(client, data):
     user_id = buyers.index[0]
     job = client.submit(user_id, [], "what should I buy next?", api_name="/chat")
     outputs = list(job)
-    final = job.outputs()[-1]
-    assert len(outputs) > 1 and final.startswith(outputs[0])
-    named = [t for t in titles.values() if f"**{t}**" in final]
+    final, session_id = job.outputs()[-1]
+    assert len(outputs) > 1 and final.startswith(outputs[0][0]) and len(session_id) == 32
+    named = [t for t in titles.values() if f"**{readable_title(t)}**" in final]
     assert 3 <= len(named) <= 5
 
 

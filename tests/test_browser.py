@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from assistant.text import readable_title
 from index_builder import bundle
 
 CHROMIUM = os.environ.get("CARTWISE_CHROMIUM", "/usr/bin/chromium")
@@ -32,7 +33,7 @@ def test_pick_customer_ask_and_see_cards(browser, app_url, uci_bundle):
     inter = pd.read_parquet(folder / bundle.INTERACTIONS)
     user_id = sorted(inter.loc[inter.purchased, "user_id"].unique())[0]
     bought = set(inter.loc[(inter.user_id == user_id) & inter.purchased, "product_id"])
-    titles = dict(zip(products.product_id, products.title, strict=True))
+    titles = {pid: readable_title(t) for pid, t in zip(products.product_id, products.title, strict=True)}
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(app_url, wait_until="load")
@@ -59,6 +60,8 @@ def test_pick_customer_ask_and_see_cards(browser, app_url, uci_bundle):
         assert titles[pid] in card.inner_text()
     reply = page.locator("#chatbot").inner_text()
     assert titles[ids[0]] in reply
+    assert "written by the template" in page.locator("#writer").inner_text().lower()
+    assert "OPENAI_API_KEY" in page.locator("#writer").inner_text(), "the UI says once how to switch the LLM on"
 
     # Clicking "I viewed #1" marks that product viewed: the next answer builds on it and leaves it out.
     page.locator("#card-1").click()

@@ -27,7 +27,7 @@ def context(kind="recommend", products=PRODUCTS, **kw):
             "user": {"user_id": "17850", "known": True},
             "constraints": {"max_price": None, "min_price": None, "include": [], "exclude": [], "query": None,
                             "summary": ""},
-            "notes": [], "variant": 0}
+            "notes": [], "variant": 0, "currency": "GBP"}
     base.update(kw)
     return ReplyContext(**base)
 
@@ -47,9 +47,17 @@ def test_template_varies_with_turn_and_reasons():
     writer = TemplateWriter()
     first, second = writer.render(context(variant=0)), writer.render(context(variant=1))
     assert first.splitlines()[0] != second.splitlines()[0]
-    assert "very close to the WHITE HANGING HEART T-LIGHT HOLDER you viewed" in first
+    assert "very close to the White Hanging Heart T-Light Holder you viewed" in first
     assert "best seller in this group (#1 in the shop, 881 buyers)" in first
-    assert 'matches "tea lover"' in first and "price on request" in first
+    assert 'matches "tea lover"' in first and "price not given" in first
+    assert "RED HANGING" not in first, "titles in capitals read as shouting: shown in a readable case"
+
+
+def test_prices_use_the_shops_currency_or_none():
+    assert "**Regency Cakestand 3 Tier** — £12.75" in TemplateWriter().render(context())
+    assert "— $12.75" in TemplateWriter().render(context(currency="USD"))
+    plain = TemplateWriter().render(context(currency=None))
+    assert "— 12.75:" in plain and "£" not in plain
 
 
 def test_missing_variable_raises():
@@ -61,19 +69,43 @@ def test_missing_variable_raises():
         TemplateWriter().render(ctx)
 
 
-WRITERS = [TemplateWriter]
+CATALOG = ["RED HANGING HEART T-LIGHT HOLDER", "REGENCY CAKESTAND 3 TIER", "JUMBO BAG RED RETROSPOT",
+           "WHITE HANGING HEART T-LIGHT HOLDER", "PARTY BUNTING", "ASSORTED COLOUR BIRD ORNAMENT"]
 
 
-@pytest.mark.parametrize("writer_cls", WRITERS)
-def test_writer_contract_streams_and_names_only_candidates(writer_cls):
+@pytest.fixture(scope="module")
+def fault_server():
+    from tests.fault_server import FaultServer
+
+    server = FaultServer()
+    server.reply = ("A few ideas, plus the Party Bunting everyone loves.\n"
+                    "1. **Red Hanging Heart T-Light Holder** [21733] £2.95: close to the White Hanging Heart "
+                    "T-Light Holder you viewed.\n2. **Regency Cakestand 3 Tier** [22423] £12.75: a best seller.\n")
+    yield server
+    server.close()
+
+
+def template_writer(_server):
+    return TemplateWriter()
+
+
+def llm_writer(server):
+    from assistant.grounding import norm
+    from assistant.llm import LLMSettings, LLMWriter
+
+    return LLMWriter(LLMSettings(base_url=server.url("ok"), model="m"), catalog_titles={norm(t): t for t in CATALOG})
+
+
+@pytest.mark.parametrize("make", [template_writer, llm_writer])
+def test_writer_contract_streams_and_names_only_candidates(make, fault_server):
     """Every writer streams several chunks and names no product outside the candidate list."""
-    catalog = ["RED HANGING HEART T-LIGHT HOLDER", "REGENCY CAKESTAND 3 TIER", "JUMBO BAG RED RETROSPOT",
-               "WHITE HANGING HEART T-LIGHT HOLDER", "PARTY BUNTING", "ASSORTED COLOUR BIRD ORNAMENT"]
+    from assistant.writers import final_text
+
     candidates = PRODUCTS[:2]
-    chunks = list(writer_cls().write(context(products=candidates)))
-    text = "".join(chunks)
-    assert len(chunks) > 5
-    named = {t for t in catalog if re.search(re.escape(t), text)}
+    chunks = list(make(fault_server).write(context(products=candidates)))
+    text = final_text(chunks).upper()
+    assert len(chunks) > 2
+    named = {t for t in CATALOG if re.search(re.escape(t), text)}
     allowed = {p["title"] for p in candidates} | {"WHITE HANGING HEART T-LIGHT HOLDER"}  # a reason's viewed item
     assert named <= allowed
     assert {p["title"] for p in candidates} <= named
