@@ -10,6 +10,7 @@ from typing import Any
 
 from .chat import MAX_MESSAGE_CHARS, Assistant
 from .errors import AssistantError
+from .insights import Insights
 from .session import SessionState
 from .text import money as format_money
 from .text import readable_title
@@ -86,6 +87,15 @@ def build_demo(assistant: Assistant):
     by_pop = sorted(range(len(b.titles)), key=lambda r: int(b.popularity_rank[r]))[:5000]
     product_choices = [(f"{readable_title(b.titles[r])} · {format_money(b.product(r)['price'], b.currency)} · "
                         f"{b.product_ids[r]}", b.product_ids[r]) for r in by_pop]
+
+    insights = Insights.load(b)
+
+    def on_map(user_id: str, product_ids: list[str] | None):
+        """The map with this shopper's products marked, and a line saying what is marked."""
+        marks = insights.marks(user_id or None, [p for p in (product_ids or []) if p in b.row_of])
+        said = " · ".join(f"**{len(pts)}** {html.escape(name)}" for name, pts in marks.items())
+        note = f"Marked on the map: {said}" if said else ("_Nothing of this customer's is on the map._" if user_id else "")
+        return insights.map_figure(user_id or None, product_ids or []), note
 
     def session(state: SessionState | None) -> SessionState:
         return state if isinstance(state, SessionState) else SessionState()
@@ -175,22 +185,48 @@ def build_demo(assistant: Assistant):
                                     label="Recently viewed products", elem_id="viewed")
             gr.Markdown(f"<small>Bundle {html.escape(b.version)} · {len(b.titles):,} products · "
                         f"{len(b.user_rows):,} customers</small>")
-        gr.Markdown("## What should I buy next?")
-        chatbot = gr.Chatbot(label="cartwise", height=430, elem_id="chatbot", sanitize_html=True)
-        writer_md = gr.Markdown("", elem_id="writer")
-        with gr.Row():
-            msg = gr.Textbox(placeholder=f'Ask "what should I buy next?", "only candles", '
-                                         f'"under {format_money(5, b.currency)}"...',
-                             show_label=False, scale=8, elem_id="message")
-            send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
-        cards = gr.HTML(elem_id="cards")
-        with gr.Row():
-            card_buttons = [gr.Button(visible=False, size="sm", elem_id=f"card-{i + 1}") for i in range(N_CARDS)]
-        gr.Examples(["what should I buy next?", "something cheaper", "only candles", "more like the second one",
-                     "why the first one?", "a gift for a tea lover"], inputs=msg)
+        with gr.Tab("Chat", id="chat"):
+            gr.Markdown("## What should I buy next?")
+            chatbot = gr.Chatbot(label="cartwise", height=430, elem_id="chatbot", sanitize_html=True)
+            writer_md = gr.Markdown("", elem_id="writer")
+            with gr.Row():
+                msg = gr.Textbox(placeholder=f'Ask "what should I buy next?", "only candles", '
+                                             f'"under {format_money(5, b.currency)}"...',
+                                 show_label=False, scale=8, elem_id="message")
+                send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+            cards = gr.HTML(elem_id="cards")
+            with gr.Row():
+                card_buttons = [gr.Button(visible=False, size="sm", elem_id=f"card-{i + 1}") for i in range(N_CARDS)]
+            gr.Examples(["what should I buy next?", "something cheaper", "only candles", "more like the second one",
+                         "why the first one?", "a gift for a tea lover"], inputs=msg)
+        with gr.Tab("Insights", id="insights", elem_id="insights-tab"):
+            if insights is None:
+                gr.Markdown("This bundle has no insights report: rebuild it with `python -m index_builder build` "
+                            "to get the cluster map, the metrics and the recommendation graph here.")
+                map_plot = None
+            else:
+                gr.Markdown(insights.summary(), elem_id="insights-summary")
+                map_plot = gr.Plot(insights.map_figure(), label="Product map", elem_id="insights-map")
+                marked_md = gr.Markdown("", elem_id="insights-marked")
+                km = insights.kmeans_figure()
+                if km is not None:
+                    gr.Plot(km, label="Clusters: how k was chosen", elem_id="insights-kmeans")
+                table = insights.metrics_table()
+                if not table.empty:
+                    gr.Markdown("### How good the recommendations are (held-out weeks; hybrid is what the chat serves)")
+                    gr.Dataframe(table, interactive=False, elem_id="insights-metrics")
+                for fig, elem in ((insights.top_figure(), "insights-top"), (insights.degree_figure(), "insights-degree")):
+                    if fig is not None:
+                        gr.Plot(fig, label=fig.layout.title.text.split(":")[0], elem_id=elem)
+                if insights.html_path is not None:
+                    gr.DownloadButton("Download the full report (report.html, works offline)",
+                                      value=str(insights.html_path), elem_id="insights-download")
 
         user_dd.change(on_user, [user_dd, state], [state, profile_md], api_visibility="private")
         viewed_dd.change(on_viewed, [viewed_dd, state], [state], api_visibility="private")
+        if map_plot is not None:
+            for trigger in (user_dd, viewed_dd):
+                trigger.change(on_map, [user_dd, viewed_dd], [map_plot, marked_md], api_visibility="private")
         outputs = [chatbot, state, cards, *card_buttons, msg, writer_md]
         msg.submit(respond, [msg, chatbot, state], outputs, api_visibility="private", trigger_mode="multiple")
         send.click(respond, [msg, chatbot, state], outputs, api_visibility="private", trigger_mode="multiple")

@@ -11,6 +11,7 @@ import sys
 from .constants import DEFAULT_EVENT_WEIGHTS, DEFAULT_HAD_TYPES, EVENT_TYPES
 from .datasets import DATASETS
 from .errors import BuilderError
+from .graph import DEFAULT_MAX_USERS
 from .itemitem import MAX_ITEMS
 from .readers import parse_mapping
 
@@ -87,6 +88,9 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--ease-lambda", type=float, default=200.0, help="item-item (EASE) regularisation (tuned unless --no-tune)")
     b.add_argument("--item-item-max-items", type=int, default=MAX_ITEMS,
                    help=f"products the item-item model covers, most bought first (default {MAX_ITEMS:,})")
+    b.add_argument("--graph-users", type=int, default=DEFAULT_MAX_USERS,
+                   help=f"customers in the recommendation graph and report (a deterministic sample beyond; "
+                        f"default {DEFAULT_MAX_USERS:,}; 0 = all)")
     _cutoff_flag(b)
     b.add_argument("--no-tune", dest="tune", action="store_false",
                    help="keep the given ALS/EASE/blend settings instead of tuning them on the validation split")
@@ -152,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 faiss=args.faiss, faiss_nprobe=args.faiss_nprobe, download=args.download,
                 had_types=args.had_types, ease_lambda=args.ease_lambda, item_item_max_items=args.item_item_max_items,
                 evaluate=args.evaluate, eval_cutoff=args.eval_cutoff, tune=args.tune, currency=args.currency,
+                graph_users=args.graph_users,
             )
             folder = build(cfg)
             _print_metrics(folder)

@@ -41,6 +41,7 @@ from .datasets import get_spec, locate
 from .embed import embed_column, make_embedder
 from .errors import InputError
 from .evaluate import EvalSettings, evaluate
+from .graph import DEFAULT_MAX_USERS
 from .itemitem import MAX_ITEMS, fit_item_item
 from .progress import Stages
 
@@ -86,6 +87,7 @@ class BuildConfig:
     eval_cutoff: str | None = None
     tune: bool = True
     currency: str | None = None  # ISO code of the prices (GBP, USD, ...); default: the dataset's, else none
+    graph_users: int = DEFAULT_MAX_USERS  # users in the recommendation graph (a deterministic sample beyond); 0 = all
 
     def als_params(self) -> ALSParams:
         return ALSParams(rank=self.als_rank, reg_param=self.als_reg_param, alpha=self.als_alpha,
@@ -135,7 +137,6 @@ def build(cfg: BuildConfig, spark=None) -> Path:
     from pyspark.ml.functions import array_to_vector
 
     from .faiss_index import build_index
-    from .report import plot_kmeans_sweep
     from .session import make_spark
     from .transforms import (
         add_popularity,
@@ -299,9 +300,7 @@ def build(cfg: BuildConfig, spark=None) -> Path:
                 if len(df):
                     (folder / bundle.REJECTS_DIR).mkdir(exist_ok=True)
                     df.to_csv(folder / bundle.REJECTS_DIR / f"{name}.csv", index=False)
-            if sweep:
-                plot_kmeans_sweep(sweep, k, elbow, folder / bundle.PLOTS_DIR / "kmeans_sweep.png")
-            return {
+            body = {
                 "created_at": created_at,
                 "dataset": source.name,
                 "inputs": source.files,
@@ -320,6 +319,10 @@ def build(cfg: BuildConfig, spark=None) -> Path:
                           "nprobe": cfg.faiss_nprobe if faiss_kind == "ivf" else None},
                 "timings_s": st.timings_s,
             }
+            with st.stage("report", "recommendation graph and insights report"):
+                body["report"] = write_insights(folder, body, products_pdf, embeddings, index, users_pdf, inter_pdf,
+                                                item_factors, user_factors, item_neighbours, item_weights, cfg, st)
+            return body
 
         with st.stage("write", "publishing bundle under %s", cfg.out):
             folder = bundle.publish(Path(cfg.out), fill)
@@ -328,6 +331,39 @@ def build(cfg: BuildConfig, spark=None) -> Path:
     finally:
         for df in cached:
             df.unpersist()
+
+
+def write_insights(folder: Path, body: dict[str, Any], products_pdf, embeddings, index, users_pdf, inter_pdf,
+                   item_factors, user_factors, item_neighbours, item_weights, cfg: BuildConfig,
+                   st: Stages) -> dict[str, Any]:
+    """The recommendation graph (the finished bundle's own picks for each user) and the insights report."""
+    from assistant.bundle_reader import assemble_bundle
+
+    from .graph import graph_users, recommendation_edges, write_graph
+    from .report import ReportInputs, write_report
+
+    edges = None
+    graph: dict[str, Any] = {"skipped": "no customers with a history"}
+    users: list[str] = []
+    if len(inter_pdf):
+        b = assemble_bundle(folder=folder, manifest=body, products=products_pdf, embeddings=embeddings, index=index,
+                            users=users_pdf, interactions=inter_pdf, item_factors=item_factors,
+                            user_factors=user_factors, item_neighbours=item_neighbours, item_weights=item_weights)
+        users = graph_users(b, cfg.graph_users or None, cfg.seed)
+        if users:
+            edges = recommendation_edges(b, users)
+            graph = write_graph(folder, b, edges)
+            st.say("report: graph of %d users -> %d products, %d edges", graph["users"], graph["products"], graph["edges"])
+    n_users = len(users_pdf)
+    note = (f"Each customer's top {int(edges['rank'].max()) if edges is not None and len(edges) else 0} picks from the "
+            f"chat's own recommender on this bundle ({len(users):,} of {n_users:,} customers"
+            f"{', a deterministic sample' if len(users) < n_users else ''}); exported as graph/vertices.csv and "
+            "graph/edges.csv.")
+    report = write_report(folder, ReportInputs(
+        products=products_pdf, embeddings=embeddings, sweep=body["kmeans"]["sweep"], k=body["kmeans"]["k"],
+        elbow=body["kmeans"]["elbow_k"], metrics=body.get("metrics"), edges=edges, dataset=body.get("dataset", ""),
+        created_at=body.get("created_at", ""), currency=body["params"].get("currency"), graph_note=note, seed=cfg.seed))
+    return {**report, "graph": graph}
 
 
 def eval_settings(cfg: BuildConfig) -> EvalSettings:

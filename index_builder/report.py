@@ -1,9 +1,436 @@
-"""Plots written into the bundle (``plots/``): pictures a person would rather look at than read."""
+"""The insights report (``report/report.html``, PNG copies in ``plots/``): what the builder found and how good it is.
+
+Every build writes ``report/report.html``: one self-contained page (plotly.js embedded, so it opens
+offline) with the KMeans elbow and silhouette curves (chosen k marked), a PCA map of the products coloured
+by cluster (clusters named by their most telling title words), the evaluation's metrics against the
+baselines, the most recommended products and the degree distribution of the user -> product
+recommendation graph (``graph.py``). ``report/map.parquet`` keeps every product's map position so the
+app's Insights tab can mark a shopper's products; ``plots/*.png`` are PNG copies of the charts.
+
+The figures are built here once and used by both the page and the app. No pyspark here.
+"""
 
 from __future__ import annotations
 
+import html
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import bundle
+
+REPORT_DIR = "report"
+REPORT_HTML = "report.html"
+MAP_POINTS = "map.parquet"
+MAX_MAP_POINTS = 20_000  # points drawn on the map; more products are sampled (the page says so)
+TOP_RECOMMENDED = 20
+METRIC_COLUMNS = ("ndcg", "hr", "precision", "recall", "map", "coverage")
+
+_GENERIC = ("a an and are as at be by for from in into is it its of on or the to with without set sets pack box "
+            "assorted colour colours design designs small large big mini jumbo new vintage retro")
+STOPWORDS = frozenset(_GENERIC.split())  # words that name no kind of product
+
+
+# ---------------------------------------------------------------------------------------------------
+# the numbers behind the pictures
+# ---------------------------------------------------------------------------------------------------
+def pca_2d(embeddings: np.ndarray, seed: int = 42, fit_rows: int = 50_000) -> tuple[np.ndarray, list[float]]:
+    """Every row projected on the first two principal components, and the share of variance each explains.
+
+    Fitted on at most ``fit_rows`` rows (a 384 x 384 covariance), so a million products cost one matrix product.
+    Signs are fixed (the largest loading positive), so the same embeddings always give the same map.
+    """
+    x = np.asarray(embeddings, dtype=np.float64)
+    n = len(x)
+    if n == 0:
+        return np.zeros((0, 2), dtype=np.float32), [0.0, 0.0]
+    fit = x if n <= fit_rows else x[np.sort(np.random.default_rng(seed).choice(n, fit_rows, replace=False))]
+    mean = fit.mean(axis=0)
+    centred = fit - mean
+    cov = centred.T @ centred / max(1, len(fit) - 1)
+    values, vectors = np.linalg.eigh(cov)
+    order = np.argsort(values)[::-1][:2]
+    comps = vectors[:, order]
+    if comps.shape[1] < 2:  # one-dimensional embeddings: a flat second axis
+        comps = np.pad(comps, ((0, 0), (0, 2 - comps.shape[1])))
+    comps = comps * np.where(comps[np.abs(comps).argmax(axis=0), range(2)] < 0, -1.0, 1.0)
+    total = float(values.clip(min=0).sum()) or 1.0
+    share = [float(max(values[i], 0.0)) / total for i in order] + [0.0] * (2 - len(order))
+    return ((x - mean) @ comps).astype(np.float32), share
+
+
+def title_words(title: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]+", str(title).lower()) if len(w) > 2 and w not in STOPWORDS}
+
+
+def cluster_labels(titles: list[str], clusters: np.ndarray, n_words: int = 3) -> dict[int, str]:
+    """Each cluster named by the title words that are common in it and rarer elsewhere (lift-weighted)."""
+    clusters = np.asarray(clusters)
+    n = len(titles)
+    words = [title_words(t) for t in titles]
+    overall = Counter(w for ws in words for w in ws)
+    labels: dict[int, str] = {}
+    for c in np.unique(clusters):
+        rows = np.flatnonzero(clusters == c)
+        inside = Counter(w for r in rows for w in words[r])
+        size = len(rows)
+
+        def score(w: str, inside=inside, size=size) -> float:
+            p_in, p_all = inside[w] / size, overall[w] / n
+            return p_in * math.log((p_in + 1e-9) / (p_all + 1e-9)) if inside[w] > 1 or size < 3 else 0.0
+
+        best = sorted(inside, key=lambda w: (-score(w), -inside[w], w))[:n_words]
+        labels[int(c)] = ", ".join(best) if best else f"cluster {int(c)}"
+    return labels
+
+
+def map_points(products: pd.DataFrame, embeddings: np.ndarray, *, max_points: int = MAX_MAP_POINTS,
+               seed: int = 42) -> tuple[pd.DataFrame, list[float]]:
+    """Every product's map position (``product_id, title, price, cluster, x, y, shown``); ``shown`` marks the
+    random sample the map draws when there are more than ``max_points`` products."""
+    xy, share = pca_2d(embeddings, seed)
+    n = len(products)
+    shown = np.ones(n, dtype=bool)
+    if n > max_points:
+        shown[:] = False
+        shown[np.random.default_rng(seed).choice(n, max_points, replace=False)] = True
+    price = products["price"] if "price" in products.columns else pd.Series(np.nan, index=products.index)
+    pts = pd.DataFrame({
+        "product_id": products["product_id"].astype(str).to_numpy(),
+        "title": products["title"].astype(str).to_numpy(),
+        "price": pd.to_numeric(price, errors="coerce").to_numpy(dtype=np.float64),
+        "cluster": products["cluster"].to_numpy(dtype=np.int64),
+        "x": xy[:, 0], "y": xy[:, 1], "shown": shown,
+    })
+    return pts, share
+
+
+def metrics_table(metrics: dict[str, Any] | None, k: int = 10) -> pd.DataFrame:
+    """One row per model (the chat's hybrid and its baselines), the @k metrics as columns."""
+    models = (metrics or {}).get("models") or {}
+    rows = [{"model": name, **{f"{m}@{k}": row.get(f"{m}@{k}") for m in METRIC_COLUMNS}} for name, row in models.items()]
+    return pd.DataFrame(rows, columns=["model", *[f"{m}@{k}" for m in METRIC_COLUMNS]])
+
+
+def recommended_counts(edges: pd.DataFrame | None, n_products: int, row_of: dict[str, int]) -> np.ndarray:
+    """How many users each product (by bundle row) is recommended to."""
+    deg = np.zeros(n_products, dtype=np.int64)
+    if edges is not None and len(edges):
+        np.add.at(deg, edges["product_id"].astype(str).map(row_of).to_numpy(dtype=np.int64), 1)
+    return deg
+
+
+# ---------------------------------------------------------------------------------------------------
+# figures (plotly), shared by the page and the app; plain lists, so the JSON reads back as lists
+# ---------------------------------------------------------------------------------------------------
+def _money(value: float, currency: str | None) -> str:
+    from assistant.text import money
+
+    return money(None if value != value else float(value), currency)
+
+
+def fig_kmeans(sweep: list[dict[str, Any]], k: int, elbow: int):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Elbow: within-cluster sum of squares",
+                                                        "Silhouette (cosine), higher is better"))
+    ks = [int(r["k"]) for r in sweep]
+    for col, key, name in ((1, "wssse", "WSSSE"), (2, "silhouette", "silhouette")):
+        ys = [float(r[key]) for r in sweep]
+        fig.add_trace(go.Scatter(x=ks, y=ys, mode="lines+markers", name=name), row=1, col=col)
+        for mark, symbol, colour, label in ((k, "star", "#2ca02c", f"chosen k={k}"), (elbow, "x", "#7f7f7f", f"elbow k={elbow}")):
+            if mark in ks:
+                fig.add_trace(go.Scatter(x=[mark], y=[ys[ks.index(mark)]], mode="markers", name=label,
+                                         legendgroup=label, showlegend=col == 1,
+                                         marker={"symbol": symbol, "size": 16, "color": colour}), row=1, col=col)
+        fig.add_vline(x=k, line={"color": "#2ca02c", "dash": "dot"}, row=1, col=col)
+        fig.update_xaxes(title_text="k (clusters)", row=1, col=col)
+        fig.update_yaxes(title_text=name, row=1, col=col)
+    fig.update_layout(title=f"KMeans: chosen k={k} (elbow at k={elbow})", height=420, margin={"t": 80})
+    return fig
+
+
+def fig_map(points: pd.DataFrame, labels: dict[int, str], share: list[float], *, currency: str | None = None,
+            marks: dict[str, pd.DataFrame] | None = None):
+    """The PCA map: one trace per cluster over the shown sample; ``marks`` (name -> points) drawn on top."""
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+
+    palette = qualitative.Dark24 + qualitative.Light24  # 48 distinct colours; the default has 10
+    shown = points[points["shown"]]
+    fig = go.Figure()
+    for i, (c, grp) in enumerate(shown.groupby("cluster", sort=True)):
+        fig.add_trace(go.Scattergl(
+            x=grp["x"].round(4).tolist(), y=grp["y"].round(4).tolist(), mode="markers",
+            name=f"{int(c)}: {labels.get(int(c), '')}",
+            marker={"size": 5, "opacity": 0.7, "color": palette[i % len(palette)]},
+            customdata=[[t, _money(p, currency), pid] for t, p, pid in zip(grp["title"], grp["price"], grp["product_id"], strict=True)],
+            hovertemplate="%{customdata[0]}<br>%{customdata[1]} · id %{customdata[2]}<extra>" + f"cluster {int(c)}</extra>",
+        ))
+    styles = {"bought": ("diamond", "#d62728"), "viewed": ("star", "#ff7f0e"), "recommended": ("circle-open", "#2ca02c")}
+    for name, pts in (marks or {}).items():
+        symbol, colour = styles.get(name.split(" ")[0], ("circle-open", "#000000"))
+        fig.add_trace(go.Scatter(
+            x=pts["x"].round(4).tolist(), y=pts["y"].round(4).tolist(), mode="markers", name=f"{name} ({len(pts)})",
+            marker={"symbol": symbol, "size": 15, "color": colour,
+                    "line": {"width": 3 if symbol.endswith("open") else 1.5, "color": colour if symbol.endswith("open") else "#000000"}},
+            customdata=[[t, _money(p, currency), pid] for t, p, pid in zip(pts["title"], pts["price"], pts["product_id"], strict=True)],
+            hovertemplate="%{customdata[0]}<br>%{customdata[1]} · id %{customdata[2]}<extra>" + name + "</extra>",
+        ))
+    n, m = len(points), len(shown)
+    note = f"all {n:,} products" if m == n else f"a random sample of {m:,} of {n:,} products"
+    fig.update_layout(
+        title=f"Products by embedding (PCA), coloured by cluster: {note}", height=640,
+        xaxis_title=f"PC 1 ({share[0]:.0%} of variance)", yaxis_title=f"PC 2 ({share[1]:.0%} of variance)",
+        legend={"title": {"text": "cluster: commonest title words"}, "font": {"size": 10}},
+        meta={"products": n, "shown": m},
+    )
+    return fig
+
+
+def fig_metrics(table: pd.DataFrame, k: int = 10):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for metric in (f"ndcg@{k}", f"hr@{k}"):
+        fig.add_trace(go.Bar(x=table["model"].tolist(), y=[float(v) for v in table[metric].fillna(0)], name=metric,
+                             text=[f"{v:.3f}" for v in table[metric].fillna(0)], textposition="outside"))
+    fig.update_layout(title=f"Next-purchase quality on the held-out weeks: the chat's hybrid vs baselines (@{k})",
+                      barmode="group", xaxis_title="model", yaxis_title="score", height=420)
+    return fig
+
+
+def fig_top_recommended(counts: np.ndarray, titles: list[str], product_ids: list[str], n_users: int,
+                        top: int = TOP_RECOMMENDED):
+    import plotly.graph_objects as go
+
+    from assistant.text import readable_title
+
+    rows = [int(r) for r in np.argsort(-counts, kind="stable")[:top] if counts[r] > 0][::-1]
+    fig = go.Figure(go.Bar(
+        x=[int(counts[r]) for r in rows], y=[f"{readable_title(titles[r])[:40]} ({product_ids[r]})" for r in rows],
+        orientation="h", name="users", hovertemplate="%{y}: recommended to %{x} users<extra></extra>"))
+    fig.update_layout(title=f"Most recommended products (top {len(rows)}, over {n_users:,} users' top picks)",
+                      xaxis_title="users it is recommended to", yaxis_title="product",
+                      height=max(320, 24 * len(rows) + 140), margin={"l": 320})
+    return fig
+
+
+def fig_degree(counts: np.ndarray, n_users: int):
+    import plotly.graph_objects as go
+
+    reached = int((counts > 0).sum())
+    values, freq = np.unique(counts, return_counts=True)
+    fig = go.Figure(go.Bar(x=values.astype(int).tolist(), y=freq.astype(int).tolist(), name="products",
+                           hovertemplate="%{y} products are recommended to %{x} users<extra></extra>"))
+    share = reached / len(counts) if len(counts) else 0.0
+    fig.update_layout(
+        title=f"Degree distribution of the recommendation graph: {reached:,} of {len(counts):,} products "
+              f"({share:.0%}) reach at least one of {n_users:,} users",
+        xaxis_title="in-degree (users a product is recommended to)", yaxis_title="products (log scale)",
+        yaxis_type="log", height=400)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# the page and the PNGs
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class ReportInputs:
+    products: pd.DataFrame  # product_id, title, price, cluster (bundle row order)
+    embeddings: np.ndarray
+    sweep: list[dict[str, Any]]
+    k: int
+    elbow: int
+    metrics: dict[str, Any] | None
+    edges: pd.DataFrame | None  # user_id, product_id, score, rank (graph.recommendation_edges)
+    dataset: str = ""
+    created_at: str = ""
+    currency: str | None = None
+    graph_note: str = ""
+    seed: int = 42
+    max_map_points: int = MAX_MAP_POINTS
+
+
+def _figure_json(fig) -> str:
+    return fig.to_json(validate=False).replace("</", "<\\/")
+
+
+def _metrics_html(table: pd.DataFrame, metrics: dict[str, Any] | None) -> str:
+    if table.empty:
+        reason = (metrics or {}).get("skipped", "no evaluation was run")
+        return f"<p class='muted'>No metrics: {html.escape(str(reason))}.</p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    best = {c: table[c].max() for c in table.columns[1:]}
+    body = []
+    for _, row in table.iterrows():
+        cells = [f"<td>{html.escape(str(row['model']))}</td>"]
+        for c in table.columns[1:]:
+            v = row[c]
+            text = "" if v is None or v != v else f"{v:.4f}"
+            cells.append(f"<td class='{'best' if v == best[c] else ''}'>{text}</td>")
+        body.append(f"<tr class='{'hybrid' if row['model'] == 'hybrid' else ''}'>{''.join(cells)}</tr>")
+    p = (metrics or {}).get("protocol", {})
+    note = (f"Time split at {str(p.get('cutoff', ''))[:10]}: {p.get('users_evaluated', '?')} users, truth = "
+            f"{html.escape(str(p.get('truth', '')))}; {html.escape(str(p.get('filtered', '')))}.")
+    return (f"<table id='metrics-table'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+            f"<p class='muted'>{note} Best in each column in bold; <b>hybrid</b> is what the chat serves.</p>")
+
+
+PAGE_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1200px;margin:24px auto;padding:0 16px;color:#222}
+h1{margin-bottom:4px} h2{margin-top:36px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.muted{color:#666;font-size:0.92em} .fig{width:100%}
+table{border-collapse:collapse;font-size:0.92em} th,td{padding:4px 10px;border-bottom:1px solid #eee;text-align:right}
+th:first-child,td:first-child{text-align:left} td.best{font-weight:700} tr.hybrid{background:#f3f8ee}
+"""
+
+
+def render_page(inputs: ReportInputs, figures: dict[str, Any], sections: list[tuple[str, str, str]],
+                summary: str) -> str:
+    """The self-contained page: plotly.js inline, each figure's JSON in a ``<script type=application/json>``."""
+    from plotly.offline import get_plotlyjs
+
+    parts = []
+    for key, heading, extra in sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2>{extra}")
+        if key in figures:
+            parts.append(f"<div id='fig-{key}' class='fig'></div>"
+                         f"<script type='application/json' data-figure='fig-{key}'>{_figure_json(figures[key])}</script>")
+    title = f"cartwise insights: {inputs.dataset or 'bundle'}"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{PAGE_CSS}</style>
+<script>{get_plotlyjs()}</script></head>
+<body><h1>{html.escape(title)}</h1><p class="muted">{summary}</p>
+{''.join(parts)}
+<script>
+document.querySelectorAll('script[data-figure]').forEach(function (el) {{
+  var fig = JSON.parse(el.textContent);
+  Plotly.newPlot(el.dataset.figure, fig.data, fig.layout, {{responsive: true, displaylogo: false}});
+}});
+</script></body></html>
+"""
+
+
+def write_report(folder: Path, inputs: ReportInputs) -> dict[str, Any]:
+    """Write ``report/report.html``, ``report/map.parquet`` and ``plots/*.png``; returns the manifest's section."""
+    folder = Path(folder)
+    (folder / REPORT_DIR).mkdir(parents=True, exist_ok=True)
+    products = inputs.products.reset_index(drop=True)
+    titles = products["title"].astype(str).tolist()
+    ids = products["product_id"].astype(str).tolist()
+    labels = cluster_labels(titles, products["cluster"].to_numpy())
+    points, share = map_points(products, inputs.embeddings, max_points=inputs.max_map_points, seed=inputs.seed)
+    points.to_parquet(folder / REPORT_DIR / MAP_POINTS, index=False)
+    table = metrics_table(inputs.metrics)
+    row_of = {p: i for i, p in enumerate(ids)}
+    counts = recommended_counts(inputs.edges, len(products), row_of)
+    n_users = int(inputs.edges["user_id"].nunique()) if inputs.edges is not None and len(inputs.edges) else 0
+
+    figures: dict[str, Any] = {"map": fig_map(points, labels, share, currency=inputs.currency)}
+    if inputs.sweep:
+        figures["kmeans"] = fig_kmeans(inputs.sweep, inputs.k, inputs.elbow)
+    if not table.empty:
+        figures["metrics"] = fig_metrics(table)
+    if n_users:
+        figures["top"] = fig_top_recommended(counts, titles, ids, n_users)
+        figures["degree"] = fig_degree(counts, n_users)
+
+    shown = int(points["shown"].sum())
+    sample_note = ("" if shown == len(points) else
+                   f"<p class='muted'>The map draws a random sample of {shown:,} of {len(points):,} products "
+                   f"(every product's position is in {REPORT_DIR}/{MAP_POINTS}).</p>")
+    graph_extra = (f"<p class='muted'>{html.escape(inputs.graph_note)}</p>" if n_users else
+                   "<p class='muted'>No recommendation graph: the bundle has no customers with a history.</p>")
+    sections = [
+        ("kmeans", "Clusters: how k was chosen", "" if inputs.sweep else "<p class='muted'>Too few products to cluster.</p>"),
+        ("map", "The product map", sample_note),
+        ("metrics", "How good the recommendations are", _metrics_html(table, inputs.metrics)),
+        ("top", "Most recommended products", graph_extra),
+        ("degree", "Who gets recommended: the degree distribution", ""),
+    ]
+    summary = (f"{len(products):,} products in {len(labels)} clusters"
+               f"{f', {n_users:,} customers in the recommendation graph' if n_users else ''}"
+               f"{f'; built {html.escape(inputs.created_at)}' if inputs.created_at else ''}.")
+    (folder / REPORT_DIR / REPORT_HTML).write_text(render_page(inputs, figures, sections, summary), encoding="utf-8")
+    write_pngs(folder / bundle.PLOTS_DIR, inputs, points, labels, table, counts, titles, ids)
+    return {"html": f"{REPORT_DIR}/{REPORT_HTML}", "map_points": len(points), "map_shown": shown,
+            "pca_variance": [round(s, 4) for s in share], "cluster_labels": {str(c): w for c, w in labels.items()},
+            "figures": sorted(figures), "graph_users": n_users,
+            "products_recommended": int((counts > 0).sum())}
+
+
+def write_pngs(target: Path, inputs: ReportInputs, points: pd.DataFrame, labels: dict[int, str],
+               table: pd.DataFrame, counts: np.ndarray, titles: list[str], ids: list[str]) -> None:
+    """PNG copies of the charts (matplotlib: no browser needed), for slides and for the README."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from assistant.text import readable_title
+
+    target.mkdir(parents=True, exist_ok=True)
+    if inputs.sweep:
+        plot_kmeans_sweep(inputs.sweep, inputs.k, inputs.elbow, target / "kmeans_sweep.png")
+
+    shown = points[points["shown"]]
+    fig, ax = plt.subplots(figsize=(9, 6.5), dpi=110)
+    cmap = plt.get_cmap("tab20")
+    for i, (c, grp) in enumerate(shown.groupby("cluster", sort=True)):
+        ax.scatter(grp["x"], grp["y"], s=4, alpha=0.6, color=cmap(i % 20), label=f"{int(c)}: {labels.get(int(c), '')}"[:38])
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title(f"Products by embedding (PCA): {len(shown):,} of {len(points):,} shown")
+    if len(labels) <= 30:
+        ax.legend(fontsize=6, markerscale=3, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    fig.savefig(target / "product_map.png")
+    plt.close(fig)
+
+    if not table.empty:
+        fig, ax = plt.subplots(figsize=(8, 4), dpi=110)
+        x = np.arange(len(table))
+        for j, metric in enumerate(("ndcg@10", "hr@10")):
+            ax.bar(x + (j - 0.5) * 0.4, table[metric].fillna(0), width=0.4, label=metric)
+        ax.set_xticks(x, table["model"], rotation=20)
+        ax.set_ylabel("score")
+        ax.set_title("Next-purchase quality: hybrid vs baselines")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(target / "metrics.png")
+        plt.close(fig)
+
+    if counts.any():
+        rows = [int(r) for r in np.argsort(-counts, kind="stable")[:TOP_RECOMMENDED] if counts[r] > 0][::-1]
+        fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 1.5), dpi=110)
+        ax.barh([f"{readable_title(titles[r])[:36]} ({ids[r]})" for r in rows], [counts[r] for r in rows])
+        ax.set_xlabel("users it is recommended to")
+        ax.set_title("Most recommended products")
+        ax.tick_params(axis="y", labelsize=7)
+        fig.tight_layout()
+        fig.savefig(target / "top_recommended.png")
+        plt.close(fig)
+
+        values, freq = np.unique(counts, return_counts=True)
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+        ax.bar(values, freq)
+        ax.set_yscale("log")
+        ax.set_xlabel("in-degree (users a product is recommended to)")
+        ax.set_ylabel("products")
+        ax.set_title("Degree distribution of the recommendation graph")
+        fig.tight_layout()
+        fig.savefig(target / "degree_distribution.png")
+        plt.close(fig)
 
 
 def plot_kmeans_sweep(sweep: list[dict[str, Any]], k: int, elbow: int, path: Path) -> None:
@@ -30,3 +457,9 @@ def plot_kmeans_sweep(sweep: list[dict[str, Any]], k: int, elbow: int, path: Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def read_figure_json(page: str) -> dict[str, dict[str, Any]]:
+    """The figures of a written page, by div id (for tests and for anyone scripting over reports)."""
+    found = re.findall(r"<script type='application/json' data-figure='([^']+)'>(.*?)</script>", page, flags=re.S)
+    return {key: json.loads(body) for key, body in found}

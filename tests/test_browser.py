@@ -49,7 +49,7 @@ def test_pick_customer_ask_and_see_cards(browser, app_url, uci_bundle):
     page.locator("#send").click()
     cards = page.locator("[data-testid=product-card]")
     cards.first.wait_for(timeout=30_000)
-    page.wait_for_timeout(1000)  # let the streamed reply finish
+    page.locator("#writer").get_by_text("written by").first.wait_for(timeout=30_000)  # the reply has finished
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
 
@@ -77,4 +77,39 @@ def test_pick_customer_ask_and_see_cards(browser, app_url, uci_bundle):
         page.screenshot(path=str(ARTIFACTS / "chat-after-view.png"), full_page=True)
     page.wait_for_timeout(1000)
     assert f"the {titles[ids[0]]} you viewed" in page.locator("#chatbot").inner_text()
+    page.close()
+
+
+def test_insights_tab_marks_the_customers_products_on_the_map(browser, app_url, uci_bundle):
+    folder, manifest = uci_bundle
+    inter = pd.read_parquet(folder / bundle.INTERACTIONS)
+    user_id = sorted(inter.loc[inter.purchased, "user_id"].unique())[1]
+    n_bought = inter.loc[(inter.user_id == user_id) & inter.purchased, "product_id"].nunique()
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url, wait_until="load")
+    page.get_by_role("tab", name="Insights").click()
+    legend = page.locator("#insights-map .legendtext")
+    legend.first.wait_for(timeout=60_000)  # plotly drew the map
+    clusters = [t.text_content() for t in legend.all()]
+    labels = manifest["report"]["cluster_labels"]
+    assert clusters == [f"{c}: {labels[c]}" for c in sorted(labels, key=int)], "one legend entry per named cluster"
+
+    customer = page.locator("#customer input").first
+    customer.click()
+    customer.fill("")
+    customer.press_sequentially(user_id, delay=20)
+    page.get_by_role("option", name=user_id).first.click()
+    page.locator("#insights-map .legendtext", has_text=f"bought by {user_id}").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "insights.png"), full_page=True)
+    entries = [t.text_content() for t in legend.all()]
+    assert f"bought by {user_id} ({n_bought})" in entries
+    assert any(e.startswith("recommended (") for e in entries), "the graph's picks for them are marked too"
+    assert f"{n_bought} bought by {user_id}" in page.locator("#insights-marked").inner_text()
+    # the map's points: every product once, plus the marks
+    n_points = page.evaluate("() => document.querySelector('#insights-map .js-plotly-plot').data"
+                             ".filter(t => t.type === 'scattergl').reduce((n, t) => n + t.x.length, 0)")
+    assert n_points == manifest["report"]["map_shown"]
     page.close()
