@@ -73,6 +73,7 @@ class Assistant:
         self.sessions = sessions or SessionStore()
         self.recommender = Recommender(bundle, encode or query_encoder(bundle), config)  # None: the bundle's tuned settings
         self.cfg = self.recommender.cfg
+        self.has_prices = bool(np.isfinite(bundle.prices).any())
 
     @classmethod
     def from_path(cls, path: str | Path, **kwargs: Any) -> Assistant:
@@ -208,6 +209,26 @@ class Assistant:
                 f"(the closest product is only a {best:.0%} match), so here is what sells well instead.")
 
     def _apply_constraints(self, intent: Intent, state: SessionState, notes: list[str]) -> None:
+        priced = intent.max_price is not None or intent.min_price is not None or intent.cheaper or intent.pricier
+        if priced and not self.has_prices:  # a price filter would silently empty every answer
+            notes.append("This shop's catalog has no prices, so I cannot filter by price; "
+                         "here are picks without a price filter.")
+            state.max_price = state.min_price = None
+        elif priced:
+            self._apply_prices(intent, state, notes)
+        if intent.include:
+            state.include = list(intent.include)
+            state.exclude = [k for k in state.exclude if k not in intent.include]
+        if intent.exclude:
+            state.exclude = list(dict.fromkeys(state.exclude + intent.exclude))
+            state.include = [k for k in state.include if k not in intent.exclude]
+            if state.query:  # "not red" after "something red": red is no longer what they look for
+                banned = {w for k in intent.exclude for w in k.split()}
+                kept = [w for w in state.query.split() if w not in banned]
+                if len(kept) != len(state.query.split()):
+                    state.query = " ".join(kept) or None
+
+    def _apply_prices(self, intent: Intent, state: SessionState, notes: list[str]) -> None:
         if intent.max_price is not None:
             state.max_price = intent.max_price
         if intent.min_price is not None:
@@ -224,17 +245,6 @@ class Assistant:
         if intent.pricier and last_prices:
             state.min_price = round(float(np.median(last_prices)) / self.cfg.cheaper_factor, 2)
             state.max_price = None
-        if intent.include:
-            state.include = list(intent.include)
-            state.exclude = [k for k in state.exclude if k not in intent.include]
-        if intent.exclude:
-            state.exclude = list(dict.fromkeys(state.exclude + intent.exclude))
-            state.include = [k for k in state.include if k not in intent.exclude]
-            if state.query:  # "not red" after "something red": red is no longer what they look for
-                banned = {w for k in intent.exclude for w in k.split()}
-                kept = [w for w in state.query.split() if w not in banned]
-                if len(kept) != len(state.query.split()):
-                    state.query = " ".join(kept) or None
 
     def next_request(self, state: SessionState, anchor_row: int | None = None, *, different: bool = False) -> Request:
         """The request behind "what should I buy next?" in this session (the evaluation scores exactly this)."""

@@ -44,6 +44,7 @@ class Source:
     rejects: dict[str, DataFrame] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     currency: str | None = None  # ISO code of the prices, when known
+    defaults: dict[str, str] = field(default_factory=dict)  # column -> what was assumed for it (manifest, log)
 
 
 def from_files(
@@ -54,13 +55,25 @@ def from_files(
     mapping: dict[str, str] | None = None,
     encoding: str = "utf-8",
     name: str = "custom",
+    event_type: str = "purchase",
 ) -> Source:
-    """Generic adapter: a products file and an optional events file, columns renamed by ``mapping``."""
+    """Generic adapter: a products file and an optional events file, columns renamed by ``mapping``.
+
+    Most order exports have no event type: every row of such a file is an ``event_type`` event
+    (``--event-type``, purchase by default), and a missing ``value`` counts 1; both are recorded.
+    """
     prod = read_table(spark, products, mapping=mapping, required=PRODUCT_REQUIRED, encoding=encoding, role="products")
     ev = None
+    defaults: dict[str, str] = {}
     if events:
         ev = read_table(spark, events, mapping=mapping, required=EVENT_REQUIRED, encoding=encoding, role="events")
-    return Source(name=name, products=prod, events=ev, files=[str(p) for p in (products, events) if p])
+        if EVENT_TYPE not in ev.columns:
+            ev = ev.withColumn(EVENT_TYPE, F.lit(event_type))
+            defaults[EVENT_TYPE] = f"no event type column in {events}: every row is a {event_type!r} (--event-type)"
+        if VALUE not in ev.columns:
+            defaults[VALUE] = f"no value column in {events}: every event counts 1"
+    return Source(name=name, products=prod, events=ev, files=[str(p) for p in (products, events) if p],
+                  defaults=defaults)
 
 
 # UCI stock codes of real products start with five digits (85123A, 22423); the rest are

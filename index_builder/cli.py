@@ -88,6 +88,10 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--ease-lambda", type=float, default=200.0, help="item-item (EASE) regularisation (tuned unless --no-tune)")
     b.add_argument("--item-item-max-items", type=int, default=MAX_ITEMS,
                    help=f"products the item-item model covers, most bought first (default {MAX_ITEMS:,})")
+    b.add_argument("--event-type", choices=EVENT_TYPES, default="purchase",
+                   help="the type of every event when the events file has no event_type column (default purchase)")
+    b.add_argument("--normalize-ids", action="store_true",
+                   help="compare product ids across files as trimmed digits: '0108775044' = '108775044' = '108775044.0'")
     b.add_argument("--graph-users", type=int, default=DEFAULT_MAX_USERS,
                    help=f"customers in the recommendation graph and report (a deterministic sample beyond; "
                         f"default {DEFAULT_MAX_USERS:,}; 0 = all)")
@@ -156,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 faiss=args.faiss, faiss_nprobe=args.faiss_nprobe, download=args.download,
                 had_types=args.had_types, ease_lambda=args.ease_lambda, item_item_max_items=args.item_item_max_items,
                 evaluate=args.evaluate, eval_cutoff=args.eval_cutoff, tune=args.tune, currency=args.currency,
-                graph_users=args.graph_users,
+                graph_users=args.graph_users, event_type=args.event_type, normalize_ids=args.normalize_ids,
             )
             folder = build(cfg)
             _print_metrics(folder)

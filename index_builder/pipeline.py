@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from . import bundle
 from .adapters import Source, datacamp_products, from_files, online_retail
@@ -28,11 +29,13 @@ from .constants import (
     EVENT_COLUMNS,
     FEATURES,
     POPULARITY,
+    PRICE,
     PRODUCT_ID,
     PRODUCT_IDX,
     REJECT_REASON,
     ROW_ID,
     TEXT,
+    TS,
     USER_ID,
     USER_IDX,
     WEIGHT,
@@ -87,6 +90,8 @@ class BuildConfig:
     eval_cutoff: str | None = None
     tune: bool = True
     currency: str | None = None  # ISO code of the prices (GBP, USD, ...); default: the dataset's, else none
+    event_type: str = "purchase"  # the type of every event when the events file has no event_type column
+    normalize_ids: bool = False  # '0108775044' == '108775044' == '108775044.0' in both files
     graph_users: int = DEFAULT_MAX_USERS  # users in the recommendation graph (a deterministic sample beyond); 0 = all
 
     def als_params(self) -> ALSParams:
@@ -97,7 +102,8 @@ class BuildConfig:
 def load_source(spark, cfg: BuildConfig) -> Source:
     """Pick the adapter for a named dataset or the generic files."""
     if cfg.products:
-        source = from_files(spark, cfg.products, cfg.events, mapping=cfg.mapping, encoding=cfg.encoding)
+        source = from_files(spark, cfg.products, cfg.events, mapping=cfg.mapping, encoding=cfg.encoding,
+                            event_type=cfg.event_type)
         source.currency = cfg.currency
         return source
     if not cfg.dataset:
@@ -135,6 +141,7 @@ def _embed_threads(spark, cfg: BuildConfig) -> int | None:
 def build(cfg: BuildConfig, spark=None) -> Path:
     """Run the whole build and publish ``cfg.out/<version>`` (+ ``current``); returns the version folder."""
     from pyspark.ml.functions import array_to_vector
+    from pyspark.sql import functions as F
 
     from .faiss_index import build_index
     from .session import make_spark
@@ -142,6 +149,7 @@ def build(cfg: BuildConfig, spark=None) -> Path:
         add_popularity,
         aggregate_interactions,
         event_weights,
+        prices_from_events,
         product_text,
         sample_users,
         validate_events,
@@ -165,22 +173,34 @@ def build(cfg: BuildConfig, spark=None) -> Path:
         with st.stage("load", "reading %s", cfg.dataset or cfg.products):
             source = load_source(spark, cfg)
         with st.stage("validate"):
-            products, product_rejects = validate_products(source.products)
+            for said in source.defaults.values():
+                st.say("validate: %s", said)
+            products, product_rejects = validate_products(source.products, cfg.normalize_ids)
             products = keep(products)
             n_products = products.count()
+            if source.events is not None and PRICE in source.events.columns:
+                unpriced = products.filter(F.col(PRICE).isNull()).count()
+                if unpriced:
+                    products = keep(prices_from_events(products, source.events, cfg.normalize_ids))
+                    filled = unpriced - products.filter(F.col(PRICE).isNull()).count()
+                    source.defaults[PRICE] = (f"{unpriced:,} products had no price in the catalog: {filled:,} of them "
+                                              "take the median price paid for them in the events")
+                    st.say("validate: %s", source.defaults[PRICE])
             rejects = dict(source.rejects)
             rejects["products"] = product_rejects
             events = None
             if source.events is not None:
-                events, event_rejects = validate_events(source.events, products)
+                events, event_rejects = validate_events(source.events, products, cfg.normalize_ids)
                 rejects["events"] = event_rejects
-                if cfg.sample_users:
-                    events = sample_users(events, cfg.sample_users, cfg.seed)
                 events = keep(events)
             rejected = {name: df.toPandas() for name, df in rejects.items()}
             if n_products == 0:
                 raise InputError(f"no usable products in {', '.join(source.files)}: "
                                  f"all {sum(map(len, rejected.values()))} rows were rejected (reasons in the rejects)")
+            if events is not None:
+                check_events(events.count(), rejected["events"], products, source, cfg)
+                if cfg.sample_users:
+                    events = keep(sample_users(events, cfg.sample_users, cfg.seed))
             st.say("validate: %d products, %s events, rejected %s", n_products,
                    "no" if events is None else f"{events.count():,}",
                    {n: len(r) for n, r in rejected.items()})
@@ -305,6 +325,7 @@ def build(cfg: BuildConfig, spark=None) -> Path:
                 "dataset": source.name,
                 "inputs": source.files,
                 "params": {**asdict(cfg), "currency": source.currency},
+                "assumed": source.defaults,
                 "versions": _versions(),
                 "counts": counts,
                 "embedding": embedder.identity(),
@@ -331,6 +352,73 @@ def build(cfg: BuildConfig, spark=None) -> Path:
     finally:
         for df in cached:
             df.unpersist()
+
+
+MOSTLY = 0.5  # a reject reason above this share of the events stops the build: the input is misread, not dirty
+
+
+def check_events(n_valid: int, rejected: pd.DataFrame, products, source: Source, cfg: BuildConfig) -> None:
+    """Stop a build whose events are mostly unusable for one reason, with what it saw and the fix.
+
+    A build that publishes a bundle without its events (every id unknown, every timestamp unreadable)
+    looks like success and recommends nothing; these are input mistakes worth one clear error. The
+    rejected rows are kept in ``OUT/rejects-of-failed-build/events.csv`` (the error names it).
+    """
+    problem = events_problem(n_valid, rejected, products, source, cfg)
+    if problem:
+        target = Path(cfg.out) / "rejects-of-failed-build"
+        target.mkdir(parents=True, exist_ok=True)
+        rejected.to_csv(target / "events.csv", index=False)
+        raise InputError(f"{problem} (the {len(rejected):,} rejected rows, each with its reason: {target / 'events.csv'})")
+
+
+def events_problem(n_valid: int, rejected: pd.DataFrame, products, source: Source, cfg: BuildConfig) -> str | None:
+    n_rejected = len(rejected)
+    total = n_valid + n_rejected
+    if total == 0:
+        return
+    events_file = source.files[-1]
+    reasons = rejected[REJECT_REASON].value_counts() if n_rejected else pd.Series(dtype=int)
+    if reasons.get("unknown_product_id", 0) > MOSTLY * total:
+        catalog = products.select(PRODUCT_ID).limit(100_000).toPandas()[PRODUCT_ID].astype(str)
+        unknown = rejected.loc[rejected[REJECT_REASON] == "unknown_product_id", PRODUCT_ID].astype(str)
+        return (f"{events_file}: {reasons['unknown_product_id']:,} of {total:,} events name a product_id that is not "
+                f"in the catalog (events: {_examples(unknown)}; catalog: {_examples(catalog)}). "
+                + id_hint(unknown, catalog, cfg.normalize_ids))
+    if reasons.get("unparseable_timestamp", 0) > MOSTLY * total:
+        bad = rejected.loc[rejected[REJECT_REASON] == "unparseable_timestamp", TS].astype(str)
+        return (f"{events_file}: column 'ts': {reasons['unparseable_timestamp']:,} of {total:,} timestamps cannot be "
+                f"read (e.g. {_examples(bad)}). Readable: ISO dates and datetimes, epoch seconds or milliseconds "
+                "(numbers or digit strings), 'dd/mm/yyyy hh:mm' and similar; convert the column, or map another one "
+                "with --map ts=COLUMN")
+    if n_valid == 0:
+        said = ", ".join(f"{r} {c:,}" for r, c in reasons.items())
+        return f"{events_file}: all {total:,} events were rejected ({said}); a bundle without events is not published"
+    return None
+
+
+def _examples(values: pd.Series, n: int = 3) -> str:
+    return ", ".join(repr(v) for v in pd.unique(values.astype(str))[:n])
+
+
+def id_hint(unknown: pd.Series, catalog: pd.Series, normalized: bool) -> str:
+    """The likely reason two files' ids do not join, and the fix."""
+    import re
+
+    def digits(x: str) -> str:
+        m = re.fullmatch(r"0*([0-9]+?)(\.0+)?", x.strip())
+        return m.group(1) if m else x.strip()
+
+    sample = pd.unique(unknown)[:2000]
+    by_digits = {digits(c) for c in catalog}
+    by_case = {c.strip().lower() for c in catalog}
+    if not normalized and sum(digits(u) in by_digits for u in sample) > MOSTLY * len(sample):
+        return ("The files write the same ids differently (leading zeros, spaces or '123.0' floats): "
+                "rebuild with --normalize-ids, which applies the same normalisation to both.")
+    if sum(u.strip().lower() in by_case for u in sample) > MOSTLY * len(sample):
+        return "The ids differ only in upper/lower case: write them the same way in both files."
+    return ("Check that --products and --events come from the same shop, and that --map product_id=COLUMN "
+            "names the right column in each file.")
 
 
 def write_insights(folder: Path, body: dict[str, Any], products_pdf, embeddings, index, users_pdf, inter_pdf,

@@ -59,13 +59,22 @@ def blank(col: Column) -> Column:
     return col.isNull() | (F.trim(col.cast("string")) == "")
 
 
-def _id_string(df: DataFrame, name: str) -> Column:
-    """An id column as a trimmed string; whole floats (12346.0, as pandas writes ids) lose the '.0'."""
+def _id_string(df: DataFrame, name: str, normalize: bool = False) -> Column:
+    """An id column as a trimmed string; whole floats (12346.0, as pandas writes ids) lose the '.0'.
+
+    ``normalize`` (``--normalize-ids``) also makes digit ids comparable across files that wrote them
+    differently: '0108775044', '108775044' and '108775044.0' all become '108775044'.
+    """
     dtype = df.schema[name].dataType
     col = F.col(name)
     if isinstance(dtype, (T.FloatType, T.DoubleType, T.DecimalType)):
         col = F.when(col == F.floor(col), col.cast("long").cast("string")).otherwise(col.cast("string"))
-    return F.trim(col.cast("string"))
+    out = F.trim(col.cast("string"))
+    if normalize:
+        digits = F.regexp_extract(out, r"^([0-9]+)(\.0+)?$", 1)
+        out = F.when(digits != "", F.coalesce(F.nullif(F.regexp_replace(digits, "^0+", ""), F.lit("")), F.lit("0")))\
+            .otherwise(out)
+    return out
 
 
 def _number(df: DataFrame, name: str) -> Column:
@@ -76,16 +85,30 @@ def _number(df: DataFrame, name: str) -> Column:
     return cleaned.try_cast("double")
 
 
+# Text timestamps tried in order after ISO 8601 (Spark's default parser): day-first before month-first,
+# as most of the world writes dates ("25/12/2011 10:30"); a day over 12 falls through to month-first.
+TIMESTAMP_FORMATS = ("d/M/yyyy H:mm[:ss]", "d/M/yyyy", "M/d/yyyy H:mm[:ss]", "M/d/yyyy", "d.M.yyyy H:mm[:ss]",
+                     "d.M.yyyy", "d-M-yyyy H:mm[:ss]", "d-M-yyyy", "yyyy/M/d H:mm[:ss]", "yyyy/M/d",
+                     "yyyyMMdd HHmmss", "yyyyMMdd")
+
+
+def _epoch(col: Column) -> Column:
+    """Epoch seconds, or milliseconds when too large for seconds (after the year 5138)."""
+    col = col.cast("double")
+    return F.when(col > 1e11, F.timestamp_millis(col.cast("long"))).otherwise(F.timestamp_seconds(col))
+
+
 def _timestamp(df: DataFrame, name: str) -> Column:
+    """A timestamp column from timestamps, dates, epoch numbers, epoch digit strings or common text shapes."""
     dtype = df.schema[name].dataType
-    if isinstance(dtype, (T.TimestampType, T.TimestampNTZType)):
+    if isinstance(dtype, (T.TimestampType, T.TimestampNTZType, T.DateType)):
         return F.col(name).cast("timestamp")
-    if isinstance(dtype, T.DateType):
-        return F.col(name).cast("timestamp")
-    if isinstance(dtype, T.NumericType):  # epoch seconds, or milliseconds when too large for seconds
-        col = F.col(name).cast("double")
-        return F.when(col > 1e11, F.timestamp_millis(col.cast("long"))).otherwise(F.timestamp_seconds(col))
-    return F.try_to_timestamp(F.trim(F.col(name).cast("string")))
+    if isinstance(dtype, T.NumericType):
+        return _epoch(F.col(name))
+    text = F.trim(F.col(name).cast("string"))
+    epoch = F.when(text.rlike(r"^[0-9]{9,13}(\.[0-9]+)?$"), _epoch(text.try_cast("double")))
+    return F.coalesce(epoch, F.try_to_timestamp(text),
+                      *[F.try_to_timestamp(text, F.lit(fmt)) for fmt in TIMESTAMP_FORMATS])
 
 
 def _rejects(flagged: DataFrame, original_columns: list[str]) -> DataFrame:
@@ -104,7 +127,7 @@ def _with_optional(df: DataFrame, names: tuple[str, ...]) -> DataFrame:
     return df
 
 
-def validate_products(df: DataFrame) -> tuple[DataFrame, DataFrame]:
+def validate_products(df: DataFrame, normalize_ids: bool = False) -> tuple[DataFrame, DataFrame]:
     """Split a product frame into (valid canonical rows, rejected rows with ``reject_reason``).
 
     Reasons: empty_product_id, empty_title, unparseable_price, negative_price, duplicate_product_id
@@ -115,7 +138,7 @@ def validate_products(df: DataFrame) -> tuple[DataFrame, DataFrame]:
     price_raw = F.col(PRICE)
     canon = df.select(
         *[F.col(f"`{c}`") for c in df.columns if c not in PRODUCT_COLUMNS],
-        _id_string(df, PRODUCT_ID).alias(PRODUCT_ID),
+        _id_string(df, PRODUCT_ID, normalize_ids).alias(PRODUCT_ID),
         F.trim(F.col(TITLE).cast("string")).alias(TITLE),
         F.coalesce(F.trim(F.col(DESCRIPTION).cast("string")), F.lit("")).alias(DESCRIPTION),
         F.coalesce(F.trim(F.col(CATEGORY).cast("string")), F.lit("")).alias(CATEGORY),
@@ -147,7 +170,7 @@ def validate_products(df: DataFrame) -> tuple[DataFrame, DataFrame]:
     return good, _rejects(restored, original)
 
 
-def validate_events(df: DataFrame, products: DataFrame) -> tuple[DataFrame, DataFrame]:
+def validate_events(df: DataFrame, products: DataFrame, normalize_ids: bool = False) -> tuple[DataFrame, DataFrame]:
     """Split an event frame into (valid canonical events, rejected rows with ``reject_reason``).
 
     Reasons: empty_user_id, empty_product_id, unknown_event_type, unparseable_value, negative_value,
@@ -162,8 +185,8 @@ def validate_events(df: DataFrame, products: DataFrame) -> tuple[DataFrame, Data
     ts = _timestamp(df, TS)
     canon = df.select(
         "*",
-        _id_string(df, USER_ID).alias("_uid"),
-        _id_string(df, PRODUCT_ID).alias("_pid"),
+        _id_string(df, USER_ID, normalize_ids).alias("_uid"),
+        _id_string(df, PRODUCT_ID, normalize_ids).alias("_pid"),
         etype.alias("_etype"),
         value.alias("_value"),
         ts.alias("_ts"),
@@ -189,6 +212,16 @@ def validate_events(df: DataFrame, products: DataFrame) -> tuple[DataFrame, Data
         F.col("_ts").alias(TS),
     )
     return good, _rejects(flagged, original)
+
+
+def prices_from_events(products: DataFrame, events: DataFrame, normalize_ids: bool = False) -> DataFrame:
+    """Products without a price take the median price paid for them in the events (an events ``price``
+    column, as order exports have); products with a catalog price keep it."""
+    paid = events.select(_id_string(events, PRODUCT_ID, normalize_ids).alias("_pid"), _number(events, PRICE).alias("_paid"))
+    paid = paid.filter(F.col("_paid").isNotNull() & ~F.isnan("_paid") & (F.col("_paid") >= 0))
+    median = paid.groupBy("_pid").agg(F.percentile_approx("_paid", 0.5, 10_000).alias("_median"))
+    joined = products.join(median, products[PRODUCT_ID] == median["_pid"], "left")
+    return joined.withColumn(PRICE, F.coalesce(F.col(PRICE), F.col("_median"))).drop("_pid", "_median")
 
 
 def product_text(df: DataFrame) -> DataFrame:

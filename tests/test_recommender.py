@@ -55,6 +55,22 @@ def test_cheaper_means_below_what_was_shown(assistant):
     assert cheaper and all(p.price <= median for p in cheaper)
 
 
+def test_a_catalog_without_prices_says_so_instead_of_an_empty_answer(assistant):
+    import dataclasses
+
+    import numpy as np
+
+    b = assistant.bundle
+    unpriced = Assistant(dataclasses.replace(b, prices=np.full(len(b.prices), np.nan)), encode=fake_encode)
+    state = SessionState(viewed=["C1"])
+    for message in ("something under £5", "something cheaper", "over 10 please"):
+        turn = unpriced.turn(message, state)
+        assert turn.products, message
+        assert "catalog has no prices" in "".join(turn.chunks)
+        assert state.max_price is None and state.min_price is None, "no price filter sticks to later requests"
+    assert "no prices" not in "".join(unpriced.turn("what should I buy next?", state).chunks)
+
+
 def test_the_second_one_resolves_to_the_last_list(assistant):
     state = SessionState(viewed=["M1"])
     shown = ids(assistant.turn("what should I buy next?", state).products)
