@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -41,6 +42,29 @@ def choose_k(sweep: list[dict[str, Any]]) -> tuple[int, int]:
     past = [r for r in rows if r["k"] >= knee]
     best = max(past, key=lambda r: (r["silhouette"], -r["k"]))
     return int(best["k"]), int(knee)
+
+
+def widen_while_at_edge(sweep_fn: Callable[[int, int], tuple[list[dict[str, Any]], dict[int, Any]]],
+                        k_min: int, k_max: int, n_items: int, *, max_widenings: int = 2,
+                        say: Callable[..., None] = log.info) -> tuple[list[dict[str, Any]], dict[int, Any], int, int, list]:
+    """Sweep [k_min, k_max]; while the chosen k is the top of what was swept, sweep (top, 2 x top] too.
+
+    A chosen k at the edge means the catalog wants more clusters than the range allowed (18k fashion
+    articles chose k = 20 = k_max). Returns (rows, models, chosen k, elbow k, the ranges added).
+    """
+    rows, models = sweep_fn(k_min, k_max)
+    k, elbow = choose_k(rows)
+    added: list[list[int]] = []
+    top = k_max
+    while k_min < k_max and k == top and top < n_items - 1 and len(added) < max_widenings:  # k_min == k_max: k is fixed
+        lo, hi = top + 1, min(n_items - 1, 2 * top)
+        say("kmeans: the best k (%d) is the top of the range, so the sweep widens to k=%d..%d", k, lo, hi)
+        more, more_models = sweep_fn(lo, hi)
+        rows, top = sorted(rows + more, key=lambda r: r["k"]), hi
+        models.update(more_models)
+        added.append([lo, hi])
+        k, elbow = choose_k(rows)
+    return rows, models, k, elbow, added
 
 
 def sweep_kmeans(

@@ -20,7 +20,7 @@ import pandas as pd
 from . import bundle
 from .adapters import Source, datacamp_products, from_files, online_retail
 from .als import ALSParams, factor_matrix, train_als
-from .cluster import K_RULE, choose_k, sweep_kmeans
+from .cluster import K_RULE, sweep_kmeans, widen_while_at_edge
 from .constants import (
     CLUSTER,
     DEFAULT_EVENT_WEIGHTS,
@@ -232,17 +232,19 @@ def build(cfg: BuildConfig, spark=None) -> Path:
         with st.stage("kmeans", "sweep k=%d..%d", k_min, k_max):
             if k_max >= 2:
                 vectors = keep(embedded.select(PRODUCT_IDX, array_to_vector(EMBEDDING).alias(FEATURES)))
-                sweep, models = sweep_kmeans(vectors, features_col=FEATURES, k_min=max(2, k_min), k_max=k_max,
-                                             seed=cfg.seed, max_iter=cfg.kmeans_max_iter,
-                                             restarts=cfg.kmeans_restarts)
-                k, elbow = choose_k(sweep)
+                def sweep_range(lo: int, hi: int):
+                    return sweep_kmeans(vectors, features_col=FEATURES, k_min=lo, k_max=hi, seed=cfg.seed,
+                                        max_iter=cfg.kmeans_max_iter, restarts=cfg.kmeans_restarts)
+
+                sweep, models, k, elbow, widened = widen_while_at_edge(sweep_range, max(2, k_min), k_max, n_products,
+                                                                       say=st.say)
                 model = models[k]
                 labels_pdf = model.transform(vectors).select(PRODUCT_IDX, "_cluster").toPandas()
                 labels = np.zeros(n_products, dtype=np.int32)
                 labels[labels_pdf[PRODUCT_IDX].to_numpy()] = labels_pdf["_cluster"].to_numpy()
                 centroids = np.asarray(model.clusterCenters(), dtype=np.float32)
             else:  # one or two products: nothing to cluster
-                sweep, k, elbow = [], 1, 1
+                sweep, k, elbow, widened = [], 1, 1, []
                 labels = np.zeros(n_products, dtype=np.int32)
                 centroids = embeddings.mean(axis=0, keepdims=True)
             st.say("kmeans: chose k=%d (elbow %d)", k, elbow)
@@ -330,7 +332,7 @@ def build(cfg: BuildConfig, spark=None) -> Path:
                 "counts": counts,
                 "embedding": embedder.identity(),
                 "kmeans": {"k": k, "elbow_k": elbow, "rule": K_RULE, "seed": cfg.seed,
-                           "restarts": cfg.kmeans_restarts, "sweep": sweep},
+                           "restarts": cfg.kmeans_restarts, "widened": widened, "sweep": sweep},
                 "als": als_info,
                 "item_item": item_info,
                 "recommender": recommender or {},

@@ -15,7 +15,9 @@ def test_manifest_describes_the_build(uci_bundle):
     assert m["dataset"] == "online-retail" and m["params"]["sample_users"] == 200
     assert m["embedding"] == {"model": "all-MiniLM-L6-v2", "dim": 384, "backend": "sentence-transformers"}
     assert {"python", "spark", "torch", "sentence-transformers", "faiss"} <= set(m["versions"])
-    assert 4 <= m["kmeans"]["k"] <= 8 and [r["k"] for r in m["kmeans"]["sweep"]] == [4, 5, 6, 7, 8]
+    swept, widened = [r["k"] for r in m["kmeans"]["sweep"]], m["kmeans"]["widened"]
+    assert swept == list(range(4, (widened[-1][1] if widened else 8) + 1)), "4..8, then (top, 2 x top] while k is the top"
+    assert 4 <= m["kmeans"]["k"] <= swept[-1] and (not widened or widened[0] == [9, 16])
     assert "silhouette" in m["kmeans"]["rule"] and "elbow" in m["kmeans"]["rule"]
     assert m["als"]["params"]["rank"] == 16 and m["als"]["implicit_prefs"] is True
     assert {"load", "validate", "embed", "kmeans", "als", "faiss"} <= set(m["timings_s"])
