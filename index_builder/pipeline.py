@@ -375,10 +375,11 @@ def check_events(n_valid: int, rejected: pd.DataFrame, products, source: Source,
 
 
 def events_problem(n_valid: int, rejected: pd.DataFrame, products, source: Source, cfg: BuildConfig) -> str | None:
+    """What is wrong with the events as a whole, or None when they are usable (see :func:`check_events`)."""
     n_rejected = len(rejected)
     total = n_valid + n_rejected
     if total == 0:
-        return
+        return None
     events_file = source.files[-1]
     reasons = rejected[REJECT_REASON].value_counts() if n_rejected else pd.Series(dtype=int)
     if reasons.get("unknown_product_id", 0) > MOSTLY * total:
