@@ -276,6 +276,9 @@ class LLMWriter(ReplyWriter):
         stream = None
         try:
             stream = self._open(msgs)
+            said = preface(ctx)
+            if said:  # the assistant's own notes and filters: facts the shopper must see whatever the model writes
+                yield said
             finished = False
             for event in stream:
                 if getattr(event, "usage", None):
@@ -319,6 +322,17 @@ class LLMWriter(ReplyWriter):
             why = "the model's reply named none of the candidate products"
             log.warning("LLM writer (%s): %s; the template answered", self.s.model, why)
             yield self._fallback(ctx, why)
+
+
+def preface(ctx: ReplyContext) -> str:
+    """What the assistant itself has to say before the model's reply: its notes (a weak match, dropped
+    filters, a message cut short, a reference out of range) and the filters in force. A small model
+    often leaves them out, so they are not left to it."""
+    parts = list(ctx.notes)
+    summary = (ctx.constraints or {}).get("summary")
+    if summary:
+        parts.append(f"Filters: {summary}.")
+    return " ".join(parts) + "\n\n" if parts else ""
 
 
 def off_catalog_words(message: str, catalog_titles: dict[str, str]) -> set[str]:

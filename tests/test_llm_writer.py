@@ -59,11 +59,23 @@ def run(w: LLMWriter, c: ReplyContext) -> tuple[list[str], str, float]:
     return chunks, list(accumulate(chunks))[-1], time.monotonic() - t0
 
 
+def test_the_assistants_notes_and_filters_come_first_whatever_the_model_writes(server):
+    """Qwen 0.5B dropped them in 8 of 73 scripted turns ("could not find anything that really matches",
+    "dropped your earlier filters", "under £..."): they are the assistant's facts, so the writer says them."""
+    note = 'I could not find anything that really matches "lawn mower" in this shop.'
+    c = ctx(notes=[note])
+    _, text, _ = run(writer(server.url("ok")), c)
+    assert text.startswith(note + " Filters: under £20.00.\n\nHere are my picks:")
+    assert "do not repeat them" in writer(server.url("ok")).messages(c)[0][-1]["content"]
+    _, plain, _ = run(writer(server.url("ok")), ctx(constraints={**ctx().constraints, "summary": ""}))
+    assert plain.startswith("Here are my picks:"), "nothing to say first: nothing is added"
+
+
 def test_streamed_grounded_reply_from_the_server(server, caplog):
     caplog.set_level(logging.INFO)
     c = ctx()
     chunks, text, _ = run(writer(server.url("ok")), c)
-    assert len(chunks) >= 2 and text.startswith("Here are my picks:")
+    assert len(chunks) >= 2 and text.startswith("Filters: under £20.00.\n\nHere are my picks:")
     assert "[21733]" in text and c.meta["writer"] == "test-model"
     assert c.meta["usage"] == {"prompt_tokens": 100, "completion_tokens": 20}
     req = server.requests[-1]["body"]
