@@ -197,12 +197,15 @@ def build(cfg: BuildConfig, spark=None) -> Path:
             if n_products == 0:
                 raise InputError(f"no usable products in {', '.join(source.files)}: "
                                  f"all {sum(map(len, rejected.values()))} rows were rejected (reasons in the rejects)")
+            n_events = 0
             if events is not None:
-                check_events(events.count(), rejected["events"], products, source, cfg)
+                n_events = events.count()
+                check_events(n_events, rejected["events"], products, source, cfg)
                 if cfg.sample_users:
                     events = keep(sample_users(events, cfg.sample_users, cfg.seed))
+                    n_events = events.count()
             st.say("validate: %d products, %s events, rejected %s", n_products,
-                   "no" if events is None else f"{events.count():,}",
+                   "no" if events is None else f"{n_events:,}",
                    {n: len(r) for n, r in rejected.items()})
 
         with st.stage("interactions", "weighting events (%s)", cfg.event_weights):
@@ -294,7 +297,7 @@ def build(cfg: BuildConfig, spark=None) -> Path:
         counts = {
             "products": n_products,
             "users": n_users,
-            "events": 0 if events is None else events.count(),
+            "events": n_events,
             "interactions": n_pairs,
             "positive_interactions": int((inter_pdf[WEIGHT] > 0).sum()),
             **{f"source_{k}": v for k, v in source.counts.items()},

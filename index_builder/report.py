@@ -136,6 +136,14 @@ def _money(value: float, currency: str | None) -> str:
     return money(None if value != value else float(value), currency)
 
 
+def _hover(points: pd.DataFrame, currency: str | None, label: str) -> dict[str, Any]:
+    """Map points' hover: title, price and id, with the trace's label on the side."""
+    data = [[t, _money(p, currency), pid] for t, p, pid in
+            zip(points["title"], points["price"], points["product_id"], strict=True)]
+    return {"customdata": data,
+            "hovertemplate": "%{customdata[0]}<br>%{customdata[1]} · id %{customdata[2]}<extra>" + label + "</extra>"}
+
+
 def fig_kmeans(sweep: list[dict[str, Any]], k: int, elbow: int):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -172,8 +180,7 @@ def fig_map(points: pd.DataFrame, labels: dict[int, str], share: list[float], *,
             x=grp["x"].round(4).tolist(), y=grp["y"].round(4).tolist(), mode="markers",
             name=f"{int(c)}: {labels.get(int(c), '')}",
             marker={"size": 5, "opacity": 0.7, "color": palette[i % len(palette)]},
-            customdata=[[t, _money(p, currency), pid] for t, p, pid in zip(grp["title"], grp["price"], grp["product_id"], strict=True)],
-            hovertemplate="%{customdata[0]}<br>%{customdata[1]} · id %{customdata[2]}<extra>" + f"cluster {int(c)}</extra>",
+            **_hover(grp, currency, f"cluster {int(c)}"),
         ))
     styles = {"bought": ("diamond", "#d62728"), "viewed": ("star", "#ff7f0e"), "recommended": ("circle-open", "#2ca02c")}
     for name, pts in (marks or {}).items():
@@ -182,8 +189,7 @@ def fig_map(points: pd.DataFrame, labels: dict[int, str], share: list[float], *,
             x=pts["x"].round(4).tolist(), y=pts["y"].round(4).tolist(), mode="markers", name=f"{name} ({len(pts)})",
             marker={"symbol": symbol, "size": 15, "color": colour,
                     "line": {"width": 3 if symbol.endswith("open") else 1.5, "color": colour if symbol.endswith("open") else "#000000"}},
-            customdata=[[t, _money(p, currency), pid] for t, p, pid in zip(pts["title"], pts["price"], pts["product_id"], strict=True)],
-            hovertemplate="%{customdata[0]}<br>%{customdata[1]} · id %{customdata[2]}<extra>" + name + "</extra>",
+            **_hover(pts, currency, name),
         ))
     n, m = len(points), len(shown)
     note = f"all {n:,} products" if m == n else f"a random sample of {m:,} of {n:,} products"
