@@ -38,6 +38,7 @@ INTERACTIONS = "interactions.parquet"
 EVENTS = "events.parquet"
 REJECTS_DIR = "rejects"
 PLOTS_DIR = "plots"
+EMBEDDER_DIR = "embedder"  # the exported query/product encoder, when the build used the ONNX backend
 
 REBUILD_HINT = "rebuild it with: python -m index_builder build ... --out <root>"
 
@@ -50,13 +51,19 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_finite(name: str, array: np.ndarray) -> np.ndarray:
-    """Raise :class:`ModelFitError` naming ``name`` when an array holds NaN or infinity."""
-    bad = ~np.isfinite(array)
-    if bad.any():
-        rows = np.unique(np.nonzero(bad)[0])[:5].tolist()
+def check_finite(name: str, array: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """Raise :class:`ModelFitError` naming ``name`` when an array holds NaN or infinity (checked in row chunks,
+    so a million-row array needs no second array of its size)."""
+    bad_rows: list[int] = []
+    n_bad = 0
+    for lo in range(0, max(1, len(array)), chunk):
+        bad = ~np.isfinite(array[lo:lo + chunk])
+        if bad.any():
+            n_bad += int(bad.sum())
+            bad_rows += (lo + np.unique(np.nonzero(bad)[0])).tolist()
+    if n_bad:
         raise ModelFitError(
-            f"{name} has {int(bad.sum())} non-finite values (first rows {rows}); "
+            f"{name} has {n_bad} non-finite values (first rows {bad_rows[:5]}); "
             "rebuild with another seed or a larger regParam"
         )
     return array

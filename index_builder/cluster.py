@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -67,50 +67,115 @@ def widen_while_at_edge(sweep_fn: Callable[[int, int], tuple[list[dict[str, Any]
     return rows, models, k, elbow, added
 
 
+SAMPLE_SIZE = 20_000  # the sweep fits on at most this many vectors
+SILHOUETTE_SIZE = 4_000  # the silhouette of every k is measured on at most this many of them
+
+
+def restarts_for(n: int, restarts: int) -> int:
+    """Fewer restarts as the sample grows: every k-means++ start on thousands of vectors lands close to the others."""
+    return max(1, min(restarts, math.ceil(restarts * 5_000 / max(1, n))))
+
+
+def _fit_one(job: tuple[int, int], sample: np.ndarray, max_iter: int) -> tuple[int, int, float, int, np.ndarray]:
+    """One k-means++ fit (single-threaded, it runs inside a Spark task): (k, seed, WSSSE, iterations, centroids)."""
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
+
+    k, seed = job
+    with threadpool_limits(limits=1):
+        km = KMeans(n_clusters=k, n_init=1, max_iter=max_iter, random_state=seed).fit(sample)
+    return k, seed, float(km.inertia_), int(km.n_iter_), km.cluster_centers_.astype(np.float32)
+
+
+def _counted(result, counter):
+    if counter is not None:
+        counter.add(1)
+    return result
+
+
+def nearest(vectors: np.ndarray, centroids: np.ndarray, chunk: int = 65_536) -> tuple[np.ndarray, float]:
+    """Each row's nearest centroid (squared Euclidean) and the total squared distance (WSSSE)."""
+    c_norm = (centroids.astype(np.float32) ** 2).sum(axis=1)
+    labels = np.empty(len(vectors), dtype=np.int32)
+    cost = 0.0
+    for lo in range(0, len(vectors), chunk):
+        x = vectors[lo:lo + chunk].astype(np.float32)
+        d = c_norm[None, :] - 2.0 * (x @ centroids.T)
+        labels[lo:lo + chunk] = d.argmin(axis=1)
+        cost += float((d.min(axis=1) + (x ** 2).sum(axis=1)).clip(min=0).sum())
+    return labels, cost
+
+
 def sweep_kmeans(
-    df: DataFrame, *, features_col: str, k_min: int, k_max: int, seed: int, max_iter: int = 30,
-    restarts: int = 3, concurrency: int = 12, progress: bool = True,
-) -> tuple[list[dict[str, Any]], dict[int, Any]]:
-    """Fit KMeans for each k in [k_min, k_max]; return sweep rows (by k) and the best model per k.
+    spark, vectors: np.ndarray, *, k_min: int, k_max: int, seed: int, max_iter: int = 30, restarts: int = 3,
+    sample_size: int = SAMPLE_SIZE, silhouette_size: int = SILHOUETTE_SIZE, counter=None,
+) -> tuple[list[dict[str, Any]], dict[int, np.ndarray]]:
+    """Fit KMeans for each k in [k_min, k_max] on a sample; return sweep rows (by k) and centroids per k.
 
-    Each k is fitted ``restarts`` times (seeds ``seed``, ``seed+1``, ...) and the fit with the lowest
-    WSSSE is kept: a single k-means|| start often lands in a poor local optimum on small catalogs.
-    Fits are small Spark jobs dominated by scheduling overhead, so ``concurrency`` of them run at
-    once from driver threads (every fit is seeded, so the result does not depend on it).
-    ``df`` should be cached: it is read by every fit and once more per k for the silhouette.
+    The sample (at most ``sample_size`` vectors, seeded) is broadcast once and every (k, restart) fit runs
+    as one task of a single Spark job (k-means++ starts, seeds ``seed``, ``seed+1``, ...; the fit with the
+    lowest WSSSE is kept per k). The cosine silhouette of each k is exact on a seeded sub-sample of at
+    most ``silhouette_size`` vectors, from one distance matrix shared by every k. :func:`fit_all` then
+    fits the chosen k on all vectors.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from sklearn.metrics import silhouette_score
 
-    from pyspark.ml.clustering import KMeans
-    from pyspark.ml.evaluation import ClusteringEvaluator
-    from tqdm import tqdm
+    from .embed import normalize
 
-    ks = list(range(k_min, k_max + 1))
-    jobs = [(k, seed + r) for k in ks for r in range(max(1, restarts))]
-    bar = tqdm(total=len(jobs) + len(ks), desc="kmeans sweep", unit="fit", disable=not progress, leave=False)
-
-    def fit(job: tuple[int, int]):
-        k, s = job
-        model = KMeans(k=k, seed=s, maxIter=max_iter, featuresCol=features_col, predictionCol="_cluster").fit(df)
-        bar.update(1)
-        return k, model
-
-    def silhouette(k: int) -> float:
-        evaluator = ClusteringEvaluator(featuresCol=features_col, predictionCol="_cluster", distanceMeasure="cosine")
-        value = float(evaluator.evaluate(models[k].transform(df)))
-        bar.update(1)
-        return value
-
-    models: dict[int, Any] = {}
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool, bar:
-        for k, model in pool.map(fit, jobs):  # in job order: ties keep the lower seed
-            if k not in models or model.summary.trainingCost < models[k].summary.trainingCost:
-                models[k] = model
-        sil = dict(zip(ks, pool.map(silhouette, ks), strict=True))
+    n = len(vectors)
+    rng = np.random.default_rng(seed)
+    sample = vectors if n <= sample_size else vectors[np.sort(rng.choice(n, sample_size, replace=False))]
+    sil_rows = np.sort(rng.choice(len(sample), min(silhouette_size, len(sample)), replace=False))
+    ks = list(range(k_min, min(k_max, len(sample) - 1) + 1))
+    tries = restarts_for(len(sample), restarts)
+    jobs = [(k, seed + r) for k in ks for r in range(tries)]
+    sc = spark.sparkContext
+    shared = sc.broadcast(np.ascontiguousarray(sample, dtype=np.float32))
+    try:
+        fits = (sc.parallelize(jobs, len(jobs))
+                .map(lambda job, mi=max_iter: _counted(_fit_one(job, shared.value, mi), counter)).collect())
+    finally:
+        shared.unpersist()
+    best: dict[int, tuple] = {}
+    for fit in fits:  # in job order: ties keep the lower seed
+        if fit[0] not in best or fit[2] < best[fit[0]][2]:
+            best[fit[0]] = fit
+    sil_x = sample[sil_rows]
+    unit = normalize(sil_x)
+    distances = np.clip(1.0 - unit @ unit.T, 0.0, 2.0)
+    np.fill_diagonal(distances, 0.0)
     rows = []
     for k in ks:
-        summary = models[k].summary
-        rows.append({"k": k, "wssse": float(summary.trainingCost), "silhouette": sil[k],
-                     "iterations": int(summary.numIter)})
-        log.debug("k=%d wssse=%.2f silhouette=%.4f", k, rows[-1]["wssse"], sil[k])
-    return rows, models
+        _, s, cost, iters, centroids = best[k]
+        labels, _ = nearest(sil_x, centroids)
+        sil = float(silhouette_score(distances, labels, metric="precomputed")) if len(set(labels)) > 1 else -1.0
+        rows.append({"k": k, "wssse": cost, "silhouette": sil, "iterations": iters, "seed": s})
+        log.debug("k=%d wssse=%.2f silhouette=%.4f", k, cost, sil)
+    return rows, {k: best[k][4] for k in ks}
+
+
+def fit_all(vectors: np.ndarray, centroids: np.ndarray, *, max_iter: int = 30,
+            tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Lloyd iterations on every vector from the sample's centroids: (labels, centroids, WSSSE, iterations).
+
+    Stops when fewer than ``tol`` of the labels move. An emptied cluster keeps its old centroid.
+    """
+    from scipy.sparse import csr_matrix
+
+    centroids = centroids.astype(np.float32).copy()
+    labels, cost = nearest(vectors, centroids)
+    iterations = 0
+    while iterations < max_iter:
+        iterations += 1
+        counts = np.bincount(labels, minlength=len(centroids))
+        members = csr_matrix((np.ones(len(labels), dtype=np.float32), (labels, np.arange(len(labels)))),
+                             shape=(len(centroids), len(labels)))
+        sums = members @ vectors
+        filled = counts > 0
+        centroids[filled] = (sums[filled] / counts[filled, None]).astype(np.float32)
+        new, cost = nearest(vectors, centroids)
+        moved = int((new != labels).sum())
+        labels = new
+        if moved <= tol * len(vectors):
+            break
+    return labels, centroids, cost, iterations

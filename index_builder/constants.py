@@ -24,7 +24,6 @@ EVENT_TYPES = ("view", "cart", "purchase", "rating", "return")
 # Derived columns.
 TEXT = "text"
 EMBEDDING = "embedding"
-FEATURES = "features"
 CLUSTER = "cluster"
 POPULARITY = "popularity"
 WEIGHT = "weight"

@@ -157,7 +157,7 @@ def _download(url: str, *, timeout: float) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - public dataset URL
         total = int(resp.headers.get("Content-Length") or 0) or None
         buf = io.BytesIO()
-        with tqdm(total=total, unit="B", unit_scale=True, desc="download", leave=False) as bar:
+        with tqdm(total=total, unit="B", unit_scale=True, desc="download", leave=False, disable=None) as bar:
             while chunk := resp.read(1 << 16):
                 buf.write(chunk)
                 bar.update(len(chunk))

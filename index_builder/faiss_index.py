@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 
-KINDS = ("flat", "ivf", "hnsw")
+KINDS = ("flat", "ivf", "ivfpq", "hnsw")
+LARGE = 50_000  # from this many products: auto = ivfpq, and the bundle keeps the vectors as float16
 
 
 def build_index(embeddings: np.ndarray, kind: str = "flat", *, centroids: np.ndarray | None = None,
-                nprobe: int = 3, hnsw_m: int = 32, ef_construction: int = 80):
+                labels: np.ndarray | None = None, nprobe: int = 3, hnsw_m: int = 32, ef_construction: int = 80,
+                pq_train: int = 50_000, seed: int = 42):
     """Build the product index; row i of ``embeddings`` becomes FAISS id i.
 
     - ``flat``: exact ``IndexFlatIP`` (default; fine up to ~50k products).
     - ``ivf``: ``IndexIVFFlat`` whose coarse cells are the KMeans clusters (``centroids``, normalised),
       so a search visits the ``nprobe`` nearest clusters: fast on big catalogs, exact within them.
+    - ``ivfpq``: the same cells holding product-quantized residuals (d/8 bytes per product instead of 4d):
+      approximate scores that pick candidates, which the assistant re-scores exactly from its float16 vectors.
+      With ``labels`` (the KMeans cluster of each row) every product sits in its own cluster's cell, so a
+      search of one cell is a search of one cluster.
     - ``hnsw``: ``IndexHNSWFlat`` graph (approximate, slow to build, fast to query).
 
     Parameters
@@ -27,16 +33,28 @@ def build_index(embeddings: np.ndarray, kind: str = "flat", *, centroids: np.nda
     d = x.shape[1]
     if kind == "flat":
         index = faiss.IndexFlatIP(d)
-    elif kind == "ivf":
+    elif kind in ("ivf", "ivfpq"):
         if centroids is None or len(centroids) < 2:
             return build_index(x, "flat")
         cells = np.ascontiguousarray(centroids, dtype=np.float32)
         cells = cells / np.maximum(np.linalg.norm(cells, axis=1, keepdims=True), 1e-12)
         quantizer = faiss.IndexFlatIP(d)
         quantizer.add(cells)
-        index = faiss.IndexIVFFlat(quantizer, d, len(cells), faiss.METRIC_INNER_PRODUCT)
-        index.is_trained = True  # the cells are the KMeans clusters: nothing to train
+        if kind == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, d, len(cells), faiss.METRIC_INNER_PRODUCT)
+            index.is_trained = True  # the cells are the KMeans clusters: nothing to train
+        else:
+            m = next(m for m in (d // 8, d // 4, d // 2, d) if d % m == 0)
+            index = faiss.IndexIVFPQ(quantizer, d, len(cells), m, 8, faiss.METRIC_INNER_PRODUCT)
+            rng = np.random.default_rng(seed)
+            sample = x if len(x) <= pq_train else x[np.sort(rng.choice(len(x), pq_train, replace=False))]
+            index.train(sample)  # the coarse cells are given; this trains the residual codebooks only
         index.nprobe = min(nprobe, len(cells))  # the faiss wrapper keeps `quantizer` referenced
+        if labels is not None:
+            assign = np.ascontiguousarray(labels, dtype=np.int64)
+            ids = np.arange(len(x), dtype=np.int64)
+            index.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(assign))
+            return index
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = ef_construction

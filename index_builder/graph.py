@@ -54,7 +54,7 @@ def recommendation_edges(b: Bundle, users: list[str], k: int = DEFAULT_K) -> pd.
 
     assistant = Assistant(b, encode=_no_text)
     rows: list[tuple[str, str, float, int]] = []
-    for uid in tqdm(users, desc="recommendation graph", unit="user", leave=False, mininterval=2):
+    for uid in tqdm(users, desc="recommendation graph", unit="user", leave=False, mininterval=2, disable=None):
         req = assistant.next_request(SessionState(user_id=uid))
         req.n = k
         for rank, rec in enumerate(assistant.recommender.recommend(req), start=1):

@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import os
 import platform
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,13 @@ import pandas as pd
 from . import bundle
 from .adapters import Source, datacamp_products, from_files, online_retail
 from .als import ALSParams, factor_matrix, train_als
-from .cluster import K_RULE, sweep_kmeans, widen_while_at_edge
+from .cluster import K_RULE, SAMPLE_SIZE, SILHOUETTE_SIZE, fit_all, restarts_for, sweep_kmeans, widen_while_at_edge
 from .constants import (
     CLUSTER,
     DEFAULT_EVENT_WEIGHTS,
     DEFAULT_HAD_TYPES,
     EMBEDDING,
     EVENT_COLUMNS,
-    FEATURES,
     POPULARITY,
     PRICE,
     PRODUCT_ID,
@@ -41,14 +41,17 @@ from .constants import (
     WEIGHT,
 )
 from .datasets import get_spec, locate
-from .embed import embed_column, make_embedder
+from .embed import embed_column, make_embedder, resolve_backend, resolve_device
 from .errors import InputError
 from .evaluate import EvalSettings, evaluate
 from .graph import DEFAULT_MAX_USERS
 from .itemitem import MAX_ITEMS, fit_item_item
-from .progress import Stages
+from .progress import Stages, reported
 
 log = logging.getLogger(__name__)
+
+
+EMBED_TASK_ROWS = 1_000  # texts per embedding task (about 7 s on one core): the grain of the progress lines
 
 
 @dataclass
@@ -70,6 +73,7 @@ class BuildConfig:
     k_max: int = 20
     kmeans_max_iter: int = 30
     kmeans_restarts: int = 3
+    kmeans_sample: int = SAMPLE_SIZE  # the k sweep fits on at most this many vectors; the chosen k on all
     als_rank: int = 32
     als_reg_param: float = 0.1
     als_alpha: float = 1.0
@@ -80,7 +84,9 @@ class BuildConfig:
     embedding_dim: int | None = None  # --embedder openai: dimensions to ask for (text-embedding-3 models)
     embed_batch_size: int = 64
     embed_threads: int | None = None
-    faiss: str = "auto"  # auto = flat below 50,000 products, ivf above
+    embed_backend: str = "auto"  # auto = torch on a GPU, ONNX Runtime int8 on the CPU (torch if onnxruntime is missing)
+    device: str = "auto"  # auto = cuda when torch sees a GPU
+    faiss: str = "auto"  # auto = flat below 50,000 products, ivfpq (cells = the KMeans clusters) above
     faiss_nprobe: int = 3
     download: bool = True
     had_types: tuple[str, ...] = DEFAULT_HAD_TYPES  # events that mean the shopper has the product
@@ -138,12 +144,24 @@ def _embed_threads(spark, cfg: BuildConfig) -> int | None:
     return None
 
 
+def build_embedder(spark, cfg: BuildConfig, st: Stages):
+    """The build's embedder: OpenAI, or the local model on the backend and device asked for (``auto`` resolved)."""
+    if cfg.embedder == "openai":
+        return make_embedder("openai", model=cfg.embedding_model, dim=cfg.embedding_dim)
+    device = resolve_device(cfg.device)
+    backend = resolve_backend(cfg.embed_backend, device)
+    if backend == "onnx":
+        with st.stage("export", "%s to int8 ONNX (once per model; cached)", cfg.embedder):
+            return make_embedder(cfg.embedder, backend="onnx", threads=_embed_threads(spark, cfg))
+    return make_embedder(cfg.embedder, backend="torch", device=device, batch_size=cfg.embed_batch_size,
+                         threads=_embed_threads(spark, cfg) if device == "cpu" else None)
+
+
 def build(cfg: BuildConfig, spark=None) -> Path:
     """Run the whole build and publish ``cfg.out/<version>`` (+ ``current``); returns the version folder."""
-    from pyspark.ml.functions import array_to_vector
     from pyspark.sql import functions as F
 
-    from .faiss_index import build_index
+    from .faiss_index import LARGE, build_index
     from .session import make_spark
     from .transforms import (
         add_popularity,
@@ -222,39 +240,50 @@ def build(cfg: BuildConfig, spark=None) -> Path:
             )
             n_users, n_pairs = users.count(), inter.count()
 
-        embedder = (make_embedder("openai", model=cfg.embedding_model, dim=cfg.embedding_dim) if cfg.embedder == "openai"
-                    else make_embedder(cfg.embedder, batch_size=cfg.embed_batch_size, threads=_embed_threads(spark, cfg)))
+        embedder = build_embedder(spark, cfg, st)
         with st.stage("embed", "%d products with %s (%s)", n_products, embedder.model, embedder.backend):
-            texts = product_text(products).select(PRODUCT_IDX, TEXT).repartition(parallelism)
-            embedded = keep(embed_column(texts, embedder, TEXT, EMBEDDING))
-            emb_pdf = embedded.select(PRODUCT_IDX, EMBEDDING).toPandas().sort_values(PRODUCT_IDX)
+            # Tasks of at most EMBED_TASK_ROWS texts: the accumulator reaches the driver as each task ends.
+            texts = product_text(products).select(PRODUCT_IDX, TEXT).repartition(
+                max(parallelism, -(-n_products // EMBED_TASK_ROWS)))
+            done = spark.sparkContext.accumulator(0)
+            embedded = embed_column(texts, embedder, TEXT, EMBEDDING, counter=done)
+            with reported(st, "embed", n_products, "texts", lambda: done.value):
+                emb_pdf = embedded.select(PRODUCT_IDX, EMBEDDING).toPandas().sort_values(PRODUCT_IDX)
             embeddings = bundle.check_finite(bundle.EMBEDDINGS, np.stack(emb_pdf[EMBEDDING].to_numpy()).astype(np.float32))
 
         k_max = min(cfg.k_max, n_products - 1)
         k_min = min(cfg.k_min, k_max)
         with st.stage("kmeans", "sweep k=%d..%d", k_min, k_max):
+            kmeans_info: dict[str, Any] = {}
             if k_max >= 2:
-                vectors = keep(embedded.select(PRODUCT_IDX, array_to_vector(EMBEDDING).alias(FEATURES)))
-                def sweep_range(lo: int, hi: int):
-                    return sweep_kmeans(vectors, features_col=FEATURES, k_min=lo, k_max=hi, seed=cfg.seed,
-                                        max_iter=cfg.kmeans_max_iter, restarts=cfg.kmeans_restarts)
+                n_sample = min(n_products, cfg.kmeans_sample)
 
-                sweep, models, k, elbow, widened = widen_while_at_edge(sweep_range, max(2, k_min), k_max, n_products,
+                def sweep_range(lo: int, hi: int):
+                    fits = spark.sparkContext.accumulator(0)
+                    total = (hi - lo + 1) * restarts_for(n_sample, cfg.kmeans_restarts)
+                    with reported(st, "kmeans", total, "fits", lambda: fits.value):
+                        return sweep_kmeans(spark, embeddings, k_min=lo, k_max=hi, seed=cfg.seed, counter=fits,
+                                            max_iter=cfg.kmeans_max_iter, restarts=cfg.kmeans_restarts,
+                                            sample_size=cfg.kmeans_sample)
+
+                sweep, fitted, k, elbow, widened = widen_while_at_edge(sweep_range, max(2, k_min), k_max, n_products,
                                                                        say=st.say)
-                model = models[k]
-                labels_pdf = model.transform(vectors).select(PRODUCT_IDX, "_cluster").toPandas()
-                labels = np.zeros(n_products, dtype=np.int32)
-                labels[labels_pdf[PRODUCT_IDX].to_numpy()] = labels_pdf["_cluster"].to_numpy()
-                centroids = np.asarray(model.clusterCenters(), dtype=np.float32)
+                kmeans_info = {"sample": n_sample, "silhouette_sample": min(n_sample, SILHOUETTE_SIZE),
+                               "restarts_used": restarts_for(n_sample, cfg.kmeans_restarts)}
+                if n_sample < n_products:
+                    st.say("kmeans: swept on a sample of %d of %d vectors; fitting k=%d on all", n_sample, n_products, k)
+                labels, centroids, wssse, iters = fit_all(embeddings, fitted[k], max_iter=cfg.kmeans_max_iter)
+                kmeans_info.update(wssse_all=wssse, iterations_all=iters)
             else:  # one or two products: nothing to cluster
                 sweep, k, elbow, widened = [], 1, 1, []
                 labels = np.zeros(n_products, dtype=np.int32)
                 centroids = embeddings.mean(axis=0, keepdims=True)
             st.say("kmeans: chose k=%d (elbow %d)", k, elbow)
 
-        faiss_kind = cfg.faiss if cfg.faiss != "auto" else ("ivf" if n_products >= 50_000 and k > 1 else "flat")
+        faiss_kind = cfg.faiss if cfg.faiss != "auto" else ("ivfpq" if n_products >= LARGE and k > 1 else "flat")
         with st.stage("faiss", "%s index over %d vectors", faiss_kind, n_products):
-            index = build_index(embeddings, faiss_kind, centroids=centroids, nprobe=cfg.faiss_nprobe)
+            index = build_index(embeddings, faiss_kind, centroids=centroids, labels=labels, nprobe=cfg.faiss_nprobe,
+                                seed=cfg.seed)
 
         with st.stage("collect"):
             products_pdf = products.drop(ROW_ID).orderBy(PRODUCT_IDX).toPandas()
@@ -308,7 +337,12 @@ def build(cfg: BuildConfig, spark=None) -> Path:
             import faiss
 
             products_pdf.to_parquet(folder / bundle.PRODUCTS, index=False)
-            bundle.save_array(folder, bundle.EMBEDDINGS, embeddings)
+            embedding = embedder.identity()
+            if getattr(embedder, "folder", None):  # the exported ONNX graph: the assistant embeds queries with it
+                shutil.copytree(embedder.folder, folder / bundle.EMBEDDER_DIR)
+                embedding["folder"] = bundle.EMBEDDER_DIR
+            # a big catalog keeps one float16 copy for the assistant (the ivfpq index holds only codes)
+            bundle.save_array(folder, bundle.EMBEDDINGS, embeddings.astype(np.float16) if faiss_kind == "ivfpq" else embeddings)
             bundle.save_array(folder, bundle.CENTROIDS, centroids)
             faiss.write_index(index, str(folder / bundle.FAISS_INDEX))
             users_pdf.to_parquet(folder / bundle.USERS, index=False)
@@ -333,16 +367,17 @@ def build(cfg: BuildConfig, spark=None) -> Path:
                 "assumed": source.defaults,
                 "versions": _versions(),
                 "counts": counts,
-                "embedding": embedder.identity(),
+                "embedding": embedding,
                 "kmeans": {"k": k, "elbow_k": elbow, "rule": K_RULE, "seed": cfg.seed,
-                           "restarts": cfg.kmeans_restarts, "widened": widened, "sweep": sweep},
+                           "restarts": cfg.kmeans_restarts, "widened": widened, **kmeans_info, "sweep": sweep},
                 "als": als_info,
                 "item_item": item_info,
                 "recommender": recommender or {},
                 "metrics": result.metrics if result is not None else {
                     "skipped": "--no-eval" if not cfg.evaluate else "no events with timestamps to split in time"},
                 "faiss": {"kind": faiss_kind, "metric": "inner_product", "ntotal": int(index.ntotal),
-                          "nprobe": cfg.faiss_nprobe if faiss_kind == "ivf" else None},
+                          "nprobe": cfg.faiss_nprobe if faiss_kind.startswith("ivf") else None,
+                          "cells": "kmeans clusters" if faiss_kind.startswith("ivf") else None},
                 "timings_s": st.timings_s,
             }
             with st.stage("report", "recommendation graph and insights report"):

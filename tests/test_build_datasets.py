@@ -13,7 +13,11 @@ from index_builder.cli import main
 def test_manifest_describes_the_build(uci_bundle):
     folder, m = uci_bundle
     assert m["dataset"] == "online-retail" and m["params"]["sample_users"] == 200
-    assert m["embedding"] == {"model": "all-MiniLM-L6-v2", "dim": 384, "backend": "sentence-transformers"}
+    # the default on a CPU: the model exported to int8 ONNX, carried in the bundle for the assistant's queries
+    assert m["embedding"] == {"model": "all-MiniLM-L6-v2", "dim": 384, "backend": "onnx-int8", "device": "cpu",
+                              "folder": "embedder"}
+    assert {"embedder/model.onnx", "embedder/tokenizer.json", "embedder/export.json"} <= set(m["files"])
+    assert m["kmeans"]["sample"] == m["counts"]["products"] and m["kmeans"]["restarts_used"] == 3
     assert {"python", "spark", "torch", "sentence-transformers", "faiss"} <= set(m["versions"])
     swept, widened = [r["k"] for r in m["kmeans"]["sweep"]], m["kmeans"]["widened"]
     assert swept == list(range(4, (widened[-1][1] if widened else 8) + 1)), "4..8, then (top, 2 x top] while k is the top"

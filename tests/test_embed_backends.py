@@ -1,0 +1,128 @@
+"""Embedding backends (torch, ONNX int8, CUDA) and the sampled KMeans sweep, on the real model and real texts."""
+
+from __future__ import annotations
+
+import collections
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from index_builder.cluster import choose_k, fit_all, sweep_kmeans
+from index_builder.embed import SentenceTransformerEmbedder, make_embedder, resolve_backend, resolve_device
+from index_builder.errors import ModelFitError
+from index_builder.onnx_embed import META_FILE, OnnxEmbedder, export_onnx
+
+
+def _real_texts(data_dir, n: int = 300) -> list[str]:
+    """Catalog texts as the builder embeds them: long (title + description) and short (UCI titles)."""
+    if data_dir is None:
+        pytest.skip("needs ../shared/data (set CARTWISE_DATA_DIR)")
+    cat = pd.read_csv(data_dir / "datacamp-products" / "products_dataset.csv").head(n)
+    long = (cat["title"].fillna("") + " " + cat["description"].fillna("")).str.strip().tolist()
+    uci = pd.read_parquet(data_dir / "uci-online-retail" / "online_retail_2010-2011.parquet", columns=["Description"])
+    short = uci["Description"].dropna().astype(str).drop_duplicates().head(n).str.title().tolist()
+    return long + short
+
+
+@pytest.fixture(scope="module")
+def onnx_embedder(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("models")
+    return OnnxEmbedder(export_onnx(cache=cache), threads=2)
+
+
+def test_onnx_vectors_match_torch_on_real_texts(onnx_embedder, data_dir):
+    texts = _real_texts(data_dir)
+    ref = SentenceTransformerEmbedder().encode(texts)
+    got = onnx_embedder.encode(texts)
+    assert got.shape == ref.shape == (len(texts), 384) and got.dtype == np.float32
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    cosine = (got * ref).sum(axis=1)
+    assert cosine.mean() >= 0.99, cosine.mean()
+    assert cosine.min() >= 0.95, (cosine.min(), texts[int(cosine.argmin())])
+    # the order of the inputs (sorted by length inside) does not leak into the result
+    assert np.allclose(onnx_embedder.encode(texts[::-1])[::-1], got, atol=1e-5)
+
+
+def test_the_export_is_a_cached_build_step(onnx_embedder, tmp_path):
+    folder = export_onnx(cache=tmp_path)  # a fresh cache exports again ...
+    meta = (folder / META_FILE).read_text()
+    assert "int8" in meta and "mean pooling" in meta
+    start = time.perf_counter()
+    assert export_onnx(cache=tmp_path) == folder  # ... and the second call finds it
+    assert time.perf_counter() - start < 2.0
+    assert onnx_embedder.identity() == {"model": "all-MiniLM-L6-v2", "dim": 384, "backend": "onnx-int8", "device": "cpu"}
+
+
+def test_backend_and_device_choice():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_backend("torch", "cpu") == "torch"
+    assert resolve_backend("auto", "cuda") == "torch"
+    assert resolve_backend("auto", "cpu") == "onnx"  # onnxruntime is in requirements.txt
+    with pytest.raises(ModelFitError, match="CPU only"):
+        resolve_backend("onnx", "cuda")
+    with pytest.raises(ValueError, match="unknown embedding backend"):
+        resolve_backend("tensorrt", "cpu")
+    import torch
+
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == "cpu"
+        with pytest.raises(ModelFitError, match="sees no GPU"):
+            resolve_device("cuda")
+
+
+def test_cuda_float16_matches_cpu(data_dir):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no GPU here: the CUDA path runs where torch sees one")
+    texts = _real_texts(data_dir, 200)
+    gpu = make_embedder("minilm", device="cuda")
+    assert gpu.identity()["dtype"] == "float16" and gpu.batch_size >= 512
+    cosine = (gpu.encode(texts) * SentenceTransformerEmbedder().encode(texts)).sum(axis=1)
+    assert cosine.min() >= 0.999, cosine.min()
+
+
+THEMES = {
+    "candle": ["white pillar candle", "vanilla scented candle", "lavender candle jar", "beeswax candle",
+               "tealight candles", "candle holder", "soy wax candle", "birthday candles", "church candle",
+               "floating candles"],
+    "tea": ["green tea leaves", "earl grey tea bags", "ceramic teapot", "porcelain tea cup", "tea strainer",
+            "chamomile tea", "tea caddy", "jasmine tea", "loose leaf black tea", "tea infuser"],
+    "bike": ["mountain bike tyre", "bicycle helmet", "bike chain oil", "bicycle pump", "bike lights",
+             "bicycle saddle", "bike lock", "bicycle inner tube", "bike bell", "cycling gloves"],
+    "garden": ["garden hose", "terracotta flower pot", "garden trowel", "seed tray", "pruning shears",
+               "watering can", "garden gloves", "compost bin", "lawn rake", "plant food"],
+    "baby": ["baby bib", "baby rattle", "baby blanket", "baby bottle", "nappy bag", "baby sleepsuit",
+             "teething ring", "baby bath", "baby socks", "dummy clip"],
+    "dog": ["dog collar", "dog lead", "dog food bowl", "dog chew toy", "dog bed", "dog shampoo", "puppy treats",
+            "dog harness", "dog coat", "dog whistle"],
+}
+
+
+def test_the_sampled_sweep_picks_the_same_k_as_the_full_sweep(spark, onnx_embedder):
+    texts = [t for titles in THEMES.values() for t in titles]
+    truth = [theme for theme, titles in THEMES.items() for _ in titles]
+    vectors = onnx_embedder.encode(texts)
+    chosen = {}
+    for sample in (len(texts), 30):  # all 60 vectors, then half of them
+        rows, centroids = sweep_kmeans(spark, vectors, k_min=2, k_max=10, seed=42, sample_size=sample)
+        k, _ = choose_k(rows)
+        labels, _, _, _ = fit_all(vectors, centroids[k])  # the chosen k, fitted on every vector
+        majority = sum(collections.Counter(t for t, c in zip(truth, labels, strict=True) if c == cluster)
+                       .most_common(1)[0][1] for cluster in set(labels))
+        assert majority / len(texts) >= 0.85, (sample, k, labels)  # the clusters are the themes
+        chosen[sample] = k
+    assert chosen[30] == chosen[len(texts)], chosen
+    assert abs(chosen[30] - len(THEMES)) <= 1, chosen
+
+
+def test_fit_all_converges_from_the_sample_centroids():
+    rng = np.random.default_rng(0)
+    centres = np.eye(8, 16, dtype=np.float32) * 5
+    x = np.concatenate([c + rng.normal(0, 0.3, (200, 16)).astype(np.float32) for c in centres])
+    labels, cents, cost, iters = fit_all(x, x[[0, 200, 400, 600, 800, 1000, 1200, 1400]] + 0.5)
+    assert len(set(labels.tolist())) == 8 and iters <= 5
+    assert all(len(set(labels[i * 200:(i + 1) * 200].tolist())) == 1 for i in range(8))
+    assert np.allclose(cents, centres, atol=0.1)
