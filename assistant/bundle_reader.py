@@ -24,7 +24,7 @@ class Bundle:
     folder: Path
     manifest: dict[str, Any]
     products: pd.DataFrame
-    embeddings: np.ndarray  # (n_products, dim) float32, unit-norm
+    embeddings: np.ndarray  # (n_products, dim) unit-norm; float32, or float16 in a big (ivfpq) bundle: use vectors()
     index: Any  # faiss.Index, ntotal = n_products
     clusters: np.ndarray  # (n_products,) int
     popularity: np.ndarray  # (n_products,) float in [0, 1]: log1p(pop) / log1p(max pop)
@@ -47,7 +47,17 @@ class Bundle:
     popularity_rank: np.ndarray = field(repr=False, default=None)  # (n_products,) 1 = best seller
     popularity_order: np.ndarray = field(repr=False, default=None)  # rows, best seller first
     members: dict[int, np.ndarray] = field(repr=False, default_factory=dict)  # cluster -> rows
-    member_embeddings: dict[int, np.ndarray] = field(repr=False, default_factory=dict)  # cluster -> (m, dim)
+    # cluster -> (m, dim) float32 copies for exact in-cluster search; empty when the FAISS index's cells are the
+    # clusters (ivf, ivfpq): then one cell is searched instead, and the vectors stay in memory once
+    member_embeddings: dict[int, np.ndarray] = field(repr=False, default_factory=dict)
+
+    def vectors(self, rows) -> np.ndarray:
+        """Embedding rows as float32 (whatever the stored precision)."""
+        return np.asarray(self.embeddings[rows], dtype=np.float32)
+
+    @property
+    def cells_are_clusters(self) -> bool:
+        return self.manifest.get("faiss", {}).get("kind") in ("ivf", "ivfpq")
 
     @property
     def version(self) -> str:
@@ -160,5 +170,7 @@ def assemble_bundle(*, folder: Path, manifest: dict[str, Any], products: pd.Data
         purchased=purchased, history=history, had=had, profile=profile, pair_rows=pair_rows, pair_age_days=pair_age,
         item_neighbours=item_neighbours, item_weights=item_weights,
         popularity_rank=rank, popularity_order=order,
-        members=members, member_embeddings={c: np.ascontiguousarray(embeddings[m]) for c, m in members.items()},
+        members=members,
+        member_embeddings={} if manifest.get("faiss", {}).get("kind") in ("ivf", "ivfpq") else
+        {c: np.ascontiguousarray(embeddings[m], dtype=np.float32) for c, m in members.items()},
     )

@@ -43,8 +43,14 @@ def query_encoder(bundle: Bundle):
     ident = bundle.manifest["embedding"]
     params = bundle.manifest.get("params", {})
     name = params.get("embedder", "minilm")
-    embedder = (make_embedder("openai", model=ident["model"], dim=params.get("embedding_dim")) if name == "openai"
-                else make_embedder(name))
+    if name == "openai":
+        embedder = make_embedder("openai", model=ident["model"], dim=params.get("embedding_dim"))
+    elif ident.get("folder"):  # the bundle carries its exported ONNX encoder
+        from index_builder.onnx_embed import OnnxEmbedder
+
+        embedder = OnnxEmbedder(bundle.folder / ident["folder"], model=ident["model"])
+    else:  # torch on the CPU: a GPU-built bundle (float16) is within cosine 0.999 of it
+        embedder = make_embedder(name)
     if embedder.model != ident["model"] or embedder.dim != ident["dim"]:
         raise BundleError(f"bundle {bundle.folder} was embedded with {ident}, but {name!r} gives "
                              f"{embedder.identity()}; rebuild the bundle or install that model")

@@ -15,6 +15,7 @@ import numpy as np
 from .bundle_reader import Bundle
 from .config import RecommenderConfig
 
+SHORTLIST = 16  # a quantized (ivfpq) search returns 16 x k candidates, re-scored exactly: recall@k ~0.99
 MIN_REASON_SIMILARITY = 0.3  # a weaker similarity is not given as a reason when another signal is there
 
 
@@ -176,8 +177,19 @@ class Recommender:
         return sig
 
     def _search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        k = min(k, self.b.index.ntotal)
-        return self.b.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+        """FAISS search; a quantized index's shortlist (SHORTLIST x k) is re-scored exactly from the vectors."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.b.manifest.get("faiss", {}).get("kind") != "ivfpq":
+            return self.b.index.search(vectors, min(k, self.b.index.ntotal))
+        _, ids = self.b.index.search(vectors, min(SHORTLIST * k, self.b.index.ntotal))
+        out_s = np.full((len(vectors), k), -np.inf, dtype=np.float32)
+        out_i = np.full((len(vectors), k), -1, dtype=np.int64)
+        for i, (vec, cand) in enumerate(zip(vectors, ids, strict=True)):
+            cand = cand[cand >= 0]
+            sims = self.b.vectors(cand) @ vec
+            best = top_k(sims, k)
+            out_s[i, :len(best)], out_i[i, :len(best)] = sims[best], cand[best]
+        return out_s, out_i
 
     # -- candidates ---------------------------------------------------------------------------------
     def candidates(self, req: Request, *, widen: bool = False, signals: Signals | None = None
@@ -239,9 +251,9 @@ class Recommender:
             return
         seeds = req.seeds[: self.cfg.max_seeds]
         if seeds:
-            sims = (b.embeddings[rows] @ b.embeddings[seeds].T).max(axis=1)
+            sims = (b.vectors(rows) @ b.vectors(seeds).T).max(axis=1)
         elif req.query:
-            sims = b.embeddings[rows] @ self.encode([req.query])[0]
+            sims = b.vectors(rows) @ self.encode([req.query])[0]
         else:
             sims = np.zeros(len(rows))
         for r, sim in zip(rows.tolist(), np.clip(sims, 0.0, 1.0).tolist(), strict=True):
@@ -253,7 +265,7 @@ class Recommender:
         seeds = req.seeds[: self.cfg.max_seeds]
         if not len(rows):
             return []
-        sims = b.embeddings[np.asarray(rows, dtype=np.int64)] @ b.embeddings[seeds].T
+        sims = b.vectors(np.asarray(rows, dtype=np.int64)) @ b.vectors(seeds).T
         return [{"kind": "similar", "to": b.titles[seeds[j]], "to_id": b.product_ids[seeds[j]], "via": req.seed_kind,
                  "similarity": round(float(sims[i, j]), 3)} for i, j in enumerate(sims.argmax(axis=1).tolist())]
 
@@ -264,24 +276,40 @@ class Recommender:
         out = []
         if widen:  # the three most recent seeds, twice as many neighbours, any cluster
             seeds = seeds[:3]
-            sims, ids = self._search(b.embeddings[seeds], cfg.neighbours_per_seed * 2 + 1)
+            sims, ids = self._search(b.vectors(seeds), cfg.neighbours_per_seed * 2 + 1)
             for seed, srow, irow in zip(seeds, sims.tolist(), ids.tolist(), strict=True):
                 out.append([(i, s) for i, s in zip(irow, srow, strict=True) if i >= 0 and i != seed])
             return out
         for seed in seeds:
             c = int(b.clusters[seed])
-            sims = b.member_embeddings[c] @ b.embeddings[seed]
-            best = top_k(sims, cfg.neighbours_per_seed + 1)
-            rows = b.members[c][best].tolist()
-            out.append([(r, s) for r, s in zip(rows, sims[best].tolist(), strict=True) if r != seed])
+            if c in b.member_embeddings:
+                sims = b.member_embeddings[c] @ b.vectors(seed)
+                best = top_k(sims, cfg.neighbours_per_seed + 1)
+                rows, sims = b.members[c][best], sims[best]
+            else:
+                rows, sims = self._cell_search(seed, c, cfg.neighbours_per_seed + 1)
+            out.append([(r, s) for r, s in zip(rows.tolist(), sims.tolist(), strict=True) if r != seed])
         return out
+
+    def _cell_search(self, seed: int, cluster: int, k: int, shortlist: int = SHORTLIST) -> tuple[np.ndarray, np.ndarray]:
+        """The seed's k nearest products in its cluster, through the one FAISS cell that holds that cluster:
+        ``shortlist`` x k candidates by the index's (possibly quantized) scores, re-scored exactly."""
+        index = self.b.index
+        q = self.b.vectors([seed])
+        assign = np.full((1, index.nprobe), -1, dtype=np.int64)  # -1: no further cell to visit
+        assign[0, 0] = cluster
+        _, ids = index.search_preassigned(q, min(shortlist * k, index.ntotal), assign, None)
+        rows = ids[0][ids[0] >= 0]
+        sims = self.b.vectors(rows) @ q[0]
+        best = top_k(sims, k)
+        return rows[best], sims[best]
 
     # -- filters ------------------------------------------------------------------------------------
     def _keyword_mask(self, rows: np.ndarray, keywords: list[str]) -> np.ndarray:
         """True where a product matches any keyword, by its title words or by meaning."""
         if not keywords:
             return np.zeros(len(rows), dtype=bool)
-        sims = self.b.embeddings[rows] @ self.encode(keywords).T
+        sims = self.b.vectors(rows) @ self.encode(keywords).T
         return self._title_mask(rows, keywords) | (sims.max(axis=1) >= self.cfg.keyword_similarity)
 
     def title_hits(self, keyword: str) -> int:
@@ -363,7 +391,7 @@ class Recommender:
         lam = self.cfg.mmr_lambda
         if lam >= 1.0:
             return [int(r) for r in pool[:n]]
-        emb = self.b.embeddings[pool]
+        emb = self.b.vectors(pool)
         chosen: list[int] = []
         max_sim = np.zeros(len(pool))
         for _ in range(min(n, len(pool))):

@@ -5,12 +5,14 @@ No ``from __future__ import annotations`` here: gr.api reads the real type hints
 
 import html
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 from .chat import MAX_MESSAGE_CHARS, Assistant
 from .errors import AssistantError
 from .insights import Insights
+from .search import ProductSearch
 from .session import SessionState
 from .text import money as format_money
 from .text import readable_title
@@ -19,6 +21,8 @@ from .writers import ReplyContext, accumulate
 log = logging.getLogger(__name__)
 
 N_CARDS = 5
+PICKER_START = 100  # best sellers listed before the shopper types
+PICKER_MATCHES = 50  # matches listed for what they typed
 CSS = """
 .cw-cards {display:flex; flex-wrap:wrap; gap:10px;}
 .cw-card {border:1px solid var(--border-color-primary); border-radius:10px; padding:10px 12px; width:190px;
@@ -84,9 +88,29 @@ def build_demo(assistant: Assistant):
     b = assistant.bundle
     active = sorted(b.had, key=lambda u: (-len(b.had[u]), u))
     customers = [("Anonymous", "")] + [(f"{u} · {len(b.had[u])} products", u) for u in active]
-    by_pop = sorted(range(len(b.titles)), key=lambda r: int(b.popularity_rank[r]))[:5000]
-    product_choices = [(f"{readable_title(b.titles[r])} · {format_money(b.product(r)['price'], b.currency)} · "
-                        f"{b.product_ids[r]}", b.product_ids[r]) for r in by_pop]
+    def choice(row: int) -> tuple[str, str]:
+        return (f"{readable_title(b.titles[row])} · {format_money(b.product(row)['price'], b.currency)} · "
+                f"{b.product_ids[row]}", b.product_ids[row])
+
+    # The picker starts with the best sellers; typing asks the server (ProductSearch), so a catalog of any size
+    # never travels to the browser.
+    best_sellers = [int(r) for r in b.popularity_order[:PICKER_START]]
+    product_choices = [choice(r) for r in best_sellers]
+    search = ProductSearch(b.titles, b.product_ids, b.popularity_rank)
+    threading.Thread(target=search.warm, name="product-search-index", daemon=True).start()
+
+    def picker(selected: list[str] | None, rows: list[int], **update: Any):
+        """The picker's choices: what is selected (it must stay listed), then ``rows``."""
+        keep = [b.row_of[p] for p in (selected or []) if p in b.row_of]
+        return gr.Dropdown(choices=[choice(r) for r in dict.fromkeys(keep + rows)], **update)
+
+    def on_type(selected: list[str] | None, key: gr.KeyUpData):
+        typed = (key.input_value or "").strip()
+        return picker(selected, search.search(typed, PICKER_MATCHES) if typed else best_sellers)
+
+    def products(query: str, limit: int = 20) -> list[dict]:
+        """Products whose titles contain every word of the query (the last word as a prefix), best sellers first."""
+        return [b.product(r) for r in search.search(query, max(1, min(int(limit), 200)))]
 
     insights = Insights.load(b)
 
@@ -149,7 +173,8 @@ def build_demo(assistant: Assistant):
             return state, gr.update()
         assistant.mark_viewed(state, shown[i])
         gr.Info(f"Marked {readable_title(b.titles[b.row_of[shown[i]]])} as viewed")
-        return state, gr.update(value=list(state.viewed))
+        viewed = list(state.viewed)
+        return state, picker(viewed, best_sellers, value=viewed)
 
     # -- API endpoints (gradio_client) ------------------------------------------------------------
     def recommend(user_id: str, recently_viewed: list[str], message: str, session_id: str = "") -> dict:
@@ -224,6 +249,8 @@ def build_demo(assistant: Assistant):
 
         user_dd.change(on_user, [user_dd, state], [state, profile_md], api_visibility="private")
         viewed_dd.change(on_viewed, [viewed_dd, state], [state], api_visibility="private")
+        viewed_dd.key_up(on_type, [viewed_dd], [viewed_dd], api_visibility="private", show_progress="hidden",
+                         trigger_mode="always_last")
         if map_plot is not None:
             for trigger in (user_dd, viewed_dd):
                 trigger.change(on_map, [user_dd, viewed_dd], [map_plot, marked_md], api_visibility="private")
@@ -234,4 +261,5 @@ def build_demo(assistant: Assistant):
             button.click(lambda s, i=i: on_card(i, s), [state], [state, viewed_dd], api_visibility="private")
         gr.api(recommend, api_name="recommend", concurrency_limit=4)
         gr.api(chat, api_name="chat", concurrency_limit=4)
+        gr.api(products, api_name="products", concurrency_limit=8)
     return demo

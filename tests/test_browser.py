@@ -113,3 +113,21 @@ def test_insights_tab_marks_the_customers_products_on_the_map(browser, app_url, 
                              ".filter(t => t.type === 'scattergl').reduce((n, t) => n + t.x.length, 0)")
     assert n_points == manifest["report"]["map_shown"]
     page.close()
+
+
+def test_the_product_picker_searches_the_whole_catalog_on_the_server(browser, app_url, uci_bundle):
+    folder, _ = uci_bundle
+    products = pd.read_parquet(folder / bundle.PRODUCTS)
+    rare = products.sort_values(["popularity", "product_id"]).iloc[0]  # far outside the 100 best sellers listed first
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url, wait_until="load")
+    picker = page.locator("#viewed input").first
+    picker.click()
+    assert page.get_by_role("option", name=rare.product_id).count() == 0, "not listed before the shopper types"
+    words = " ".join(rare.title.lower().split()[:3])
+    picker.press_sequentially(words, delay=30)
+    option = page.get_by_role("option").filter(has_text=rare.product_id).first
+    option.wait_for(timeout=20_000)
+    option.click()
+    page.locator("#viewed").get_by_text(rare.product_id).first.wait_for(timeout=10_000)
+    page.close()

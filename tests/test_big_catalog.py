@@ -1,0 +1,80 @@
+"""Serving a big catalog: the ivfpq index whose cells are the clusters, float16 vectors kept once, and the
+product picker's server-side title search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from assistant.bundle_reader import assemble_bundle
+from assistant.recommender import Recommender
+from assistant.search import ProductSearch
+from index_builder.faiss_index import build_index
+
+
+def _clustered(n: int = 20_000, k: int = 20, d: int = 64, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)).astype(np.float32)
+    labels = rng.integers(0, k, n)
+    x = centres[labels] + rng.normal(0, 0.8, (n, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    cents = np.stack([x[labels == c].mean(axis=0) for c in range(k)])
+    return x, labels, cents
+
+
+def _bundle(x, labels, index, kind: str):
+    n = len(x)
+    products = pd.DataFrame({"product_id": [f"P{i}" for i in range(n)], "title": [f"product {i}" for i in range(n)],
+                             "price": 1.0, "cluster": labels, "popularity": np.arange(n)[::-1]})
+    return assemble_bundle(folder=Path("."), manifest={"faiss": {"kind": kind}}, products=products,
+                           embeddings=x.astype(np.float16) if kind == "ivfpq" else x, index=index,
+                           users=pd.DataFrame({"user_id": [], "user_idx": []}), interactions=pd.DataFrame())
+
+
+def test_every_product_sits_in_its_own_clusters_cell():
+    x, labels, cents = _clustered()
+    index = build_index(x, "ivfpq", centroids=cents, labels=labels)
+    invlists = index.invlists
+    import faiss
+
+    for c in range(len(cents)):
+        ids = faiss.rev_swig_ptr(invlists.get_ids(c), invlists.list_size(c)).copy()
+        assert sorted(ids.tolist()) == np.flatnonzero(labels == c).tolist()
+    assert index.code_size == 64 // 8, "one byte per 8 dimensions instead of 4 bytes per dimension"
+
+
+def test_the_cell_search_finds_the_exact_in_cluster_neighbours():
+    x, labels, cents = _clustered()
+    exact = Recommender(_bundle(x, labels, build_index(x, "flat"), "flat"), encode=None)
+    big = _bundle(x, labels, build_index(x, "ivfpq", centroids=cents, labels=labels), "ivfpq")
+    assert big.embeddings.dtype == np.float16 and not big.member_embeddings, "one copy of the vectors"
+    approx = Recommender(big, encode=None)
+    seeds = list(range(0, 2000, 50))
+    want = exact._seed_neighbours(seeds, widen=False)
+    got = approx._seed_neighbours(seeds, widen=False)
+    recall = np.mean([len({r for r, _ in w} & {r for r, _ in g}) / len(w) for w, g in zip(want, got, strict=True)])
+    assert recall >= 0.9, recall
+    for seed, neighbours in zip(seeds, got, strict=True):
+        assert all(labels[r] == labels[seed] for r, _ in neighbours), "neighbours come from the seed's cluster"
+        sims = [s for _, s in neighbours]
+        assert sims == sorted(sims, reverse=True)
+        assert np.allclose(sims, [float(x[r] @ x[seed]) for r, _ in neighbours], atol=2e-3), "scores are exact"
+    # the catalog-wide search re-scores its shortlist exactly too
+    sims, ids = approx._search(x[:5], 10)
+    assert np.allclose(sims, np.einsum("qd,qkd->qk", x[:5], x[ids]), atol=2e-3)
+
+
+def test_product_search_by_title_words_and_id():
+    titles = ["WHITE HANGING HEART T-LIGHT HOLDER", "Red candle", "Candle holder, blue", "Jumbo bag red", "Red candles x3"]
+    rank = np.array([1, 3, 2, 4, 5])  # 1 = best seller
+    s = ProductSearch(titles, ["A1", "B2", "C3", "D4", "E5"], rank)
+    assert s.search("cand") == [2, 1, 4], "the last word is a prefix; best sellers first"
+    assert s.search("candle hol") == [2]
+    assert s.search("RED") == [1, 3, 4]
+    assert s.search("red cand") == [1, 4]
+    assert s.search("t-light") == [0]
+    assert s.search("d4") == [3], "a product id typed in full"
+    assert s.search("zebra") == [] and s.search("  ") == []
+    assert s.search("red", limit=2) == [1, 3]
