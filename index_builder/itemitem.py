@@ -1,9 +1,9 @@
 """The item-item collaborative model: EASE (Steck 2019), "shoppers who bought this also bought".
 
 B = I - P diag(1/diag(P)) with P = (X^T X + lambda I)^-1 and X the binary user x product matrix of
-positive interactions; a user's scores are x_u B. The Gram matrix X^T X is computed by Spark
-(``RowMatrix.computeGramianMatrix``, a tree aggregation over the executors); the inversion runs on
-the driver, so the model covers at most ``max_items`` products (default 10,000: the Gram and its
+positive interactions; a user's scores are x_u B. Spark selects the products and the (user, product)
+pairs; the Gram matrix X^T X (a sparse product) and its inversion run on the driver, so the model
+covers at most ``max_items`` products (default 10,000: the Gram and its
 inverse take 8 * n^2 bytes each, 800 MB at 10k). Above that it keeps the ``max_items`` products with
 the most buyers; the rest are served by ALS and content. Each row of B is pruned to its ``top_k``
 largest weights by absolute value, which is what the bundle stores.
@@ -35,10 +35,15 @@ class Gram:
 
 
 def gram_matrix(interactions: DataFrame, *, max_items: int = MAX_ITEMS) -> Gram:
-    """X^T X of the binary matrix of (user_idx, product_idx) pairs with positive weight."""
-    from pyspark.mllib.linalg import SparseVector
-    from pyspark.mllib.linalg.distributed import RowMatrix
+    """X^T X of the binary matrix of (user_idx, product_idx) pairs with positive weight.
+
+    Spark picks the ``max_items`` most bought products and the distinct pairs; the product itself is a sparse
+    matrix product (scipy) on the driver, where the dense m x m result is inverted anyway. The pairs are small
+    (one per user and product); ``RowMatrix.computeGramianMatrix`` pickled its dense result inside the JVM,
+    which ran a 4 GB driver out of heap at 10,000 products.
+    """
     from pyspark.sql import functions as F
+    from scipy.sparse import csr_matrix
 
     pos = interactions.filter(F.col(WEIGHT) > 0).select(USER_IDX, PRODUCT_IDX).distinct()
     counts = pos.groupBy(PRODUCT_IDX).count().orderBy(F.desc("count"), PRODUCT_IDX).limit(max_items).toPandas()
@@ -46,15 +51,16 @@ def gram_matrix(interactions: DataFrame, *, max_items: int = MAX_ITEMS) -> Gram:
     m = len(rows)
     if m == 0:
         return Gram(np.zeros((0, 0)), rows, 0)
-    col_of = {int(r): j for j, r in enumerate(rows)}
     spark = interactions.sparkSession
-    mapping = spark.createDataFrame([(r, j) for r, j in col_of.items()], f"{PRODUCT_IDX} int, _col int")
-    per_user = (pos.join(F.broadcast(mapping), PRODUCT_IDX)
-                .groupBy(USER_IDX).agg(F.sort_array(F.collect_set("_col")).alias("_cols")))
-    n_users = per_user.count()
-    vectors = per_user.rdd.map(lambda r: SparseVector(m, r[1], [1.0] * len(r[1])))
-    matrix = RowMatrix(vectors, numCols=m).computeGramianMatrix().toArray()
-    return Gram(np.asarray(matrix, dtype=np.float64), rows, n_users)
+    mapping = spark.createDataFrame([(int(r), j) for j, r in enumerate(rows)], f"{PRODUCT_IDX} int, _col int")
+    pairs = pos.join(F.broadcast(mapping), PRODUCT_IDX).select(USER_IDX, "_col").toPandas()
+    users, user_pos = np.unique(pairs[USER_IDX].to_numpy(), return_inverse=True)
+    x = csr_matrix((np.ones(len(pairs)), (user_pos, pairs["_col"].to_numpy())), shape=(len(users), m))
+    xt, xc = x.T.tocsr(), x.tocsc()
+    matrix = np.empty((m, m), dtype=np.float64)
+    for lo in range(0, m, 1024):  # column blocks: never a second dense m x m (or users x m) array
+        matrix[:, lo:lo + 1024] = (xt @ xc[:, lo:lo + 1024]).toarray()
+    return Gram(matrix, rows, len(users))
 
 
 def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
