@@ -88,7 +88,7 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--embed-threads", type=int, help="torch / ONNX Runtime threads per Spark Python worker")
     b.add_argument("--embed-backend", choices=BACKENDS, default="auto",
                    help="local model runtime: torch, or onnx (exported once to int8 and cached, about 2x faster on "
-                        "a CPU); auto = torch on a GPU, onnx on the CPU")
+                        "a CPU); auto = onnx on the CPU from 50,000 products, else torch")
     b.add_argument("--device", choices=DEVICES, default="auto",
                    help="where torch embeds: cuda (float16, large batches) or cpu; auto = cuda when torch sees a GPU")
     b.add_argument("--faiss", choices=("auto", *KINDS), default="auto",

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 CUDA_BATCH = 512  # texts per batch on a GPU (fills an H100 with MiniLM; CPU batches stay small)
 BACKENDS = ("auto", "torch", "onnx")
+# auto picks ONNX from this many texts: below it embedding takes seconds, and on UCI (3,808 products) the int8
+# vectors moved the tuned blend enough to cost NDCG@10 (0.1169 vs 0.1200 with torch in the same protocol)
+ONNX_FROM = 50_000
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -175,15 +178,16 @@ def resolve_device(device: str = "auto") -> str:
     return "cuda" if has_gpu else "cpu"
 
 
-def resolve_backend(backend: str, device: str) -> str:
-    """``auto`` -> torch on a GPU, ONNX Runtime int8 on the CPU when onnxruntime is installed, else torch."""
+def resolve_backend(backend: str, device: str, n_texts: int = 0) -> str:
+    """``auto`` -> torch on a GPU; on the CPU, ONNX Runtime int8 from :data:`ONNX_FROM` texts (when onnxruntime
+    is installed), else torch: a small catalog embeds in seconds either way and keeps torch's exact vectors."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown embedding backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if backend == "onnx" and device == "cuda":
         raise ModelFitError("--embed-backend onnx runs on the CPU only; use --device cpu, or --embed-backend torch")
     if backend != "auto":
         return backend
-    if device == "cuda":
+    if device == "cuda" or n_texts < ONNX_FROM:
         return "torch"
     import importlib.util
 

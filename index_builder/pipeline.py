@@ -84,7 +84,7 @@ class BuildConfig:
     embedding_dim: int | None = None  # --embedder openai: dimensions to ask for (text-embedding-3 models)
     embed_batch_size: int = 64
     embed_threads: int | None = None
-    embed_backend: str = "auto"  # auto = torch on a GPU, ONNX Runtime int8 on the CPU (torch if onnxruntime is missing)
+    embed_backend: str = "auto"  # auto = ONNX Runtime int8 on the CPU from 50,000 products, else torch
     device: str = "auto"  # auto = cuda when torch sees a GPU
     faiss: str = "auto"  # auto = flat below 50,000 products, ivfpq (cells = the KMeans clusters) above
     faiss_nprobe: int = 3
@@ -144,12 +144,12 @@ def _embed_threads(spark, cfg: BuildConfig) -> int | None:
     return None
 
 
-def build_embedder(spark, cfg: BuildConfig, st: Stages):
+def build_embedder(spark, cfg: BuildConfig, st: Stages, n_products: int):
     """The build's embedder: OpenAI, or the local model on the backend and device asked for (``auto`` resolved)."""
     if cfg.embedder == "openai":
         return make_embedder("openai", model=cfg.embedding_model, dim=cfg.embedding_dim)
     device = resolve_device(cfg.device)
-    backend = resolve_backend(cfg.embed_backend, device)
+    backend = resolve_backend(cfg.embed_backend, device, n_products)
     if backend == "onnx":
         with st.stage("export", "%s to int8 ONNX (once per model; cached)", cfg.embedder):
             return make_embedder(cfg.embedder, backend="onnx", threads=_embed_threads(spark, cfg))
@@ -240,7 +240,7 @@ def build(cfg: BuildConfig, spark=None) -> Path:
             )
             n_users, n_pairs = users.count(), inter.count()
 
-        embedder = build_embedder(spark, cfg, st)
+        embedder = build_embedder(spark, cfg, st, n_products)
         with st.stage("embed", "%d products with %s (%s)", n_products, embedder.model, embedder.backend):
             # Tasks of at most EMBED_TASK_ROWS texts: the accumulator reaches the driver as each task ends.
             texts = product_text(products).select(PRODUCT_IDX, TEXT).repartition(

@@ -13,10 +13,9 @@ from index_builder.cli import main
 def test_manifest_describes_the_build(uci_bundle):
     folder, m = uci_bundle
     assert m["dataset"] == "online-retail" and m["params"]["sample_users"] == 200
-    # the default on a CPU: the model exported to int8 ONNX, carried in the bundle for the assistant's queries
-    assert m["embedding"] == {"model": "all-MiniLM-L6-v2", "dim": 384, "backend": "onnx-int8", "device": "cpu",
-                              "folder": "embedder"}
-    assert {"embedder/model.onnx", "embedder/tokenizer.json", "embedder/export.json"} <= set(m["files"])
+    # a catalog under 50,000 products embeds with torch by default (ONNX from there on, or with --embed-backend)
+    assert m["embedding"] == {"model": "all-MiniLM-L6-v2", "dim": 384, "backend": "sentence-transformers",
+                              "device": "cpu"}
     assert m["kmeans"]["sample"] == m["counts"]["products"] and m["kmeans"]["restarts_used"] == 3
     assert {"python", "spark", "torch", "sentence-transformers", "faiss"} <= set(m["versions"])
     swept, widened = [r["k"] for r in m["kmeans"]["sweep"]], m["kmeans"]["widened"]

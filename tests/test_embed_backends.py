@@ -59,7 +59,8 @@ def test_backend_and_device_choice():
     assert resolve_device("cpu") == "cpu"
     assert resolve_backend("torch", "cpu") == "torch"
     assert resolve_backend("auto", "cuda") == "torch"
-    assert resolve_backend("auto", "cpu") == "onnx"  # onnxruntime is in requirements.txt
+    assert resolve_backend("auto", "cpu", 50_000) == "onnx"  # onnxruntime is in requirements.txt
+    assert resolve_backend("auto", "cpu", 49_999) == "torch"  # a small catalog keeps torch's exact vectors
     with pytest.raises(ModelFitError, match="CPU only"):
         resolve_backend("onnx", "cuda")
     with pytest.raises(ValueError, match="unknown embedding backend"):
@@ -126,3 +127,25 @@ def test_fit_all_converges_from_the_sample_centroids():
     assert len(set(labels.tolist())) == 8 and iters <= 5
     assert all(len(set(labels[i * 200:(i + 1) * 200].tolist())) == 1 for i in range(8))
     assert np.allclose(cents, centres, atol=0.1)
+
+
+def test_an_onnx_build_carries_its_encoder_and_the_assistant_embeds_queries_with_it(spark, tmp_path):
+    from assistant.bundle_reader import load_bundle
+    from assistant.chat import query_encoder
+    from index_builder import bundle
+    from index_builder.pipeline import BuildConfig, build
+
+    titles = [t for ts in THEMES.values() for t in ts]
+    pd.DataFrame({"sku": [f"S{i}" for i in range(len(titles))], "name": titles}).to_csv(tmp_path / "p.csv", index=False)
+    folder = build(BuildConfig(out=str(tmp_path / "out"), products=str(tmp_path / "p.csv"), embed_backend="onnx",
+                               mapping={"product_id": "sku", "title": "name"}, k_min=6, k_max=6), spark=spark)
+    _, manifest = bundle.verify(folder)
+    assert manifest["embedding"]["backend"] == "onnx-int8" and manifest["embedding"]["folder"] == "embedder"
+    b = load_bundle(folder)
+    encode = query_encoder(b)
+    vecs = encode(["dog collar", "green tea leaves"])
+    carried = OnnxEmbedder(folder / "embedder").encode(["dog collar", "green tea leaves"])
+    assert np.array_equal(vecs, carried), "queries go through the bundle's own graph"
+    row = b.row_of[f"S{titles.index('dog collar')}"]
+    assert float(vecs[0] @ b.embeddings[row]) > 0.9999, "a title typed in the chat lands on its product"
+    assert float(vecs[0] @ SentenceTransformerEmbedder().encode(["dog collar"])[0]) < 0.99999, "not torch's vector"
