@@ -42,8 +42,9 @@ class Bundle:
     profile: dict[str, tuple[np.ndarray, np.ndarray]] = field(repr=False, default_factory=dict)
     pair_rows: np.ndarray = field(repr=False, default=None)  # product row of every positive (user, product) pair
     pair_age_days: np.ndarray = field(repr=False, default=None)  # its age in days before the newest event
-    item_neighbours: np.ndarray | None = field(repr=False, default=None)  # (n_products, k) rows, -1 = none
-    item_weights: np.ndarray | None = field(repr=False, default=None)  # (n_products, k) EASE weights
+    # (n_products, k) rows, -1 = none, and EASE weights; a RowTable (indexed the same way) when stored compact
+    item_neighbours: Any = field(repr=False, default=None)
+    item_weights: Any = field(repr=False, default=None)
     popularity_rank: np.ndarray = field(repr=False, default=None)  # (n_products,) 1 = best seller
     popularity_order: np.ndarray = field(repr=False, default=None)  # rows, best seller first
     members: dict[int, np.ndarray] = field(repr=False, default_factory=dict)  # cluster -> rows
@@ -101,7 +102,8 @@ def load_bundle(path: str | Path) -> Bundle:
     if manifest.get("faiss", {}).get("nprobe"):
         faiss.extract_index_ivf(index).nprobe = int(manifest["faiss"]["nprobe"])
     arrays = {name: fmt.load_array(folder, name) if (folder / name).is_file() else None
-              for name in (fmt.ITEM_FACTORS, fmt.USER_FACTORS, fmt.ITEM_NEIGHBOURS, fmt.ITEM_WEIGHTS)}
+              for name in (fmt.ITEM_FACTORS, fmt.USER_FACTORS)}
+    arrays[fmt.ITEM_NEIGHBOURS], arrays[fmt.ITEM_WEIGHTS] = fmt.load_item_item(folder, n)
     bundle = assemble_bundle(
         folder=folder, manifest=manifest, products=products, embeddings=embeddings, index=index,
         users=pd.read_parquet(folder / fmt.USERS), interactions=pd.read_parquet(folder / fmt.INTERACTIONS),

@@ -205,9 +205,10 @@ class Assistant:
         """A note when the catalog has nothing close to a stated need (gibberish, or what the shop does not sell)."""
         sims, _ = self.recommender._search(self.recommender.encode([query]), 1)
         best = float(sims[0][0]) if sims.size else 0.0
+        if best >= WEAK_MATCH:
+            return None
         words = [w for w in query.lower().split() if len(w) >= 3]
-        in_titles = any(self.recommender.title_hits(w) for w in words)
-        if best >= WEAK_MATCH or in_titles:
+        if any(self.recommender.title_hits(w, stop_at=1) for w in words):
             return None
         log.info("weak need %r: best similarity %.2f", query, best)
         shown = query if len(query) <= 40 else query[:40] + "…"

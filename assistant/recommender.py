@@ -312,10 +312,17 @@ class Recommender:
         sims = self.b.vectors(rows) @ self.encode(keywords).T
         return self._title_mask(rows, keywords) | (sims.max(axis=1) >= self.cfg.keyword_similarity)
 
-    def title_hits(self, keyword: str) -> int:
-        """How many catalog titles contain the keyword (whole words, singular or plural)."""
+    def title_hits(self, keyword: str, stop_at: int | None = None) -> int:
+        """How many catalog titles contain the keyword (whole words, singular or plural), counting no further
+        than ``stop_at`` (a million titles take a quarter of a second to read through)."""
         pattern = keyword_pattern(keyword)
-        return sum(1 for t in self._lower_titles if pattern.search(t))
+        hits = 0
+        for t in self._lower_titles:
+            if pattern.search(t):
+                hits += 1
+                if hits == stop_at:
+                    break
+        return hits
 
     def _title_mask(self, rows: np.ndarray, keywords: list[str]) -> np.ndarray:
         """True where a product title contains any keyword (whole words, singular or plural)."""

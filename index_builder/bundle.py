@@ -33,6 +33,7 @@ ITEM_FACTORS = "als_item_factors.npy"
 USER_FACTORS = "als_user_factors.npy"
 ITEM_NEIGHBOURS = "item_item_neighbours.npy"
 ITEM_WEIGHTS = "item_item_weights.npy"
+ITEM_ROWS = "item_item_rows.npy"  # when present, the two arrays above hold only these product rows
 USERS = "users.parquet"
 INTERACTIONS = "interactions.parquet"
 EVENTS = "events.parquet"
@@ -75,6 +76,46 @@ def save_array(folder: Path, name: str, array: np.ndarray) -> None:
 
 def load_array(folder: Path, name: str) -> np.ndarray:
     return check_finite(name, np.load(folder / name, allow_pickle=False))
+
+
+def save_item_item(folder: Path, neighbours: np.ndarray, weights: np.ndarray) -> None:
+    """The EASE arrays, compact when the model covers fewer products than the catalog (it covers at most
+    10,000: at a million products the full (n, 256) arrays would be 2 GB of empty rows)."""
+    rows = np.flatnonzero(neighbours[:, 0] >= 0) if len(neighbours) else np.zeros(0, dtype=np.int64)
+    if len(rows) < len(neighbours):
+        save_array(folder, ITEM_ROWS, rows.astype(np.int64))
+        neighbours, weights = neighbours[rows], weights[rows]
+    save_array(folder, ITEM_NEIGHBOURS, neighbours)
+    save_array(folder, ITEM_WEIGHTS, weights)
+
+
+class RowTable:
+    """A per-product array stored for some rows only: ``table[rows]`` reads like the full (n, k) array
+    (``fill`` where a row is not stored)."""
+
+    def __init__(self, n: int, rows: np.ndarray, values: np.ndarray, fill: float) -> None:
+        self.slot = np.full(n, len(values), dtype=np.int64)
+        self.slot[rows] = np.arange(len(rows))
+        self.values = np.concatenate([values, np.full((1, *values.shape[1:]), fill, dtype=values.dtype)])
+        self.shape = (n, *values.shape[1:])
+        self.dtype = values.dtype
+
+    def __getitem__(self, rows):
+        return self.values[self.slot[rows]]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
+def load_item_item(folder: Path, n: int) -> tuple[np.ndarray | RowTable | None, np.ndarray | RowTable | None]:
+    """(neighbours, weights) as saved by :func:`save_item_item`; (None, None) when the bundle has none."""
+    if not (folder / ITEM_NEIGHBOURS).is_file():
+        return None, None
+    neighbours, weights = load_array(folder, ITEM_NEIGHBOURS), load_array(folder, ITEM_WEIGHTS)
+    if not (folder / ITEM_ROWS).is_file():
+        return neighbours, weights
+    rows = load_array(folder, ITEM_ROWS)
+    return RowTable(n, rows, neighbours, -1), RowTable(n, rows, weights, 0.0)
 
 
 def new_version(root: Path, now: dt.datetime | None = None) -> str:

@@ -353,8 +353,7 @@ def build(cfg: BuildConfig, spark=None) -> Path:
                 bundle.save_array(folder, bundle.ITEM_FACTORS, item_factors)
                 bundle.save_array(folder, bundle.USER_FACTORS, user_factors)
             if item_neighbours is not None:
-                bundle.save_array(folder, bundle.ITEM_NEIGHBOURS, item_neighbours)
-                bundle.save_array(folder, bundle.ITEM_WEIGHTS, item_weights)
+                bundle.save_item_item(folder, item_neighbours, item_weights)
             for name, df in rejected.items():
                 if len(df):
                     (folder / bundle.REJECTS_DIR).mkdir(exist_ok=True)

@@ -78,3 +78,24 @@ def test_product_search_by_title_words_and_id():
     assert s.search("d4") == [3], "a product id typed in full"
     assert s.search("zebra") == [] and s.search("  ") == []
     assert s.search("red", limit=2) == [1, 3]
+
+
+def test_item_item_arrays_are_stored_for_the_modelled_products_only(tmp_path):
+    from index_builder import bundle as fmt
+
+    n, k = 1000, 4
+    nb = np.full((n, k), -1, dtype=np.int32)
+    wt = np.zeros((n, k), dtype=np.float32)
+    nb[[3, 500]] = [[1, 2, -1, -1], [3, 7, 9, 11]]
+    wt[[3, 500]] = [[0.5, 0.25, 0, 0], [0.1, 0.2, 0.3, 0.4]]
+    fmt.save_item_item(tmp_path, nb, wt)
+    assert np.load(tmp_path / fmt.ITEM_NEIGHBOURS).shape == (2, k), "2 rows on disk, not 1,000"
+    got_nb, got_wt = fmt.load_item_item(tmp_path, n)
+    rows = np.array([0, 3, 500, 999, 3])
+    assert np.array_equal(got_nb[rows], nb[rows]) and np.array_equal(got_wt[rows], wt[rows])
+    assert got_nb.shape == (n, k)
+    full = np.arange(8, dtype=np.int32).reshape(2, 4)  # every product modelled: stored as it is
+    (tmp_path / "x").mkdir()
+    fmt.save_item_item(tmp_path / "x", full, full.astype(np.float32))
+    got, _ = fmt.load_item_item(tmp_path / "x", 2)
+    assert isinstance(got, np.ndarray) and np.array_equal(got, full)
