@@ -17,6 +17,13 @@ from .text import readable_title
 log = logging.getLogger(__name__)
 
 
+IVF_KINDS = ("ivf", "ivfpq")  # FAISS indexes whose cells are the KMeans clusters
+
+
+def faiss_kind(manifest: dict[str, Any]) -> str:
+    return str(manifest.get("faiss", {}).get("kind") or "flat")
+
+
 @dataclass(frozen=True)
 class Bundle:
     """Everything the recommender reads. Row i of every per-product array is ``products`` row i."""
@@ -57,8 +64,8 @@ class Bundle:
         return np.asarray(self.embeddings[rows], dtype=np.float32)
 
     @property
-    def cells_are_clusters(self) -> bool:
-        return self.manifest.get("faiss", {}).get("kind") in ("ivf", "ivfpq")
+    def faiss_kind(self) -> str:
+        return faiss_kind(self.manifest)
 
     @property
     def version(self) -> str:
@@ -173,6 +180,6 @@ def assemble_bundle(*, folder: Path, manifest: dict[str, Any], products: pd.Data
         item_neighbours=item_neighbours, item_weights=item_weights,
         popularity_rank=rank, popularity_order=order,
         members=members,
-        member_embeddings={} if manifest.get("faiss", {}).get("kind") in ("ivf", "ivfpq") else
+        member_embeddings={} if faiss_kind(manifest) in IVF_KINDS else
         {c: np.ascontiguousarray(embeddings[m], dtype=np.float32) for c, m in members.items()},
     )

@@ -179,17 +179,22 @@ class Recommender:
     def _search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """FAISS search; a quantized index's shortlist (SHORTLIST x k) is re-scored exactly from the vectors."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if self.b.manifest.get("faiss", {}).get("kind") != "ivfpq":
+        if self.b.faiss_kind != "ivfpq":
             return self.b.index.search(vectors, min(k, self.b.index.ntotal))
         _, ids = self.b.index.search(vectors, min(SHORTLIST * k, self.b.index.ntotal))
         out_s = np.full((len(vectors), k), -np.inf, dtype=np.float32)
         out_i = np.full((len(vectors), k), -1, dtype=np.int64)
         for i, (vec, cand) in enumerate(zip(vectors, ids, strict=True)):
-            cand = cand[cand >= 0]
-            sims = self.b.vectors(cand) @ vec
-            best = top_k(sims, k)
-            out_s[i, :len(best)], out_i[i, :len(best)] = sims[best], cand[best]
+            rows, sims = self._rescored(cand, vec, k)
+            out_s[i, :len(rows)], out_i[i, :len(rows)] = sims, rows
         return out_s, out_i
+
+    def _rescored(self, candidates: np.ndarray, vec: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k candidates (FAISS ids, -1 = none) closest to ``vec`` by their exact cosine, best first."""
+        rows = candidates[candidates >= 0]
+        sims = self.b.vectors(rows) @ vec
+        best = top_k(sims, k)
+        return rows[best], sims[best]
 
     # -- candidates ---------------------------------------------------------------------------------
     def candidates(self, req: Request, *, widen: bool = False, signals: Signals | None = None
@@ -299,10 +304,7 @@ class Recommender:
         assign = np.full((1, index.nprobe), -1, dtype=np.int64)  # -1: no further cell to visit
         assign[0, 0] = cluster
         _, ids = index.search_preassigned(q, min(shortlist * k, index.ntotal), assign, None)
-        rows = ids[0][ids[0] >= 0]
-        sims = self.b.vectors(rows) @ q[0]
-        best = top_k(sims, k)
-        return rows[best], sims[best]
+        return self._rescored(ids[0], q[0], k)
 
     # -- filters ------------------------------------------------------------------------------------
     def _keyword_mask(self, rows: np.ndarray, keywords: list[str]) -> np.ndarray:

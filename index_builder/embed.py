@@ -212,7 +212,7 @@ def make_embedder(name: str = "minilm", *, model: str | None = None, dim: int | 
     if backend == "onnx":
         from .onnx_embed import OnnxEmbedder, export_onnx
 
-        kwargs.pop("batch_size", None)  # ONNX batches by length itself
+        kwargs.pop("batch_size", None)  # ONNX runs one text at a time (see OnnxEmbedder)
         return OnnxEmbedder(export_onnx(path, model=model_name), model=model_name, **kwargs)
     if path is None:
         return SentenceTransformerEmbedder(device=device, **kwargs)
