@@ -9,6 +9,9 @@ from typing import Any
 # The settings the builder's evaluation tunes on its validation split and writes to manifest["recommender"].
 TUNED = ("w_item", "w_als", "w_popularity", "w_content_history", "popularity_half_life_days",
          "history_half_life_days", "mmr_lambda")
+# The settings that only weigh and diversify candidates already scored: changing them changes neither the
+# candidates nor their terms (Recommender.scored_candidates), only the blend and the MMR (Recommender.pick).
+BLEND_ONLY = ("w_content", "w_content_history", "w_item", "w_als", "w_popularity", "mmr_lambda")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,11 @@ class RecommenderConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         tuned = {k: v for k, v in (manifest.get("recommender") or {}).items() if k in names}
         return cls(**{**tuned, **overrides})
+
+    def candidate_key(self) -> RecommenderConfig:
+        """This config with every :data:`BLEND_ONLY` setting at its default: equal keys, equal candidates."""
+        defaults = RecommenderConfig()
+        return self.replace(**{k: getattr(defaults, k) for k in BLEND_ONLY})
 
     def tuned(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in TUNED}

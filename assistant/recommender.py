@@ -355,8 +355,24 @@ class Recommender:
 
     def recommend(self, req: Request) -> list[Recommendation]:
         """Top products for a request: candidates -> filters -> blend -> MMR -> reasons."""
-        cfg = self.cfg
-        n = req.n or cfg.n_results
+        found = self.scored_candidates(req)
+        if found is None:
+            return []
+        rows, t, why, sig = found
+        cw = self.content_weight(req)
+        score, picks = self.pick(rows, t, req)
+        pos = {int(r): i for i, r in enumerate(rows)}
+        return [self.recommendation(r, {k: float(v[pos[r]]) for k, v in t.items()}, why.get(r), sig, cw,
+                                    score=float(score[pos[r]])) for r in picks]
+
+    def scored_candidates(self, req: Request
+                          ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[int, dict[str, Any]], Signals] | None:
+        """The candidates that pass the request's filters with their four blend terms (None: no candidate).
+
+        Only :data:`~assistant.config.BLEND_ONLY` settings are left to apply: the evaluation's blend
+        search scores many of those on one call's result (:meth:`pick`).
+        """
+        n = req.n or self.cfg.n_results
         content, why, sig = self.candidates(req)
         rows = np.fromiter(content, dtype=np.int64, count=len(content))
         rows = rows[self.allowed(rows, req)] if len(rows) else rows
@@ -370,14 +386,14 @@ class Recommender:
             rows = np.fromiter(content, dtype=np.int64, count=len(content))
             rows = rows[self.allowed(rows, req)] if len(rows) else rows
         if len(rows) == 0:
-            return []
-        cw = self.content_weight(req)
-        t = self.terms(rows, content, sig)
-        score = blend(t["content"], t["als"], t["item"], t["popularity"], cfg, cw)
-        picks = self._mmr(rows, score, n)
-        pos = {int(r): i for i, r in enumerate(rows)}
-        return [self.recommendation(r, {k: float(v[pos[r]]) for k, v in t.items()}, why.get(r), sig, cw,
-                                    score=float(score[pos[r]])) for r in picks]
+            return None
+        return rows, self.terms(rows, content, sig), why, sig
+
+    def pick(self, rows: np.ndarray, terms: dict[str, np.ndarray], req: Request) -> tuple[np.ndarray, list[int]]:
+        """Blend the terms with this config's weights, then pick the list by MMR: (every row's score, picks)."""
+        cfg = self.cfg
+        score = blend(terms["content"], terms["als"], terms["item"], terms["popularity"], cfg, self.content_weight(req))
+        return score, self._mmr(rows, score, req.n or cfg.n_results)
 
     def terms(self, rows: np.ndarray, content: dict[int, float], sig: Signals) -> dict[str, np.ndarray]:
         """The four blend terms of each row, each in [0, 1]."""
