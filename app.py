@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--share", action="store_true", help="ask Gradio for a public link (use --auth with it)")
     p.add_argument("--auth", default=os.environ.get("CARTWISE_AUTH"),
                    help="USER:PASS login in front of the page and the API (default: $CARTWISE_AUTH)")
+    p.add_argument("--reload-interval", type=float, default=2.0,
+                   help="seconds between checks of the bundle root's `current` for a new version, swapped in "
+                        "without a restart (0: never; a version folder given to --bundle is never reloaded)")
     p.add_argument("--env-file", default=".env", help="file with OPENAI_API_KEY / OPENAI_BASE_URL / OPENAI_MODEL")
     return p.parse_args(argv)
 
@@ -64,22 +67,45 @@ def ensure_bundle(args: argparse.Namespace):
     return verify(args.out)
 
 
-def build_assistant(folder, env_file: str | None = ".env"):
+def build_assistant(folder, env_file: str | None = ".env", *, store=None, sessions=None):
     """The assistant over a verified bundle, with the SQLite event store next to the bundle and the LLM
     writer when OPENAI_API_KEY or OPENAI_BASE_URL is set (environment or ``env_file``)."""
     from assistant.bundle_reader import load_bundle
     from assistant.chat import Assistant
     from assistant.events import SQLiteEventStore
     from assistant.llm import LLMSettings, make_writer
+    from assistant.recommender import Request
 
-    store = SQLiteEventStore(folder.parent / "events.sqlite")
+    store = store or SQLiteEventStore(folder.parent / "events.sqlite")
     bundle = load_bundle(folder)
     settings = LLMSettings.from_env(env_file=env_file)
     writer = make_writer(bundle, settings)
     print(f"replies: {'LLM ' + settings.model + ' at ' + settings.host if settings.enabled else 'template writer (no OPENAI_API_KEY or OPENAI_BASE_URL)'}")
-    assistant = Assistant(bundle, store=store, writer=writer)
+    assistant = Assistant(bundle, store=store, writer=writer, sessions=sessions)
     assistant.recommender.encode(["warm-up"])  # load the query model now, not on the first message
+    assistant.recommender.recommend(Request(n=3))  # a bundle that cannot answer is refused before it serves
     return assistant
+
+
+def serve_assistant(folder, root, env_file: str | None, reload_interval: float):
+    """The assistant for ``folder``; when it is ``root``'s current version and reloading is on, a
+    :class:`~assistant.live.LiveAssistant` that swaps in each new version published under ``root``."""
+    from pathlib import Path
+
+    from index_builder import bundle as fmt
+
+    first = build_assistant(folder, env_file)
+    follows = reload_interval > 0 and not (Path(root) / fmt.MANIFEST).is_file()
+    if not follows:
+        return first
+    from assistant.live import LiveAssistant
+
+    def make(f):
+        return first if f == folder else build_assistant(f, env_file, store=first.store, sessions=first.sessions)
+
+    live = LiveAssistant(root, make, interval_s=reload_interval)
+    print(f"following {root}/current: a new version is swapped in within {reload_interval:g}s of being published")
+    return live
 
 
 def launch(demo, *, host: str, port: int, share: bool, auth: tuple[str, str] | None = None) -> None:
@@ -117,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         c = manifest["counts"]
         print(f"bundle {folder}: {c['products']:,} products, {c['users']:,} users, "
               f"k={manifest['kmeans']['k']} clusters, ALS {'skipped' if 'skipped' in manifest['als'] else 'trained'}")
-        assistant = build_assistant(folder, args.env_file)
+        assistant = serve_assistant(folder, args.bundle or args.out, args.env_file, args.reload_interval)
     except BuilderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -38,21 +38,26 @@ class Turn:
 
 def query_encoder(bundle: Bundle):
     """Embed shopper text with the model the bundle was built with (checked by name and dimension)."""
+    return encoder_for(bundle.folder, bundle.manifest)
+
+
+def encoder_for(folder: Path, manifest: dict[str, Any]):
+    """Texts -> unit vectors with the model of the bundle in ``folder`` (its manifest given); cached per text."""
     from index_builder.embed import make_embedder
 
-    ident = bundle.manifest["embedding"]
-    params = bundle.manifest.get("params", {})
+    ident = manifest["embedding"]
+    params = manifest.get("params", {})
     name = params.get("embedder", "minilm")
     if name == "openai":
         embedder = make_embedder("openai", model=ident["model"], dim=params.get("embedding_dim"))
     elif ident.get("folder"):  # the bundle carries its exported ONNX encoder
         from index_builder.onnx_embed import OnnxEmbedder
 
-        embedder = OnnxEmbedder(bundle.folder / ident["folder"], model=ident["model"])
+        embedder = OnnxEmbedder(Path(folder) / ident["folder"], model=ident["model"])
     else:  # torch on the CPU: a GPU-built bundle (float16) is within cosine 0.999 of it
         embedder = make_embedder(name)
     if embedder.model != ident["model"] or embedder.dim != ident["dim"]:
-        raise BundleError(f"bundle {bundle.folder} was embedded with {ident}, but {name!r} gives "
+        raise BundleError(f"bundle {folder} was embedded with {ident}, but {name!r} gives "
                              f"{embedder.identity()}; rebuild the bundle or install that model")
     cache: dict[str, np.ndarray] = {}
 

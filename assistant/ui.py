@@ -7,8 +7,10 @@ import html
 import logging
 import threading
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
+from .bundle_reader import Bundle
 from .chat import MAX_MESSAGE_CHARS, Assistant
 from .errors import AssistantError
 from .insights import Insights
@@ -88,29 +90,43 @@ def build_demo(assistant: Assistant):
     b = assistant.bundle
     active = sorted(b.had, key=lambda u: (-len(b.had[u]), u))
     customers = [("Anonymous", "")] + [(f"{u} · {len(b.had[u])} products", u) for u in active]
-    def choice(row: int) -> tuple[str, str]:
+    def choice(b: Bundle, row: int) -> tuple[str, str]:
         return (f"{readable_title(b.titles[row])} · {format_money(b.product(row)['price'], b.currency)} · "
                 f"{b.product_ids[row]}", b.product_ids[row])
 
     # The picker starts with the best sellers; typing asks the server (ProductSearch), so a catalog of any size
-    # never travels to the browser.
-    best_sellers = [int(r) for r in b.popularity_order[:PICKER_START]]
-    product_choices = [choice(r) for r in best_sellers]
-    search = ProductSearch(b.titles, b.product_ids, b.popularity_rank)
-    threading.Thread(target=search.warm, name="product-search-index", daemon=True).start()
+    # never travels to the browser. Both follow the bundle served now (a live bundle root is hot-reloaded).
+    views: dict[str, SimpleNamespace] = {}
 
-    def picker(selected: list[str] | None, rows: list[int], **update: Any):
-        """The picker's choices: what is selected (it must stay listed), then ``rows``."""
-        keep = [b.row_of[p] for p in (selected or []) if p in b.row_of]
-        return gr.Dropdown(choices=[choice(r) for r in dict.fromkeys(keep + rows)], **update)
+    def view() -> SimpleNamespace:
+        cur = assistant.bundle
+        found = views.get(cur.version)
+        if found is None:
+            search = ProductSearch(cur.titles, cur.product_ids, cur.popularity_rank)
+            threading.Thread(target=search.warm, name="product-search-index", daemon=True).start()
+            found = SimpleNamespace(b=cur, search=search, best=[int(r) for r in cur.popularity_order[:PICKER_START]])
+            views.clear()
+            views[cur.version] = found
+        return found
+
+    start = view()
+    product_choices = [choice(b, r) for r in start.best]
+
+    def picker(selected: list[str] | None, rows: list[int] | None = None, **update: Any):
+        """The picker's choices: what is selected (it must stay listed), then ``rows`` (default: best sellers)."""
+        v = view()
+        keep = [v.b.row_of[p] for p in (selected or []) if p in v.b.row_of]
+        return gr.Dropdown(choices=[choice(v.b, r) for r in dict.fromkeys(keep + (v.best if rows is None else rows))],
+                           **update)
 
     def on_type(selected: list[str] | None, key: gr.KeyUpData):
         typed = (key.input_value or "").strip()
-        return picker(selected, search.search(typed, PICKER_MATCHES) if typed else best_sellers)
+        return picker(selected, view().search.search(typed, PICKER_MATCHES) if typed else None)
 
     def products(query: str, limit: int = 20) -> list[dict]:
         """Products whose titles contain every word of the query (the last word as a prefix), best sellers first."""
-        return [b.product(r) for r in search.search(query, max(1, min(int(limit), 200)))]
+        v = view()
+        return [v.b.product(r) for r in v.search.search(query, max(1, min(int(limit), 200)))]
 
     insights = Insights.load(b)
 
@@ -137,7 +153,7 @@ def build_demo(assistant: Assistant):
 
     def on_viewed(product_ids: list[str] | None, state: SessionState | None):
         state = session(state)
-        known = [p for p in (product_ids or []) if p in b.row_of]
+        known = [p for p in (product_ids or []) if p in assistant.bundle.row_of]
         state.viewed = [p for p in state.viewed if p in known] + [p for p in known if p not in state.viewed]
         return state
 
@@ -172,9 +188,10 @@ def build_demo(assistant: Assistant):
         if i >= len(shown):
             return state, gr.update()
         assistant.mark_viewed(state, shown[i])
-        gr.Info(f"Marked {readable_title(b.titles[b.row_of[shown[i]]])} as viewed")
+        cur = assistant.bundle
+        gr.Info(f"Marked {readable_title(cur.titles[cur.row_of[shown[i]]])} as viewed")
         viewed = list(state.viewed)
-        return state, picker(viewed, best_sellers, value=viewed)
+        return state, picker(viewed, value=viewed)
 
     # -- API endpoints (gradio_client) ------------------------------------------------------------
     def recommend(user_id: str, recently_viewed: list[str], message: str, session_id: str = "") -> dict:

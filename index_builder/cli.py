@@ -1,4 +1,4 @@
-"""``python -m index_builder``: build a bundle, or show one."""
+"""``python -m index_builder``: build a bundle, show one, stream live events into one, export it to a database."""
 
 from __future__ import annotations
 
@@ -113,7 +113,53 @@ def make_parser() -> argparse.ArgumentParser:
                    help="keep the given ALS/EASE/blend settings instead of tuning them on the validation split")
     b.add_argument("--no-eval", dest="evaluate", action="store_false",
                    help="skip the time-split evaluation (and the tuning it does)")
+    b.add_argument("--export-db", metavar="URL",
+                   help="also write every user's top-N to the recommendations table at this SQLAlchemy URL "
+                        "(e.g. mysql+pymysql://root@127.0.0.1:3306/test)")
+    b.add_argument("--export-top", type=int, default=10, help="N of --export-db (default 10)")
     b.add_argument("-v", "--verbose", action="store_true")
+
+    x = sub.add_parser("export-db", help="write every user's top-N of a bundle to a database table")
+    x.add_argument("--bundle", required=True, help="bundle root or version folder")
+    x.add_argument("--db", required=True, metavar="URL", help="SQLAlchemy URL")
+    x.add_argument("--top", type=int, default=10)
+    x.add_argument("-v", "--verbose", action="store_true")
+
+    st = sub.add_parser("stream", help="fold live events (Kafka or a folder of JSON lines) into new bundle versions")
+    st.add_argument("--bundle", required=True, help="bundle root to publish new versions into")
+    st.add_argument("--source", choices=("kafka", "dir"), default="kafka")
+    st.add_argument("--bootstrap", metavar="HOST:PORT", help="--source kafka: the brokers")
+    st.add_argument("--topic", default="events")
+    st.add_argument("--kafka-source", choices=("python", "builtin"), default="python",
+                    help="python: PySpark's Python Data Source API + confluent-kafka (no jar); builtin: Spark's "
+                         "format('kafka') (needs the spark-sql-kafka jar on the cluster)")
+    st.add_argument("--path", help="--source dir: folder that JSON-lines files are moved into")
+    st.add_argument("--state", help="checkpoint, event log and dead letters (default BUNDLE/stream)")
+    st.add_argument("--trigger-seconds", type=float, default=1.0, help="micro-batch interval")
+    st.add_argument("--max-records", type=int, default=20_000, help="records per micro-batch (Kafka)")
+    st.add_argument("--publish-every", type=int, default=1000, help="publish after this many new events")
+    st.add_argument("--publish-interval", type=float, default=10.0,
+                    help="...or when the oldest unpublished event is this many seconds old")
+    st.add_argument("--refit-every", type=int, default=0,
+                    help="a full ALS + EASE refit every N publishes (default 0: fold-ins only)")
+    st.add_argument("--keep-versions", type=int, default=5, help="bundle versions kept (older ones are deleted)")
+    st.add_argument("--until-idle", type=float, metavar="SECONDS",
+                    help="stop after this long without new records (default: run until Ctrl-C)")
+    st.add_argument("--event-type", choices=EVENT_TYPES, default="purchase",
+                    help="event_type of events that carry none (default purchase)")
+    st.add_argument("--db", metavar="URL", help="also store the events in this database (SQLAlchemy URL)")
+    st.add_argument("--master", default="local[2]")
+    st.add_argument("--driver-memory", default="2g")
+    st.add_argument("-v", "--verbose", action="store_true")
+
+    pr = sub.add_parser("produce", help="replay a file of events into Kafka (demos and tests)")
+    pr.add_argument("--from", dest="source", required=True, help="events file: .parquet (a bundle's events.parquet), .csv, .jsonl")
+    pr.add_argument("--bootstrap", required=True, metavar="HOST:PORT")
+    pr.add_argument("--topic", default="events")
+    pr.add_argument("--rate", type=float, default=100.0, help="events per second (0: as fast as possible)")
+    pr.add_argument("--limit", type=int, help="send only the first N events")
+    pr.add_argument("--partitions", type=int, default=4, help="partitions of the topic when it is created")
+    pr.add_argument("-v", "--verbose", action="store_true")
 
     e = sub.add_parser("evaluate", help="evaluate a bundle on a time split of its own events; metrics go to its manifest")
     e.add_argument("--bundle", required=True, help="bundle root or version folder")
@@ -178,7 +224,30 @@ def main(argv: list[str] | None = None) -> int:
             )
             folder = build(cfg)
             _print_metrics(folder)
+            if args.export_db:
+                from .db import export_recommendations
+
+                export_recommendations(folder, args.export_db, args.export_top)
             print(folder)
+        elif args.command == "export-db":
+            from .db import export_recommendations
+
+            print(f"{export_recommendations(args.bundle, args.db, args.top)} rows")
+        elif args.command == "stream":
+            from .stream import StreamConfig, run_stream
+
+            job = run_stream(StreamConfig(
+                bundle=args.bundle, source=args.source, path=args.path, bootstrap=args.bootstrap, topic=args.topic,
+                kafka_source=args.kafka_source, state=args.state, trigger_s=args.trigger_seconds,
+                max_records=args.max_records, publish_every=args.publish_every,
+                publish_interval_s=args.publish_interval, refit_every=args.refit_every,
+                keep_versions=args.keep_versions, until_idle_s=args.until_idle, event_type=args.event_type,
+                db=args.db, master=args.master, driver_memory=args.driver_memory))
+            print(json.dumps({"batches": job.batches_seen, "publishes": job.published}, indent=2, default=str))
+        elif args.command == "produce":
+            from .produce import produce
+
+            print(f"{produce(args.source, args.bootstrap, args.topic, rate=args.rate, limit=args.limit, partitions=args.partitions)} events sent")
         elif args.command == "evaluate":
             from .evaluate import format_table
             from .pipeline import evaluate_bundle

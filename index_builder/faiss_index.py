@@ -63,3 +63,20 @@ def build_index(embeddings: np.ndarray, kind: str = "flat", *, centroids: np.nda
         raise ValueError(f"unknown FAISS index kind {kind!r}; use one of {KINDS}")
     index.add(x)
     return index
+
+
+def add_vectors(index, vectors: np.ndarray, labels: np.ndarray | None = None) -> None:
+    """Append products to an index: their FAISS ids continue from ``index.ntotal``; in an ivf index built
+    with cluster cells, each goes into its own cluster's cell (``labels``)."""
+    import faiss
+
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    if not len(x):
+        return
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and labels is not None:
+        ids = np.arange(index.ntotal, index.ntotal + len(x), dtype=np.int64)
+        assign = np.ascontiguousarray(labels, dtype=np.int64)
+        ivf.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(assign))
+    else:
+        index.add(x)

