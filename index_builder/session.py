@@ -57,4 +57,23 @@ def make_spark(
     log.info("starting Spark (master=%s)", master)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    if not local:
+        ship_code(spark)
     return spark
+
+
+def ship_code(spark) -> Path:
+    """Send this package to the executors as a zip (what ``spark-submit --py-files`` does): the embedding
+    UDF and the KMeans fits run its functions there. Executors still need the Python packages of
+    requirements.txt and, for MiniLM, the model package installed (README "Running on a cluster")."""
+    import tempfile
+    import zipfile
+
+    package = Path(__file__).resolve().parent
+    target = Path(tempfile.mkdtemp(prefix="cartwise-pyfiles-")) / "index_builder.zip"
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(package.rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc":
+                z.write(f, f.relative_to(package.parent).as_posix())
+    spark.sparkContext.addPyFile(str(target))
+    return target
