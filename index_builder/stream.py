@@ -100,7 +100,8 @@ class EventLog:
         self.ledger = self.folder / "batches"
         self.checkpoint = self.folder / "checkpoint"
 
-    def write_batch(self, batch_id: int, events: pd.DataFrame, products: pd.DataFrame, dead: pd.DataFrame) -> dict:
+    def write_batch(self, batch_id: int, events: pd.DataFrame, products: pd.DataFrame, dead: pd.DataFrame,
+                    started: float | None = None) -> dict:
         name = f"batch-{batch_id:09d}"
         for old in self.events.glob(f"date=*/{name}.parquet"):  # a replayed batch: its files are rewritten
             old.unlink()
@@ -114,7 +115,7 @@ class EventLog:
             _atomic_write(self.dead / f"{name}.jsonl",
                           lambda p: dead.to_json(p, orient="records", lines=True, date_format="iso", force_ascii=False))
         entry = {"batch_id": batch_id, "events": int(len(events)), "products": int(len(products)),
-                 "dead_letters": int(len(dead)), "at": time.time(),
+                 "dead_letters": int(len(dead)), "at": time.time(), "started": started,
                  "reasons": {str(k): int(v) for k, v in dead[REJECT_REASON].value_counts().items()} if len(dead) else {}}
         _atomic_write(self.ledger / f"{name}.json", lambda p: p.write_text(json.dumps(entry)))
         return entry
@@ -194,6 +195,7 @@ class StreamJob:
         self.maybe_publish()
 
     def _process(self, df, batch_id: int, t0: float) -> None:
+        started = time.time()
         from pyspark.sql import functions as F
 
         from .transforms import blank, validate_events, validate_products
@@ -228,7 +230,7 @@ class StreamJob:
         events_pdf["batch_id"] = batch_id
         dead["batch_id"] = batch_id
         with self.lock:
-            entry = self.log.write_batch(batch_id, events_pdf, products_pdf, dead)
+            entry = self.log.write_batch(batch_id, events_pdf, products_pdf, dead, started=started)
             if os.environ.get(CRASH_ENV) == str(batch_id):  # fault injection for the exactly-once test
                 log.error("stream: %s=%s: exiting before Spark commits this batch", CRASH_ENV, batch_id)
                 os._exit(3)
