@@ -254,11 +254,15 @@ class Recommender:
         rows = np.asarray([r for r in rows.tolist() if r not in content], dtype=np.int64)
         if not len(rows):
             return
+        vectors = b.vectors(rows)  # once: a float16 bundle converts every row it reads
+        if req.include:  # only what can pass the keyword filter (allowed() checks these few again)
+            keep = self._keyword_mask(rows, req.include, vectors)
+            rows, vectors = rows[keep], vectors[keep]
         seeds = req.seeds[: self.cfg.max_seeds]
         if seeds:
-            sims = (b.vectors(rows) @ b.vectors(seeds).T).max(axis=1)
+            sims = (vectors @ b.vectors(seeds).T).max(axis=1)
         elif req.query:
-            sims = b.vectors(rows) @ self.encode([req.query])[0]
+            sims = vectors @ self.encode([req.query])[0]
         else:
             sims = np.zeros(len(rows))
         for r, sim in zip(rows.tolist(), np.clip(sims, 0.0, 1.0).tolist(), strict=True):
@@ -307,11 +311,12 @@ class Recommender:
         return self._rescored(ids[0], q[0], k)
 
     # -- filters ------------------------------------------------------------------------------------
-    def _keyword_mask(self, rows: np.ndarray, keywords: list[str]) -> np.ndarray:
-        """True where a product matches any keyword, by its title words or by meaning."""
+    def _keyword_mask(self, rows: np.ndarray, keywords: list[str], vectors: np.ndarray | None = None) -> np.ndarray:
+        """True where a product matches any keyword, by its title words or by meaning (``vectors``: the rows'
+        vectors, when read already)."""
         if not keywords:
             return np.zeros(len(rows), dtype=bool)
-        sims = self.b.vectors(rows) @ self.encode(keywords).T
+        sims = (self.b.vectors(rows) if vectors is None else vectors) @ self.encode(keywords).T
         return self._title_mask(rows, keywords) | (sims.max(axis=1) >= self.cfg.keyword_similarity)
 
     def title_hits(self, keyword: str, stop_at: int | None = None) -> int:
