@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reload-interval", type=float, default=2.0,
                    help="seconds between checks of the bundle root's `current` for a new version, swapped in "
                         "without a restart (0: never; a version folder given to --bundle is never reloaded)")
+    p.add_argument("--db", default=os.environ.get("CARTWISE_DB"), metavar="URL",
+                   help="keep the shoppers' views and clicks in this database (SQLAlchemy URL, e.g. "
+                        "mysql+pymysql://root@127.0.0.1:3306/test; default: $CARTWISE_DB, else BUNDLE_ROOT/events.sqlite)")
     p.add_argument("--env-file", default=".env", help="file with OPENAI_API_KEY / OPENAI_BASE_URL / OPENAI_MODEL")
     return p.parse_args(argv)
 
@@ -67,16 +70,16 @@ def ensure_bundle(args: argparse.Namespace):
     return verify(args.out)
 
 
-def build_assistant(folder, env_file: str | None = ".env", *, store=None, sessions=None):
+def build_assistant(folder, env_file: str | None = ".env", *, store=None, sessions=None, db: str | None = None):
     """The assistant over a verified bundle, with the SQLite event store next to the bundle and the LLM
     writer when OPENAI_API_KEY or OPENAI_BASE_URL is set (environment or ``env_file``)."""
     from assistant.bundle_reader import load_bundle
     from assistant.chat import Assistant
-    from assistant.events import SQLiteEventStore
+    from assistant.events import open_store
     from assistant.llm import LLMSettings, make_writer
     from assistant.recommender import Request
 
-    store = store or SQLiteEventStore(folder.parent / "events.sqlite")
+    store = store or open_store(db, folder.parent / "events.sqlite")
     bundle = load_bundle(folder)
     settings = LLMSettings.from_env(env_file=env_file)
     writer = make_writer(bundle, settings)
@@ -87,14 +90,14 @@ def build_assistant(folder, env_file: str | None = ".env", *, store=None, sessio
     return assistant
 
 
-def serve_assistant(folder, root, env_file: str | None, reload_interval: float):
+def serve_assistant(folder, root, env_file: str | None, reload_interval: float, db: str | None = None):
     """The assistant for ``folder``; when it is ``root``'s current version and reloading is on, a
     :class:`~assistant.live.LiveAssistant` that swaps in each new version published under ``root``."""
     from pathlib import Path
 
     from index_builder import bundle as fmt
 
-    first = build_assistant(folder, env_file)
+    first = build_assistant(folder, env_file, db=db)
     follows = reload_interval > 0 and not (Path(root) / fmt.MANIFEST).is_file()
     if not follows:
         return first
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         c = manifest["counts"]
         print(f"bundle {folder}: {c['products']:,} products, {c['users']:,} users, "
               f"k={manifest['kmeans']['k']} clusters, ALS {'skipped' if 'skipped' in manifest['als'] else 'trained'}")
-        assistant = serve_assistant(folder, args.bundle or args.out, args.env_file, args.reload_interval)
+        assistant = serve_assistant(folder, args.bundle or args.out, args.env_file, args.reload_interval, args.db)
     except BuilderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

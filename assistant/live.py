@@ -39,6 +39,8 @@ class LiveAssistant:
             self._thread.start()
 
     def __getattr__(self, name: str) -> Any:  # only called for what this class does not define itself
+        if name == "current":  # not set yet (the first load failed): no recursion
+            raise AttributeError(name)
         return getattr(self.current, name)
 
     def check(self) -> bool:

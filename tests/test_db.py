@@ -140,3 +140,18 @@ def test_writes_reconnect_after_the_server_restarts(tmp_path):
         assert db.recommendations_for("u1", "v1") == [(1, "p1", pytest.approx(0.9))]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("kind", ["server", "sqlite"])
+def test_the_apps_event_store_in_a_database(server_db, kind, tmp_path):
+    """The shoppers' views and clicks (app.py --db URL) behave as in the embedded SQLite store."""
+    from assistant.events import SQLEventStore
+
+    store = SQLEventStore(server_db if kind == "server" else f"sqlite:///{tmp_path / 'app.sqlite'}")
+    for pid in ("p1", "p2", "p3"):
+        store.record(session_id="s1", user_id="u1", product_id=pid)
+    store.record(session_id="s2", user_id=None, product_id="p9", event_type="click")
+    assert store.recent(session_id="s1") == ["p3", "p2", "p1"]
+    assert store.recent(user_id="u1", limit=2) == ["p3", "p2"]
+    assert store.recent(session_id="s2") == ["p9"]
+    store.close()
