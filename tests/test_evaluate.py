@@ -163,17 +163,28 @@ def test_the_evaluation_scores_the_chats_own_recommender(tmp_path, monkeypatch):
 
     scorer = Scorer(split, b.products, b.embeddings, b.index, Fitted(b.item_factors, b.user_factors, None, None), {}, 42)
     calls = []
-    original = Recommender.recommend
+    original = Recommender.scored_candidates  # what recommend() ranks; the evaluation re-weights its result
 
     def spy(self, req):
         calls.append(req.user_id)
         return original(self, req)
 
-    monkeypatch.setattr(Recommender, "recommend", spy)
+    monkeypatch.setattr(Recommender, "scored_candidates", spy)
     chat = Assistant(b, encode=fake_encode)
     for uid in ("u_candle", "u_mug"):
         shown = [p.row for p in chat.turn("what should I buy next?", SessionState(user_id=uid)).products]
         assert scorer.rank("hybrid", uid, 5) == shown
     scorer.score("hybrid")
-    assert calls.count("u_candle") == 3 and calls.count("u_mug") == 3  # chat, rank, score
+    assert calls.count("u_candle") == 3 and calls.count("u_mug") == 3  # chat, rank, score (k = 10)
+    # another blend weight re-ranks the cached candidates: no new candidate generation, and the same list as
+    # a chat configured with those weights
+    scorer.configure({"w_als": 1.0, "mmr_lambda": 1.0})
+    ranked = scorer.rank("hybrid", "u_candle", 5)
+    assert calls.count("u_candle") == 3
+    chat.recommender = Recommender(b, fake_encode, scorer.assistant.cfg)
+    chat.cfg = chat.recommender.cfg
+    assert ranked == [p.row for p in chat.turn("what should I buy next?", SessionState(user_id="u_candle")).products]
+    scorer.configure({"history_half_life_days": 3.0})  # changes the item-item term: candidates are computed again
+    scorer.rank("hybrid", "u_candle", 5)
+    assert calls.count("u_candle") == 5  # the chat's turn above, and this one
     assert np.isfinite(scorer.score("hybrid")["ndcg@10"])
