@@ -318,12 +318,15 @@ def run_stream(cfg: StreamConfig, spark=None) -> StreamJob:
              .trigger(processingTime=f"{max(cfg.trigger_s, 0.1)} seconds").start())
     log.info("stream: reading %s into %s (state %s); publishing every %d events or %.0fs", cfg.source,
              cfg.bundle, job.log.folder, cfg.publish_every, cfg.publish_interval_s)
-    try:
+    polled_at = None  # when the source was first seen polled (a batch, or a progress report): the idle clock
+    try:  # never runs while the query is still starting, which can take longer than --until-idle
         while query.isActive:
             query.awaitTermination(0.5)
             job.maybe_publish()  # the interval also passes while no batch comes
-            if (cfg.until_idle_s is not None and not job.in_batch and not query.status.get("isDataAvailable")
-                    and time.time() - job.last_data >= cfg.until_idle_s):
+            if polled_at is None and (job.batches_seen or query.lastProgress is not None):
+                polled_at = time.time()
+            if (cfg.until_idle_s is not None and polled_at is not None and not job.in_batch
+                    and time.time() - max(polled_at, job.last_data) >= cfg.until_idle_s):
                 break
         if query.exception() is not None:
             raise InputError(f"the stream stopped: {query.exception()}")

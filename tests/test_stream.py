@@ -179,7 +179,7 @@ def test_kafka_stream_counts_every_event_once_across_crashes(live_root, kafka, t
         proc.wait()
     assert len(log.entries()) < 8, "the stream finished before it could be killed"
 
-    done = subprocess.run(cmd + ["--until-idle", "4"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd + ["--until-idle", "8"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     stored = log.read_events()
     assert len(stored) == len(ev)
