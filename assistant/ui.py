@@ -266,8 +266,11 @@ def build_demo(assistant: Assistant):
 
         user_dd.change(on_user, [user_dd, state], [state, profile_md], api_visibility="private")
         viewed_dd.change(on_viewed, [viewed_dd, state], [state], api_visibility="private")
+        # Every keystroke's search runs, one at a time and in order: with trigger_mode="always_last" Gradio
+        # sometimes dropped the last keystroke when typing outran the server (gradio issue 7752), leaving the
+        # list of an earlier prefix. A search takes about a millisecond, so the queue drains at once.
         viewed_dd.key_up(on_type, [viewed_dd], [viewed_dd], api_visibility="private", show_progress="hidden",
-                         trigger_mode="always_last")
+                         trigger_mode="multiple", concurrency_limit=1, concurrency_id="product-picker")
         if map_plot is not None:
             for trigger in (user_dd, viewed_dd):
                 trigger.change(on_map, [user_dd, viewed_dd], [map_plot, marked_md], api_visibility="private")

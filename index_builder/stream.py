@@ -195,11 +195,11 @@ class StreamJob:
         self.maybe_publish()
 
     def _process(self, df, batch_id: int, t0: float) -> None:
-        started = time.time()
         from pyspark.sql import functions as F
 
         from .transforms import blank, validate_events, validate_products
 
+        started = time.time()
         schema = ", ".join(f"`{f}` string" for f in FIELDS)
         default_ts = (F.timestamp_millis(F.col("timestamp_ms")).cast("string") if "timestamp_ms" in df.columns
                       else F.lit(pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M:%S.%f")))
@@ -208,11 +208,10 @@ class StreamJob:
         parsed = parsed.withColumn("_bad", F.col("_j").isNull() | F.col("_j._corrupt").isNotNull())
         parsed = parsed.cache()
         malformed = parsed.filter(F.col("_bad")).select(RAW, F.lit("malformed_json").alias(REJECT_REASON))
-        records = parsed.filter(~F.col("_bad")).withColumn("_j", F.col("_j").dropFields("_corrupt")).select(RAW, "_default_ts", "_j.*",
-                                                                F.monotonically_increasing_id().alias(ROW_ID))
+        records = (parsed.filter(~F.col("_bad")).withColumn("_j", F.col("_j").dropFields("_corrupt"))
+                   .select(RAW, "_default_ts", "_j.*", F.monotonically_increasing_id().alias(ROW_ID)))
         is_product = blank(F.col(USER_ID)) & ~blank(F.col(TITLE))
-        products_in = records.filter(is_product).select(ROW_ID, RAW, *[F.col(c) for c in (PRODUCT_ID, TITLE, DESCRIPTION, CATEGORY)],
-                                                        F.col(PRICE))
+        products_in = records.filter(is_product).select(ROW_ID, RAW, PRODUCT_ID, TITLE, DESCRIPTION, CATEGORY, PRICE)
         good_products, product_rejects = validate_products(products_in)
         events_in = records.filter(~is_product).select(
             ROW_ID, RAW, USER_ID, PRODUCT_ID, F.coalesce(F.when(~blank(F.col(EVENT_TYPE)), F.col(EVENT_TYPE)),
@@ -238,6 +237,8 @@ class StreamJob:
                 self.db.replace_batch(batch_id, events_pdf)
             if len(products_pdf):
                 self._known = (self._known or set()) | set(products_pdf[PRODUCT_ID].astype(str))
+                if self._known_df is not None:
+                    self._known_df.unpersist()
                 self._known_df = None
             self.batches_seen += 1
             self.last_data = time.time()

@@ -132,7 +132,20 @@ def test_the_product_picker_searches_the_whole_catalog_on_the_server(browser, ap
     words = " ".join(rare.title.lower().split()[:3])
     picker.press_sequentially(words, delay=30)
     option = page.get_by_role("option").filter(has_text=rare.product_id).first
-    option.wait_for(timeout=20_000)
+    try:
+        option.wait_for(timeout=30_000)
+    except Exception:  # keep what the picker showed, for whoever reads the CI log
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "picker-missing.png"), full_page=True)
+        shown = page.get_by_role("option").all_inner_texts()
+        typed = picker.input_value()
+        focused = page.evaluate("document.activeElement && document.activeElement.outerHTML.slice(0, 200)")
+        picker.press("End")  # one more key_up
+        page.wait_for_timeout(5000)
+        again = page.get_by_role("option").all_inner_texts()
+        page.screenshot(path=str(ARTIFACTS / "picker-missing-2.png"), full_page=True)
+        raise AssertionError(f"{rare.product_id} ({words!r}) not offered within 30 s; options: {shown[:8]}; "
+                             f"typed {typed!r}; focus {focused}; after one more key: {again[:8]}") from None
     option.click()
     page.locator("#viewed").get_by_text(rare.product_id).first.wait_for(timeout=10_000)
     page.close()
