@@ -161,6 +161,9 @@ class StreamJob:
         self.published: list[dict] = []
         self._known: set[str] | None = None
         self._known_df = None
+        # the ledger, read from disk once and then kept as batches are written: the driver's loop asks what is
+        # pending twice a second, and a long-running stream's ledger holds thousands of files
+        self._ledger: dict[int, dict] = {e["batch_id"]: e for e in self.log.entries()}
         self.db = None
         if cfg.db:
             from .db import Database
@@ -230,6 +233,7 @@ class StreamJob:
         dead["batch_id"] = batch_id
         with self.lock:
             entry = self.log.write_batch(batch_id, events_pdf, products_pdf, dead, started=started)
+            self._ledger[batch_id] = entry
             if os.environ.get(CRASH_ENV) == str(batch_id):  # fault injection for the exactly-once test
                 log.error("stream: %s=%s: exiting before Spark commits this batch", CRASH_ENV, batch_id)
                 os._exit(3)
@@ -251,7 +255,7 @@ class StreamJob:
     # -- publishing -----------------------------------------------------------------------------------
     def pending(self) -> tuple[list[dict], int]:
         through = self.through_batch()
-        waiting = [e for e in self.log.entries() if e["batch_id"] > through]
+        waiting = [self._ledger[b] for b in sorted(self._ledger) if b > through]
         return waiting, through
 
     def maybe_publish(self, force: bool = False) -> dict | None:

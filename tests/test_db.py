@@ -79,19 +79,15 @@ def test_event_batches_are_stored_once(server_db):
     assert db.count_events() == 4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class OwnMariaDB:
     """A mariadbd on a free port with a temporary data directory: restarting it never touches the shared one."""
 
     def __init__(self, folder):
         self.data = folder / "data"
         self.sock = folder / "mysqld.sock"
-        self.port = _free_port()
+        from tests.conftest import free_port
+
+        self.port = free_port()
         self.proc = None
         self.log = folder / "mariadbd.log"
         # --no-defaults: the machine's my.cnf (user, socket, log paths) belongs to the shared server
