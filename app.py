@@ -86,6 +86,7 @@ def build_assistant(folder, env_file: str | None = ".env", *, store=None, sessio
     print(f"replies: {'LLM ' + settings.model + ' at ' + settings.host if settings.enabled else 'template writer (no OPENAI_API_KEY or OPENAI_BASE_URL)'}")
     assistant = Assistant(bundle, store=store, writer=writer, sessions=sessions)
     assistant.recommender.encode(["warm-up"])  # load the query model now, not on the first message
+    bundle.search.warm()  # the title index of the picker and the keyword filters (2-3 s at a million products)
     assistant.recommender.recommend(Request(n=3))  # a bundle that cannot answer is refused before it serves
     return assistant
 

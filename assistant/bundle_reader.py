@@ -12,6 +12,7 @@ import pandas as pd
 
 from index_builder import bundle as fmt
 
+from .search import ProductSearch
 from .text import readable_title
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class Bundle:
     # cluster -> (m, dim) float32 copies for exact in-cluster search; empty when the FAISS index's cells are the
     # clusters (ivf, ivfpq): then one cell is searched instead, and the vectors stay in memory once
     member_embeddings: dict[int, np.ndarray] = field(repr=False, default_factory=dict)
+    # the title-word index (built on first use): the product picker and the recommender's keyword filters
+    search: ProductSearch = field(repr=False, default=None)
 
     def vectors(self, rows) -> np.ndarray:
         """Embedding rows as float32 (whatever the stored precision)."""
@@ -170,11 +173,11 @@ def assemble_bundle(*, folder: Path, manifest: dict[str, Any], products: pd.Data
     order = np.argsort(-pop, kind="stable")
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(1, n + 1)
+    titles, product_ids = products["title"].astype(str).tolist(), products["product_id"].astype(str).tolist()
     return Bundle(
         folder=Path(folder), manifest=manifest, products=products, embeddings=embeddings, index=index,
         clusters=clusters, popularity=np.log1p(pop) / top,
-        prices=products["price"].to_numpy(dtype=np.float64), titles=products["title"].astype(str).tolist(),
-        product_ids=products["product_id"].astype(str).tolist(),
+        prices=products["price"].to_numpy(dtype=np.float64), titles=titles, product_ids=product_ids,
         item_factors=item_factors, user_factors=user_factors, user_rows=user_rows, row_of=row_of,
         purchased=purchased, history=history, had=had, profile=profile, pair_rows=pair_rows, pair_age_days=pair_age,
         item_neighbours=item_neighbours, item_weights=item_weights,
@@ -182,4 +185,5 @@ def assemble_bundle(*, folder: Path, manifest: dict[str, Any], products: pd.Data
         members=members,
         member_embeddings={} if faiss_kind(manifest) in IVF_KINDS else
         {c: np.ascontiguousarray(embeddings[m], dtype=np.float32) for c, m in members.items()},
+        search=ProductSearch(titles, product_ids, rank),
     )

@@ -213,7 +213,7 @@ class Assistant:
         if best >= WEAK_MATCH:
             return None
         words = [w for w in query.lower().split() if len(w) >= 3]
-        if any(self.recommender.title_hits(w, stop_at=1) for w in words):
+        if any(self.recommender.title_hits(w) for w in words):
             return None
         log.info("weak need %r: best similarity %.2f", query, best)
         shown = query if len(query) <= 40 else query[:40] + "…"

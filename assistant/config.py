@@ -44,6 +44,7 @@ class RecommenderConfig:
     popular_candidates: int = 50  # top products by the popularity term added as candidates
     query_candidates: int = 120  # FAISS neighbours of a free-text need
     catalog_scan: int = 20_000  # best sellers scanned when filters leave too few candidates
+    catalog_scan_meaning: int = 5_000  # of those, how many an include keyword may match by meaning (all: by title)
     mmr_lambda: float = 0.9  # 1 = pure score, lower = more diverse
     keyword_similarity: float = 0.5  # semantic match of an include/exclude keyword to a product
     cheaper_factor: float = 0.8  # "cheaper" = at most this share of the median price last shown

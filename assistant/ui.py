@@ -14,7 +14,6 @@ from .bundle_reader import Bundle
 from .chat import MAX_MESSAGE_CHARS, Assistant
 from .errors import AssistantError
 from .insights import Insights
-from .search import ProductSearch
 from .session import SessionState
 from .text import money as format_money
 from .text import readable_title
@@ -102,9 +101,8 @@ def build_demo(assistant: Assistant):
         cur = assistant.bundle
         found = views.get(cur.version)
         if found is None:
-            search = ProductSearch(cur.titles, cur.product_ids, cur.popularity_rank)
-            threading.Thread(target=search.warm, name="product-search-index", daemon=True).start()
-            found = SimpleNamespace(b=cur, search=search, best=[int(r) for r in cur.popularity_order[:PICKER_START]])
+            threading.Thread(target=cur.search.warm, name="product-search-index", daemon=True).start()
+            found = SimpleNamespace(b=cur, search=cur.search, best=[int(r) for r in cur.popularity_order[:PICKER_START]])
             views.clear()
             views[cur.version] = found
         return found

@@ -99,6 +99,7 @@ def turn_latencies(folder: Path, sessions: int, seed: int = 1) -> dict[str, list
 
     a = Assistant.from_path(folder)
     a.recommender.encode(["warm-up"])
+    a.bundle.search.warm()
     rng = random.Random(seed)
     users = sorted(a.bundle.purchased)
     out: dict[str, list[float]] = {}

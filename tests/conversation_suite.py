@@ -12,7 +12,7 @@ from typing import Any
 from assistant.chat import Assistant
 from assistant.grounding import audit
 from assistant.llm import catalog_titles
-from assistant.recommender import keyword_pattern
+from assistant.search import keyword_pattern
 from assistant.session import SessionState
 from assistant.writers import accumulate
 

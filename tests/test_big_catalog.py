@@ -10,7 +10,7 @@ import pandas as pd
 
 from assistant.bundle_reader import assemble_bundle
 from assistant.recommender import Recommender
-from assistant.search import ProductSearch
+from assistant.search import ProductSearch, keyword_pattern
 from index_builder.faiss_index import build_index
 
 
@@ -78,6 +78,67 @@ def test_product_search_by_title_words_and_id():
     assert s.search("d4") == [3], "a product id typed in full"
     assert s.search("zebra") == [] and s.search("  ") == []
     assert s.search("red", limit=2) == [1, 3]
+
+
+TITLES = ["WHITE HANGING HEART T-LIGHT HOLDER", "Red candle", "Candle holder, blue", "Jumbo bag red", "Red candles x3",
+          "CANDLEHOLDER", "candle_stick", "Crème brûlée candles", "toy box", "Toys for boys", "candy jar",
+          "SWEET CANDIES", "glass of glasses", "set of 3 bags", "tea-lover mug", "tea lovers tin", "Teacup",
+          "HEART-SHAPED T LIGHTS", "lunch bag  red retrospot", "3 red hearts"]
+
+
+def test_keyword_title_matches_read_off_the_index_equal_the_regex():
+    """The keyword filters read the picker's index; what they find must be exactly what the regex finds."""
+    s = ProductSearch(TITLES, [f"P{i}" for i in range(len(TITLES))], np.arange(1, len(TITLES) + 1))
+    keywords = ["candle", "candles", "CANDLE", "holder", "toy", "toys", "candy", "candies", "glass", "bag", "bags",
+                "tea lover", "tea lovers", "t-light", "t light", "crème", "brûlée candle", "heart", "hearts", "3",
+                "red", "red retrospot", "lunch bag red", "cup", "candle_stick", "stick", "zebra", "of"]
+    for keyword in keywords:
+        pattern = keyword_pattern(keyword)
+        want = [i for i, t in enumerate(TITLES) if pattern.search(t)]
+        assert s.title_matches(keyword).tolist() == want, keyword
+        assert s.title_matches(keyword) is s.title_matches(keyword), "kept for the next turn"
+    assert s.title_matches("toy").tolist() == [8, 9], "singular finds the plural of a -y word"
+    assert s.title_matches("candies").tolist() == [10, 11]
+    assert s.title_matches("candle").tolist() == [1, 2, 4, 7], "whole words: not CANDLEHOLDER nor candle_stick"
+
+
+def test_keyword_filters_scan_titles_widely_and_meanings_among_the_best_sellers():
+    """Filters that leave too few candidates scan the best sellers: by title all ``catalog_scan`` of them, by
+    meaning only the best-selling ``catalog_scan_meaning`` (a vector costs more to read than a title)."""
+    from assistant.config import RecommenderConfig
+    from assistant.recommender import Request
+
+    x, labels, _ = _clustered(n=2_000)
+    titles = [f"product {i}" for i in range(len(x))]
+    titles[1500] = "a lantern"  # far down the best-seller list (row 0 sells best), matched by its title
+    b = _bundle_titled(x, labels, titles)
+    glow = x[1600] + x[40]  # the keyword "glow" means products 1600 and 40, and neither title says so
+    glow /= np.linalg.norm(glow)
+    nothing = np.linalg.svd(x, full_matrices=True)[2][-1]  # the direction the products vary least in
+    assert np.abs(x @ nothing).max() < 0.5, "no product means 'lantern'"
+
+    def encode(texts):
+        return np.stack([glow if t == "glow" else nothing for t in texts]).astype(np.float32)
+
+    rec = Recommender(b, encode, RecommenderConfig(catalog_scan=1_800, catalog_scan_meaning=100))
+    content: dict[int, float] = {}
+    rec._catalog_candidates(Request(include=["lantern"], seeds=[0]), content)
+    assert list(content) == [1500]
+    content = {}
+    rec._catalog_candidates(Request(include=["glow"], seeds=[0]), content)
+    assert 40 in content and 1600 not in content, "by meaning: the best-selling 100 only"
+    content = {}
+    rec._catalog_candidates(Request(include=["lantern"], seeds=[0], max_price=0.5), content)
+    assert content == {}, "every price is 1.0"
+
+
+def _bundle_titled(x, labels, titles):
+    n = len(x)
+    products = pd.DataFrame({"product_id": [f"P{i}" for i in range(n)], "title": titles, "price": 1.0,
+                             "cluster": labels, "popularity": np.arange(n)[::-1]})
+    return assemble_bundle(folder=Path("."), manifest={"faiss": {"kind": "flat"}}, products=products, embeddings=x,
+                           index=build_index(x, "flat"), users=pd.DataFrame({"user_id": [], "user_idx": []}),
+                           interactions=pd.DataFrame())
 
 
 def test_item_item_arrays_are_stored_for_the_modelled_products_only(tmp_path):
