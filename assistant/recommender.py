@@ -108,6 +108,34 @@ def price_mask(prices: np.ndarray, req: Request) -> np.ndarray:
     return ok
 
 
+class Reasons:
+    """row -> the reason behind its content score. A "similar" reason is written out only when asked for: the
+    evaluation and the graph rank hundreds of candidates a user and read no reason."""
+
+    def __init__(self, bundle: Bundle, via: str) -> None:
+        self.b, self.via = bundle, via
+        self._made: dict[int, dict[str, Any]] = {}
+        self._similar: dict[int, tuple[int, float]] = {}  # row -> (seed row, similarity)
+
+    def similar(self, rows: np.ndarray, seeds: np.ndarray, sims: np.ndarray) -> None:
+        """Each row (without a reason yet) is like its seed, by that similarity."""
+        self._similar.update(zip(rows.tolist(), zip(seeds.tolist(), sims.tolist(), strict=True), strict=True))
+
+    def __setitem__(self, row: int, reason: dict[str, Any]) -> None:
+        self._similar.pop(row, None)
+        self._made[row] = reason
+
+    def __contains__(self, row: int) -> bool:
+        return row in self._made or row in self._similar
+
+    def get(self, row: int, default: Any = None) -> dict[str, Any] | None:
+        if row not in self._made and row in self._similar:
+            seed, sim = self._similar.pop(row)
+            self._made[row] = {"kind": "similar", "to": self.b.titles[seed], "to_id": self.b.product_ids[seed],
+                               "via": self.via, "similarity": round(sim, 3)}
+        return self._made.get(row, default)
+
+
 class Recommender:
     """Answers :class:`Request` objects from one immutable :class:`Bundle`."""
 
@@ -115,6 +143,9 @@ class Recommender:
         self.b = bundle
         self.encode = encode  # texts -> unit vectors with the bundle's own embedding model
         self.cfg = cfg or RecommenderConfig.from_manifest(bundle.manifest)
+        # (seeds, widen, neighbours_per_seed) -> _seed_neighbours(): the evaluation shares one across the configs it
+        # tries on one bundle's vectors and index (the seeds' searches do not depend on any blend setting)
+        self.neighbours_memo: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] | None = None
         self.popularity = self._popularity_term()
         self.popularity_order = np.argsort(-self.popularity, kind="stable")
         self.popularity_rank = np.empty(len(self.popularity), dtype=np.int64)
@@ -188,51 +219,64 @@ class Recommender:
 
     # -- candidates ---------------------------------------------------------------------------------
     def candidates(self, req: Request, *, widen: bool = False, signals: Signals | None = None
-                   ) -> tuple[dict[int, float], dict[int, dict[str, Any]], Signals]:
+                   ) -> tuple[dict[int, float], Reasons, Signals]:
         """rows -> content score, rows -> the reason behind that score, and the collaborative signals.
 
         Seed neighbours are kept to the seed's KMeans cluster; ``widen`` lifts that restriction and
         adds best sellers, for when filters leave too few products. ``signals``: computed already.
+        A row offered more than once keeps its best similarity (the first offer on ties) and the place of
+        its first offer.
         """
         b, cfg = self.b, self.cfg
         content: dict[int, float] = {}
-        why: dict[int, dict[str, Any]] = {}
-
-        def offer(row: int, score: float, reason: dict[str, Any]) -> None:
-            if score > content.get(row, -1.0):
-                content[row], why[row] = float(score), reason
-
-        seeds = req.seeds[: cfg.max_seeds]
-        if seeds:
-            for seed, near in zip(seeds, self._seed_neighbours(seeds, widen), strict=False):
-                base = {"kind": "similar", "to": b.titles[seed], "to_id": b.product_ids[seed], "via": req.seed_kind}
-                for i, s in near:
-                    if s > content.get(i, -1.0):
-                        offer(i, s, {**base, "similarity": round(s, 3)})
+        why = Reasons(b, req.seed_kind)
+        seeds = np.asarray(req.seeds[: cfg.max_seeds], dtype=np.int64)
+        if len(seeds):
+            key = (tuple(seeds.tolist()), widen, cfg.neighbours_per_seed)
+            memo = self.neighbours_memo if self.neighbours_memo is not None else {}
+            near = memo.get(key)
+            if near is None:
+                near = memo[key] = self._seed_neighbours(seeds.tolist(), widen)
+            rows = np.concatenate([r for r, _ in near])
+            sims = np.concatenate([s for _, s in near])
+            source = np.repeat(seeds[: len(near)], [len(r) for r, _ in near])
+            offered = sims > -1.0
+            rows, sims, source = rows[offered], sims[offered], source[offered]
+            if len(rows):
+                by_row = np.lexsort((np.arange(len(rows)), -sims, rows))  # each row's best offer first
+                best = by_row[np.r_[True, rows[by_row][1:] != rows[by_row][:-1]]]
+                _, first = np.unique(rows, return_index=True)
+                best = best[np.argsort(first, kind="stable")]  # in the order the rows were first offered
+                content = dict(zip(rows[best].tolist(), sims[best].tolist(), strict=True))
+                why.similar(rows[best], source[best], sims[best])
         # Include-keywords bring their own candidates only when the seeds' neighbours are not enough.
-        queries = ([req.query] if req.query else []) + (list(req.include) if widen or not seeds else [])
+        queries = ([req.query] if req.query else []) + (list(req.include) if widen or not len(seeds) else [])
         if queries:
             qv = self.encode(queries)
             sims, ids = self._search(qv, cfg.query_candidates)
             for q, srow, irow in zip(queries, sims, ids, strict=True):
                 for i, s in zip(irow.tolist(), srow.tolist(), strict=True):
                     if i >= 0 and s > content.get(i, -1.0):
-                        offer(i, s, {"kind": "query", "query": q, "similarity": round(s, 3)})
+                        content[i], why[i] = float(s), {"kind": "query", "query": q, "similarity": round(s, 3)}
         sig = signals if signals is not None else self.signals(req)
         for scores, k in ((sig.als, cfg.als_candidates), (sig.item, cfg.item_candidates)):
             if scores is not None:
-                for i in top_k(scores, k):
-                    if scores[i] > 0:
-                        content.setdefault(int(i), 0.0)
+                top = top_k(scores, k)
+                for i in top[scores[top] > 0].tolist():
+                    content.setdefault(i, 0.0)
         n_popular = cfg.query_candidates if widen or not content else cfg.popular_candidates
-        for i in self.popularity_order[:n_popular]:
-            content.setdefault(int(i), 0.0)
-        if seeds:  # every other candidate's content score is its similarity to the closest seed
-            rows = [r for r in content if r not in why]
-            for r, reason in zip(rows, self.closest_seed(rows, req), strict=True):
-                content[r] = max(reason["similarity"], 0.0)
-                if reason["similarity"] >= 0.5:
-                    why[r] = reason
+        for i in self.popularity_order[:n_popular].tolist():
+            content.setdefault(i, 0.0)
+        if len(seeds):  # every other candidate's content score is its similarity to the closest seed
+            rest = np.asarray([r for r in content if r not in why], dtype=np.int64)
+            if len(rest):
+                sims = b.vectors(rest) @ b.vectors(seeds).T
+                closest = sims.argmax(axis=1)
+                best = sims[np.arange(len(rest)), closest].tolist()
+                rounded = [round(v, 3) for v in best]  # the similarity a reason states
+                content.update(zip(rest.tolist(), [max(v, 0.0) for v in rounded], strict=True))
+                strong = np.asarray(rounded) >= 0.5
+                why.similar(rest[strong], seeds[closest[strong]], np.asarray(best)[strong])
         return content, why, sig
 
     def _catalog_candidates(self, req: Request, content: dict[int, float]) -> None:
@@ -274,26 +318,17 @@ class Recommender:
             rows = order[price_mask(self.b.prices[order], req)]
         return rows[:n]
 
-    def closest_seed(self, rows: Sequence[int], req: Request) -> list[dict[str, Any]]:
-        """For each row, a "similar" reason naming the request's seed closest to it (seeds must not be empty)."""
-        b = self.b
-        seeds = req.seeds[: self.cfg.max_seeds]
-        if not len(rows):
-            return []
-        sims = b.vectors(np.asarray(rows, dtype=np.int64)) @ b.vectors(seeds).T
-        return [{"kind": "similar", "to": b.titles[seeds[j]], "to_id": b.product_ids[seeds[j]], "via": req.seed_kind,
-                 "similarity": round(float(sims[i, j]), 3)} for i, j in enumerate(sims.argmax(axis=1).tolist())]
-
-    def _seed_neighbours(self, seeds: list[int], widen: bool) -> list[list[tuple[int, float]]]:
-        """Nearest products of each seed: within its KMeans cluster (exact, one matrix product per
-        cluster), or, when ``widen``, anywhere in the catalog through FAISS."""
+    def _seed_neighbours(self, seeds: list[int], widen: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Nearest products of each seed, (rows, similarities) best first, the seed left out: within its KMeans
+        cluster (exact, one matrix product per cluster), or, when ``widen``, anywhere in the catalog through FAISS."""
         b, cfg = self.b, self.cfg
         out = []
         if widen:  # the three most recent seeds, twice as many neighbours, any cluster
             seeds = seeds[:3]
             sims, ids = self._search(b.vectors(seeds), cfg.neighbours_per_seed * 2 + 1)
-            for seed, srow, irow in zip(seeds, sims.tolist(), ids.tolist(), strict=True):
-                out.append([(i, s) for i, s in zip(irow, srow, strict=True) if i >= 0 and i != seed])
+            for seed, srow, irow in zip(seeds, sims, ids, strict=True):
+                keep = (irow >= 0) & (irow != seed)
+                out.append((irow[keep], srow[keep]))
             return out
         for seed in seeds:
             c = int(b.clusters[seed])
@@ -303,7 +338,8 @@ class Recommender:
                 rows, sims = b.members[c][best], sims[best]
             else:
                 rows, sims = self._cell_search(seed, c, cfg.neighbours_per_seed + 1)
-            out.append([(r, s) for r, s in zip(rows.tolist(), sims.tolist(), strict=True) if r != seed])
+            keep = rows != seed
+            out.append((rows[keep].astype(np.int64), sims[keep]))
         return out
 
     def _cell_search(self, seed: int, cluster: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -373,7 +409,7 @@ class Recommender:
                                     score=float(score[pos[r]])) for r in picks]
 
     def scored_candidates(self, req: Request
-                          ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[int, dict[str, Any]], Signals] | None:
+                          ) -> tuple[np.ndarray, dict[str, np.ndarray], Reasons, Signals] | None:
         """The candidates that pass the request's filters with their four blend terms (None: no candidate).
 
         Only :data:`~assistant.config.BLEND_ONLY` settings are left to apply: the evaluation's blend
@@ -411,7 +447,11 @@ class Recommender:
     def terms(self, rows: np.ndarray, content: dict[int, float], sig: Signals) -> dict[str, np.ndarray]:
         """The four blend terms of each row, each in [0, 1]."""
         zeros = np.zeros(len(rows))
-        return {"content": np.clip(np.array([content.get(int(r), 0.0) for r in rows], dtype=np.float64), 0.0, 1.0),
+        keys = np.fromiter(content, dtype=np.int64, count=len(content))
+        values = np.fromiter(content.values(), dtype=np.float64, count=len(content))
+        order = np.argsort(keys, kind="stable")
+        at = order[np.minimum(np.searchsorted(keys, rows, sorter=order), len(keys) - 1)] if len(keys) else rows[:0]
+        return {"content": np.clip(np.where(keys[at] == rows, values[at], 0.0) if len(keys) else zeros, 0.0, 1.0),
                 "als": sig.als[rows] if sig.als is not None else zeros,
                 "item": sig.item[rows] if sig.item is not None else zeros,
                 "popularity": self.popularity[rows]}

@@ -53,12 +53,17 @@ def recommendation_edges(b: Bundle, users: list[str], k: int = DEFAULT_K) -> pd.
     from assistant.session import SessionState
 
     assistant = Assistant(b, encode=_no_text)
+    rec = assistant.recommender
     rows: list[tuple[str, str, float, int]] = []
     for uid in tqdm(users, desc="recommendation graph", unit="user", leave=False, mininterval=2, disable=None):
         req = assistant.next_request(SessionState(user_id=uid))
         req.n = k
-        for rank, rec in enumerate(assistant.recommender.recommend(req), start=1):
-            rows.append((uid, rec.product_id, float(rec.score), rank))
+        found = rec.scored_candidates(req)  # what recommend() ranks, without the reasons it writes for the chat
+        if found is None:
+            continue
+        score, picks = rec.pick(found[0], found[1], req)
+        at = {int(r): i for i, r in enumerate(found[0])}
+        rows += [(uid, b.product_ids[r], float(score[at[r]]), rank) for rank, r in enumerate(picks, start=1)]
     return pd.DataFrame(rows, columns=["user_id", "product_id", "score", "rank"])
 
 

@@ -188,3 +188,32 @@ def test_the_evaluation_scores_the_chats_own_recommender(tmp_path, monkeypatch):
     scorer.rank("hybrid", "u_candle", 5)
     assert calls.count("u_candle") == 5  # the chat's turn above, and this one
     assert np.isfinite(scorer.score("hybrid")["ndcg@10"])
+
+
+def test_the_content_baseline_scores_users_in_blocks_as_one_by_one(tmp_path, monkeypatch):
+    """The content model ranks by each product's best cosine to the user's 5 most recent products; computing a
+    block of users in one matrix product must give every user the ranking the definition gives."""
+    from assistant.bundle_reader import load_bundle
+    from index_builder import evaluate as ev
+    from tests.tiny_bundle import write_tiny_bundle
+
+    b = load_bundle(write_tiny_bundle(tmp_path))
+    inter = pd.read_parquet(b.folder / bundle.INTERACTIONS)
+    users = pd.read_parquet(b.folder / bundle.USERS)
+    ids = sorted(users["user_id"].astype(str))
+    split = Split("tiny", dt.datetime(2011, 2, 1), None, inter, users, truth={u: {0} for u in ids},
+                  truth_repeat={}, left_out={})
+    scorer = Scorer(split, b.products, b.embeddings, b.index, ev.Fitted(None, None, None, None), {}, 42)
+    e = b.embeddings
+    want = {}
+    for u in ids + ["nobody"]:
+        recent = scorer._recent(u)
+        want[u] = scorer._top((e @ e[recent].T).max(axis=1), u, 3, False) if len(recent) else []
+    assert any(want.values())
+    monkeypatch.setattr(ev, "CONTENT_BLOCK", ev.RECENT * len(e) * 2)  # two users a block
+    got = {u: scorer.rank("content", u, 3) for u in ids + ["nobody"]}
+    assert got == want
+    from index_builder.metrics import summarize
+
+    assert scorer.score("content", ids, k=3, ks=(3,)) == summarize(
+        {u: want[u] for u in ids}, {u: {0} for u in ids}, n_catalog=len(e), ks=(3,))

@@ -97,6 +97,18 @@ def test_graph_csvs_namespaced_and_grounded_in_the_catalog(built):
                   strict=True))
     assert not had & set(zip(edges.src, edges.dst, strict=True)), "nobody is recommended what they already have"
     assert manifest["report"]["graph"]["edges"] == len(edges)
+    from assistant.bundle_reader import load_bundle
+    from assistant.chat import Assistant
+    from assistant.session import SessionState
+
+    chat = Assistant(load_bundle(folder), encode=lambda texts: None)
+    for src in sorted(set(edges.src))[:3]:  # each user's edges are the chat's own answer, in order, with its scores
+        req = chat.next_request(SessionState(user_id=src.removeprefix(USER_NS)))
+        req.n = 10
+        shown = chat.recommender.recommend(req)
+        mine = edges[edges.src == src].sort_values("rank")
+        assert list(mine.dst) == [PRODUCT_NS + r.product_id for r in shown]
+        assert np.allclose(mine.score, [r.score for r in shown], atol=1e-6)
     degree = figures["fig-degree"]
     assert sum(degree["data"][0]["y"]) == len(catalog) and degree["layout"]["yaxis"]["type"] == "log"
     top = figures["fig-top"]["data"][0]
