@@ -84,7 +84,8 @@ class ProductSearch:
         return self._rows[i] if i < len(self._vocab) and self._vocab[i] == word else np.zeros(0, dtype=np.int64)
 
     def _words_like(self, literal: str, regex: str) -> np.ndarray:
-        """Rows with a title word that ``regex`` matches whole, read off the vocabulary's ``literal``... words."""
+        """Rows with a title word that ``regex`` matches whole (only the vocabulary's words that begin with
+        ``literal`` can)."""
         whole = re.compile(regex)
         vocab = self._vocab
         lo = bisect.bisect_left(vocab, literal)

@@ -114,7 +114,9 @@ def sweep_kmeans(
 
     The sample (at most ``sample_size`` vectors, seeded) is broadcast once and every (k, restart) fit runs
     as one task of a single Spark job (k-means++ starts, seeds ``seed``, ``seed+1``, ...; the fit with the
-    lowest WSSSE is kept per k). The cosine silhouette of each k is exact on a seeded sub-sample of at
+    lowest WSSSE is kept per k). In local mode the executors' cores are the driver's, so the same fits run in
+    a thread pool of as many threads on the driver instead (sklearn's Lloyd iterations release the GIL): the
+    same results, without a job's worker start-up and its broadcast (UCI: 117 fits in ~7 s instead of ~15 s). The cosine silhouette of each k is exact on a seeded sub-sample of at
     most ``silhouette_size`` vectors, from one distance matrix shared by every k. :func:`fit_all` then
     fits the chosen k on all vectors.
     """
@@ -130,12 +132,21 @@ def sweep_kmeans(
     tries = restarts_for(len(sample), restarts)
     jobs = [(k, seed + r) for k in ks for r in range(tries)]
     sc = spark.sparkContext
-    shared = sc.broadcast(np.ascontiguousarray(sample, dtype=np.float32))
-    try:
-        fits = (sc.parallelize(jobs, len(jobs))
-                .map(lambda job, mi=max_iter: _counted(_fit_one(job, shared.value, mi), counter)).collect())
-    finally:
-        shared.unpersist()
+    data = np.ascontiguousarray(sample, dtype=np.float32)
+    if sc.master.startswith("local"):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=sc.defaultParallelism) as pool:
+            fits = list(pool.map(lambda job: _counted(_fit_one(job, data, max_iter), counter), jobs))
+    else:
+        shared = sc.broadcast(data)
+        try:
+            fits = (sc.parallelize(jobs, len(jobs))
+                    .map(lambda job, mi=max_iter: _counted(_fit_one(job, shared.value, mi), counter)).collect())
+        finally:
+            shared.unpersist()
     best: dict[int, tuple] = {}
     for fit in fits:  # in job order: ties keep the lower seed
         if fit[0] not in best or fit[2] < best[fit[0]][2]:
