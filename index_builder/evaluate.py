@@ -425,85 +425,66 @@ def evaluate(events: DataFrame, products: DataFrame, products_pdf: pd.DataFrame,
     als, lam = s.als, s.ease_lambda
     tuning: dict[str, Any] = {"split": {"train_end": val_cut.isoformat(), "test_end": test_cut.isoformat()}}
 
-    # The test split does not depend on the tuning, and the test models only on the ALS and EASE settings
-    # it picks: both run beside the tuning (Spark and numpy's BLAS while the blend search keeps one core
-    # busy in Python), so the evaluation takes about as long as its longest chain, not the sum.
-    background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="evaluate")
-    test_split = background.submit(make_split, "test", events, products, test_cut, None, s)
+    if s.tune:
+        val = make_split("validation", events, products, val_cut, test_cut, s)
+        if len(val.truth) >= 10:
+            tune_users = _sample(sorted(val.truth), s.max_tune_users, s.seed)
+            tuning["users"] = len(tune_users)
+            # each lambda tried inverts the Gram: 30 s at 10,000 products, 2 s at 4,000
+            gram = gram_matrix(val.train_frame, max_items=min(s.item_item_max_items, s.ease_tune_max_items))
+            base = Fitted(None, None, None, None)
+            scorer = Scorer(val, products_pdf, embeddings, index, base, rec_cfg, s.seed)
 
-    def fit_on_test(als_: ALSParams, lam_: float) -> Fitted:
-        split = test_split.result()
-        als_fit = background.submit(fit_als, split, n, als_)
-        gram = gram_matrix(split.train_frame, max_items=s.item_item_max_items)
-        nb_, wt_ = (prune(ease_weights(gram.matrix, lam_), gram.rows, n, s.item_item_top_k) if len(gram.rows) >= 2
-                    else (None, None))
-        return Fitted(*als_fit.result(), nb_, wt_)
+            def item_item_ndcg(lam_: float) -> float:
+                nb, wt = prune(ease_weights(gram.matrix, lam_), gram.rows, n, s.item_item_top_k)
+                scorer.bundle = _with(scorer.bundle, item_neighbours=nb, item_weights=wt)
+                scorer.configure(rec_cfg)
+                return scorer.score("item_item", tune_users, ks=(10,))["ndcg@10"]
 
-    test_models = None
-    try:
-        if s.tune:
-            val = make_split("validation", events, products, val_cut, test_cut, s)
-            if len(val.truth) >= 10:
-                tune_users = _sample(sorted(val.truth), s.max_tune_users, s.seed)
-                tuning["users"] = len(tune_users)
-                # each lambda tried inverts the Gram: 30 s at 10,000 products, 2 s at 4,000
-                gram = gram_matrix(val.train_frame, max_items=min(s.item_item_max_items, s.ease_tune_max_items))
-                base = Fitted(None, None, None, None)
-                scorer = Scorer(val, products_pdf, embeddings, index, base, rec_cfg, s.seed)
+            if len(gram.rows) >= 2:
+                ease_scores = {lam_: item_item_ndcg(lam_) for lam_ in s.ease_grid}
+                lam = max(ease_scores, key=lambda k: (ease_scores[k], -k))
+                tuning["item_item_lambda"] = {str(k): v for k, v in ease_scores.items()}
+                say("evaluate: EASE lambda on validation %s -> %s", tuning["item_item_lambda"], lam)
+            nb, wt = prune(ease_weights(gram.matrix, lam), gram.rows, n, s.item_item_top_k)
 
-                def item_item_ndcg(lam_: float) -> float:
-                    nb, wt = prune(ease_weights(gram.matrix, lam_), gram.rows, n, s.item_item_top_k)
-                    scorer.bundle = _with(scorer.bundle, item_neighbours=nb, item_weights=wt)
-                    scorer.configure(rec_cfg)
-                    return scorer.score("item_item", tune_users, ks=(10,))["ndcg@10"]
+            als_scores = {}
+            # the fits are small Spark jobs, mostly scheduling: submitted together they overlap (17 -> 8 s on UCI)
+            with ThreadPoolExecutor(max_workers=len(s.als_grid)) as pool:
+                fits = dict(zip(s.als_grid, pool.map(lambda ra: fit_als(val, n, ALSParams(
+                    rank=s.als.rank, reg_param=ra[0], alpha=ra[1], max_iter=s.als.max_iter, seed=s.seed)), s.als_grid),
+                    strict=True))
+            for reg, alpha in s.als_grid:
+                scorer.bundle = _with(scorer.bundle, item_factors=fits[(reg, alpha)][0],
+                                      user_factors=fits[(reg, alpha)][1])
+                scorer.configure(rec_cfg)
+                als_scores[(reg, alpha)] = scorer.score("als", tune_users, ks=(10,))["ndcg@10"]
+            best_reg, best_alpha = max(als_scores, key=lambda k: als_scores[k])
+            als = ALSParams(rank=s.als.rank, reg_param=best_reg, alpha=best_alpha, max_iter=s.als.max_iter, seed=s.seed)
+            tuning["als"] = [{"reg_param": r, "alpha": a, "ndcg@10": v} for (r, a), v in als_scores.items()]
+            say("evaluate: ALS on validation %s -> regParam %s alpha %s", tuning["als"], best_reg, best_alpha)
 
-                if len(gram.rows) >= 2:
-                    ease_scores = {lam_: item_item_ndcg(lam_) for lam_ in s.ease_grid}
-                    lam = max(ease_scores, key=lambda k: (ease_scores[k], -k))
-                    tuning["item_item_lambda"] = {str(k): v for k, v in ease_scores.items()}
-                    say("evaluate: EASE lambda on validation %s -> %s", tuning["item_item_lambda"], lam)
-                nb, wt = prune(ease_weights(gram.matrix, lam), gram.rows, n, s.item_item_top_k)
+            scorer.bundle = _with(scorer.bundle, item_factors=fits[(best_reg, best_alpha)][0],
+                                  user_factors=fits[(best_reg, best_alpha)][1], item_neighbours=nb, item_weights=wt)
 
-                als_scores = {}
-                # the fits are small Spark jobs, mostly scheduling: submitted together they overlap (17 -> 8 s on UCI)
-                with ThreadPoolExecutor(max_workers=len(s.als_grid)) as pool:
-                    fits = dict(zip(s.als_grid, pool.map(lambda ra: fit_als(val, n, ALSParams(
-                        rank=s.als.rank, reg_param=ra[0], alpha=ra[1], max_iter=s.als.max_iter, seed=s.seed)), s.als_grid),
-                        strict=True))
-                for reg, alpha in s.als_grid:
-                    scorer.bundle = _with(scorer.bundle, item_factors=fits[(reg, alpha)][0],
-                                          user_factors=fits[(reg, alpha)][1])
-                    scorer.configure(rec_cfg)
-                    als_scores[(reg, alpha)] = scorer.score("als", tune_users, ks=(10,))["ndcg@10"]
-                best_reg, best_alpha = max(als_scores, key=lambda k: als_scores[k])
-                als = ALSParams(rank=s.als.rank, reg_param=best_reg, alpha=best_alpha, max_iter=s.als.max_iter, seed=s.seed)
-                tuning["als"] = [{"reg_param": r, "alpha": a, "ndcg@10": v} for (r, a), v in als_scores.items()]
-                say("evaluate: ALS on validation %s -> regParam %s alpha %s", tuning["als"], best_reg, best_alpha)
+            def objective(settings: dict[str, Any]) -> np.ndarray:
+                scorer.configure(settings)
+                return scorer.per_user("hybrid", tune_users)
 
-                scorer.bundle = _with(scorer.bundle, item_factors=fits[(best_reg, best_alpha)][0],
-                                      user_factors=fits[(best_reg, best_alpha)][1], item_neighbours=nb, item_weights=wt)
+            grid = blend_grid(window)
+            rec_cfg, best, trace = coordinate_search(objective, rec_cfg, grid)
+            tuning["blend"] = {"chosen": rec_cfg, "ndcg@10": round(best, 5), "tried": len(trace)}
+            say("evaluate: blend on validation (%d settings tried) -> %s, ndcg@10 %.4f", len(trace), rec_cfg, best)
+        else:
+            tuning["skipped"] = f"only {len(val.truth)} validation users; defaults kept"
+            say("evaluate: tuning skipped (%s)", tuning["skipped"])
+        val.release()
 
-                test_models = background.submit(fit_on_test, als, lam)  # beside the blend search
-
-                def objective(settings: dict[str, Any]) -> np.ndarray:
-                    scorer.configure(settings)
-                    return scorer.per_user("hybrid", tune_users)
-
-                grid = blend_grid(window)
-                rec_cfg, best, trace = coordinate_search(objective, rec_cfg, grid)
-                tuning["blend"] = {"chosen": rec_cfg, "ndcg@10": round(best, 5), "tried": len(trace)}
-                say("evaluate: blend on validation (%d settings tried) -> %s, ndcg@10 %.4f", len(trace), rec_cfg, best)
-            else:
-                tuning["skipped"] = f"only {len(val.truth)} validation users; defaults kept"
-                say("evaluate: tuning skipped (%s)", tuning["skipped"])
-            val.release()
-
-        if test_models is None:
-            test_models = background.submit(fit_on_test, als, lam)
-        test, fitted = test_split.result(), test_models.result()
-    finally:
-        background.shutdown(wait=True, cancel_futures=True)
-    scorer = Scorer(test, products_pdf, embeddings, index, fitted, rec_cfg, s.seed)
+    test = make_split("test", events, products, test_cut, None, s)
+    item_f, user_f = fit_als(test, n, als)
+    gram = gram_matrix(test.train_frame, max_items=s.item_item_max_items)
+    nb, wt = prune(ease_weights(gram.matrix, lam), gram.rows, n, s.item_item_top_k) if len(gram.rows) >= 2 else (None, None)
+    scorer = Scorer(test, products_pdf, embeddings, index, Fitted(item_f, user_f, nb, wt), rec_cfg, s.seed)
     models: dict[str, Any] = {}
     repeat: dict[str, Any] = {}
     test_users = _sample(sorted(test.truth), s.max_test_users, s.seed)
