@@ -353,12 +353,11 @@ class Recommender:
         return self._rescored(ids[0], q[0], k)
 
     # -- filters ------------------------------------------------------------------------------------
-    def _keyword_mask(self, rows: np.ndarray, keywords: list[str], vectors: np.ndarray | None = None) -> np.ndarray:
-        """True where a product matches any keyword, by its title words or by meaning (``vectors``: the rows'
-        vectors, when read already)."""
+    def _keyword_mask(self, rows: np.ndarray, keywords: list[str]) -> np.ndarray:
+        """True where a product matches any keyword, by its title words or by meaning."""
         if not keywords:
             return np.zeros(len(rows), dtype=bool)
-        sims = (self.b.vectors(rows) if vectors is None else vectors) @ self.encode(keywords).T
+        sims = self.b.vectors(rows) @ self.encode(keywords).T
         return self._title_mask(rows, keywords) | (sims.max(axis=1) >= self.cfg.keyword_similarity)
 
     def title_hits(self, keyword: str) -> int:
