@@ -102,7 +102,7 @@ def build_demo(assistant: Assistant):
         found = views.get(cur.version)
         if found is None:
             threading.Thread(target=cur.search.warm, name="product-search-index", daemon=True).start()
-            found = SimpleNamespace(b=cur, search=cur.search, best=[int(r) for r in cur.popularity_order[:PICKER_START]])
+            found = SimpleNamespace(b=cur, best=[int(r) for r in cur.popularity_order[:PICKER_START]])
             views.clear()
             views[cur.version] = found
         return found
@@ -119,12 +119,12 @@ def build_demo(assistant: Assistant):
 
     def on_type(selected: list[str] | None, key: gr.KeyUpData):
         typed = (key.input_value or "").strip()
-        return picker(selected, view().search.search(typed, PICKER_MATCHES) if typed else None)
+        return picker(selected, view().b.search.search(typed, PICKER_MATCHES) if typed else None)
 
     def products(query: str, limit: int = 20) -> list[dict]:
         """Products whose titles contain every word of the query (the last word as a prefix), best sellers first."""
         v = view()
-        return [v.b.product(r) for r in v.search.search(query, max(1, min(int(limit), 200)))]
+        return [v.b.product(r) for r in v.b.search.search(query, max(1, min(int(limit), 200)))]
 
     insights = Insights.load(b)
 

@@ -116,8 +116,9 @@ def sweep_kmeans(
     as one task of a single Spark job (k-means++ starts, seeds ``seed``, ``seed+1``, ...; the fit with the
     lowest WSSSE is kept per k). In local mode the executors' cores are the driver's, so the same fits run in
     a thread pool of as many threads on the driver instead (sklearn's Lloyd iterations release the GIL): the
-    same results, without a job's worker start-up and its broadcast (UCI: 117 fits in ~7 s instead of ~15 s). The cosine silhouette of each k is exact on a seeded sub-sample of at
-    most ``silhouette_size`` vectors, from one distance matrix shared by every k. :func:`fit_all` then
+    same results without a job's worker start-up and broadcast (UCI k=2..20: 4.0 s instead of 8.2 s).
+    The cosine silhouette of each k is exact on a seeded sub-sample of at most ``silhouette_size`` vectors,
+    from one distance matrix shared by every k. :func:`fit_all` then
     fits the chosen k on all vectors.
     """
     from sklearn.metrics import silhouette_score
