@@ -45,12 +45,12 @@ def main() -> None:
     reg, alpha = als_params.get("reg_param", 0.1), als_params.get("alpha", 1.0)
     lam = manifest.get("item_item", {}).get("lambda", 200.0)
     spark = make_spark(master=f"local[{args.threads}]")
-    products_pdf, embeddings, index, products, events = bundle_frames(spark, folder)
+    products_pdf, embeddings, index, events = bundle_frames(folder)
     settings = EvalSettings(cutoff=args.eval_cutoff)
 
     lo, hi, _ = time_bounds(events)
     _, cut = choose_cutoffs(lo, hi, args.eval_cutoff)
-    split = make_split("test", events, products, cut, None, settings)
+    split = make_split("test", events, products_pdf, cut, None, settings, spark)
     n = len(products_pdf)
     rows = []
 
@@ -84,9 +84,9 @@ def main() -> None:
                Fitted(np.asarray(model.item_factors), np.asarray(model.user_factors), None, None), "als", fit_s)
 
     t = time.perf_counter()
-    gram = gram_matrix(split.train_frame)
+    gram = gram_matrix(split.interactions)
     nb, wt = prune(ease_weights(gram.matrix, lam), gram.rows, n)
-    scored(f"cartwise EASE item-item (lambda {lam}, Spark Gram)", Fitted(None, None, nb, wt), "item_item",
+    scored(f"cartwise EASE item-item (lambda {lam})", Fitted(None, None, nb, wt), "item_item",
            time.perf_counter() - t)
 
     t = time.perf_counter()

@@ -34,12 +34,17 @@ from .constants import (
     DEFAULT_EVENT_WEIGHTS,
     DEFAULT_HAD_TYPES,
     EVENT_TYPE,
+    HAD,
+    LAST_TS,
+    N_EVENTS,
     POPULARITY,
     PRODUCT_ID,
     PRODUCT_IDX,
+    PURCHASED,
     TS,
     USER_ID,
     USER_IDX,
+    VALUE,
     WEIGHT,
 )
 from .errors import InputError
@@ -79,7 +84,7 @@ class EvalSettings:
 
 @dataclass
 class Split:
-    """One time split, collected to the driver: what train holds and what each user then had."""
+    """One time split, on the driver: what train holds and what each user then had."""
 
     name: str
     train_end: dt.datetime
@@ -89,12 +94,18 @@ class Split:
     truth: dict[str, set[int]]  # product rows new to the user
     truth_repeat: dict[str, set[int]]  # every test product, repeats included
     left_out: dict[str, int]
-    train_frame: Any = None  # the Spark frame of train interactions (for ALS and the Gram matrix)
-    cached: Any = None  # the cached Spark frame behind it
+    spark: Any = None  # the session ALS fits in
+    _frame: Any = None
+
+    def train_frame(self) -> DataFrame:
+        """The train pairs as a cached Spark frame (user_idx, product_idx, weight): what ALS fits on."""
+        if self._frame is None:
+            self._frame = self.spark.createDataFrame(self.interactions[[USER_IDX, PRODUCT_IDX, WEIGHT]]).cache()
+        return self._frame
 
     def release(self) -> None:
-        if self.cached is not None:
-            self.cached.unpersist()
+        if self._frame is not None:
+            self._frame.unpersist()
 
 
 @dataclass
@@ -108,22 +119,24 @@ class Fitted:
 
 
 # ---------------------------------------------------------------------------------------------------
-# splitting (Spark)
+# splitting (pandas, on the events the build collects for the bundle anyway)
 # ---------------------------------------------------------------------------------------------------
 def _to_datetime(value: Any) -> dt.datetime:
     ts = pd.Timestamp(value)
     return (ts.tz_convert("UTC") if ts.tzinfo else ts.tz_localize("UTC")).to_pydatetime()
 
 
-def time_bounds(events: DataFrame) -> tuple[dt.datetime | None, dt.datetime | None, int]:
-    """(first, last) event timestamps and the number of events without one."""
-    from pyspark.sql import functions as F
+def _utc(ts: pd.Series) -> pd.Series:
+    return pd.to_datetime(ts, utc=True)
 
-    row = events.agg(F.min(TS).alias("lo"), F.max(TS).alias("hi"),
-                     F.sum(F.col(TS).isNull().cast("int")).alias("undated")).first()
-    lo = _to_datetime(row["lo"]) if row["lo"] is not None else None
-    hi = _to_datetime(row["hi"]) if row["hi"] is not None else None
-    return lo, hi, int(row["undated"] or 0)
+
+def time_bounds(events: pd.DataFrame) -> tuple[dt.datetime | None, dt.datetime | None, int]:
+    """(first, last) event timestamps and the number of events without one."""
+    dated = events[TS].dropna()
+    if not len(dated):
+        return None, None, len(events)
+    ts = _utc(dated)
+    return _to_datetime(ts.min()), _to_datetime(ts.max()), len(events) - len(dated)
 
 
 def choose_cutoffs(lo: dt.datetime, hi: dt.datetime, cutoff: str | None) -> tuple[dt.datetime, dt.datetime]:
@@ -144,28 +157,52 @@ def choose_cutoffs(lo: dt.datetime, hi: dt.datetime, cutoff: str | None) -> tupl
     return val_cut, test_cut
 
 
-def make_split(name: str, events: DataFrame, products: DataFrame, train_end: dt.datetime,
-               test_end: dt.datetime | None, s: EvalSettings) -> Split:
-    """Train interactions before ``train_end``; truth = "have" events in [train_end, test_end)."""
-    from pyspark.sql import functions as F
+def interactions_of(events: pd.DataFrame, weights: dict[str, float], had_types: Iterable[str]) -> pd.DataFrame:
+    """``transforms.aggregate_interactions(transforms.event_weights(...))`` on a pandas frame of events.
 
-    from .transforms import aggregate_interactions, event_weights, with_index
+    One row per (user, product): summed weight (type weight x log1p(quantity); a rating counts weight x
+    rating), event count, purchased and "already had" flags, last timestamp. A test pins it to the Spark
+    steps the build runs on the whole log.
+    """
+    etype = events[EVENT_TYPE].astype(str)
+    value = events[VALUE].astype(np.float64).fillna(0.0).clip(lower=0.0)
+    damped = np.where(etype == "rating", value, np.log1p(value))
+    frame = pd.DataFrame({
+        USER_ID: events[USER_ID].astype(str), PRODUCT_ID: events[PRODUCT_ID].astype(str),
+        WEIGHT: etype.map(weights).astype(np.float64) * damped, "_one": 1,
+        PURCHASED: etype == "purchase", HAD: etype.isin(list(had_types)), LAST_TS: events[TS],
+    })
+    out = frame.groupby([USER_ID, PRODUCT_ID], sort=False).agg(
+        **{WEIGHT: (WEIGHT, "sum"), N_EVENTS: ("_one", "sum"), PURCHASED: (PURCHASED, "max"), HAD: (HAD, "max"),
+           LAST_TS: (LAST_TS, "max")})
+    return out.reset_index()
 
-    dated = events.filter(F.col(TS).isNotNull())
-    train = dated.filter(F.col(TS) < F.lit(train_end))
-    test = dated.filter(F.col(TS) >= F.lit(train_end))
+
+def make_split(name: str, events: pd.DataFrame, products: pd.DataFrame, train_end: dt.datetime,
+               test_end: dt.datetime | None, s: EvalSettings, spark: Any = None) -> Split:
+    """Train interactions before ``train_end``; truth = "have" events in [train_end, test_end).
+
+    ``events``: the canonical events (user_id, product_id, event_type, value, ts); ``products``: the
+    bundle's product table, whose row is the product_idx. ``spark`` is where ALS will fit the train pairs.
+    """
+    ts = _utc(events[TS])
+    train_mask = (ts < train_end).to_numpy()
+    test_mask = (ts >= train_end).to_numpy()  # undated events (NaT) are on neither side
     if test_end is not None:
-        test = test.filter(F.col(TS) < F.lit(test_end))
-    inter = aggregate_interactions(event_weights(train, s.event_weights), s.had_types)
-    users = with_index(inter.filter(F.col(WEIGHT) > 0).select(USER_ID).distinct(), USER_ID, USER_IDX)
-    inter = inter.join(products.select(PRODUCT_ID, PRODUCT_IDX), PRODUCT_ID).join(users, USER_ID, "left")
-    inter = inter.cache()
-    inter_pdf = inter.toPandas()
-    users_pdf = users.orderBy(USER_IDX).toPandas()
-    test_pdf = (test.filter(F.col(EVENT_TYPE).isin(*s.had_types)).select(USER_ID, PRODUCT_ID).distinct()
-                .join(products.select(PRODUCT_ID, PRODUCT_IDX), PRODUCT_ID).toPandas())
-    with_history = set(users_pdf[USER_ID].astype(str))
-    had = inter_pdf[inter_pdf["had"].astype(bool)].groupby(USER_ID)[PRODUCT_IDX].agg(set).to_dict()
+        test_mask &= (ts < test_end).to_numpy()
+    row_of = pd.Series(np.arange(len(products)), index=products[PRODUCT_ID].astype(str))
+    inter = interactions_of(events[train_mask], s.event_weights, s.had_types)
+    inter[PRODUCT_IDX] = inter[PRODUCT_ID].map(row_of)
+    inter = inter[inter[PRODUCT_IDX].notna()].astype({PRODUCT_IDX: "int64"})
+    user_ids = np.sort(inter.loc[inter[WEIGHT] > 0, USER_ID].unique())
+    users_pdf = pd.DataFrame({USER_ID: user_ids, USER_IDX: np.arange(len(user_ids), dtype=np.int32)})
+    inter[USER_IDX] = inter[USER_ID].map(pd.Series(users_pdf[USER_IDX].to_numpy(), index=user_ids))
+    test = events[test_mask]
+    test = test[test[EVENT_TYPE].isin(list(s.had_types))]
+    test_pdf = pd.DataFrame({USER_ID: test[USER_ID].astype(str), PRODUCT_IDX: test[PRODUCT_ID].astype(str).map(row_of)})
+    test_pdf = test_pdf.dropna().drop_duplicates()
+    with_history = set(user_ids)
+    had = inter[inter[HAD].astype(bool)].groupby(USER_ID)[PRODUCT_IDX].agg(set).to_dict()
     truth: dict[str, set[int]] = {}
     truth_repeat: dict[str, set[int]] = {}
     left = {"no_train_history": 0, "nothing_new": 0}
@@ -181,19 +218,18 @@ def make_split(name: str, events: DataFrame, products: DataFrame, train_end: dt.
         else:
             left["nothing_new"] += 1
     log.info("evaluate: %s split at %s: %d train pairs, %d users evaluated, left out %s",
-             name, f"{train_end:%Y-%m-%d %H:%M}", len(inter_pdf), len(truth), left)
-    inter_pdf = inter_pdf[inter_pdf[USER_IDX].notna()].astype({USER_IDX: "int32"})
-    return Split(name, train_end, test_end, inter_pdf, users_pdf, truth, truth_repeat, left,
-                 train_frame=inter.filter(F.col(USER_IDX).isNotNull()), cached=inter)
+             name, f"{train_end:%Y-%m-%d %H:%M}", len(inter), len(truth), left)
+    inter = inter[inter[USER_IDX].notna()].astype({USER_IDX: "int32"}).reset_index(drop=True)
+    return Split(name, train_end, test_end, inter, users_pdf, truth, truth_repeat, left, spark=spark)
 
 
 # ---------------------------------------------------------------------------------------------------
-# fitting (Spark for ALS and the Gram matrix, the driver for the EASE inversion)
+# fitting (Spark for ALS, the driver for EASE)
 # ---------------------------------------------------------------------------------------------------
 def fit_als(split: Split, n_products: int, params: ALSParams) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
     if len(split.users) < 2:
         return None, None
-    model = train_als(split.train_frame, params)
+    model = train_als(split.train_frame(), params)
     return (factor_matrix(model.itemFactors, n_products, params.rank, name="item factors"),
             factor_matrix(model.userFactors, len(split.users), params.rank, name="user factors"))
 
@@ -409,9 +445,12 @@ class EvalResult:
     recommender: dict[str, Any]  # the blend settings chosen on validation (manifest["recommender"])
 
 
-def evaluate(events: DataFrame, products: DataFrame, products_pdf: pd.DataFrame, embeddings: np.ndarray,
+def evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embeddings: np.ndarray,
              index: Any, s: EvalSettings, say: Callable[..., None] = log.info) -> EvalResult | None:
-    """Tune on validation, score every model on test; None (with a logged reason) when there is no time split."""
+    """Tune on validation, score every model on test; None (with a logged reason) when there is no time split.
+
+    ``events``: the canonical events on the driver (the build collects them for the bundle); the splits are
+    made there, ALS fits in ``spark``."""
     from assistant.config import RecommenderConfig
 
     lo, hi, undated = time_bounds(events)
@@ -426,12 +465,12 @@ def evaluate(events: DataFrame, products: DataFrame, products_pdf: pd.DataFrame,
     tuning: dict[str, Any] = {"split": {"train_end": val_cut.isoformat(), "test_end": test_cut.isoformat()}}
 
     if s.tune:
-        val = make_split("validation", events, products, val_cut, test_cut, s)
+        val = make_split("validation", events, products_pdf, val_cut, test_cut, s, spark)
         if len(val.truth) >= 10:
             tune_users = _sample(sorted(val.truth), s.max_tune_users, s.seed)
             tuning["users"] = len(tune_users)
             # each lambda tried inverts the Gram: 30 s at 10,000 products, 2 s at 4,000
-            gram = gram_matrix(val.train_frame, max_items=min(s.item_item_max_items, s.ease_tune_max_items))
+            gram = gram_matrix(val.interactions, max_items=min(s.item_item_max_items, s.ease_tune_max_items))
             base = Fitted(None, None, None, None)
             scorer = Scorer(val, products_pdf, embeddings, index, base, rec_cfg, s.seed)
 
@@ -480,9 +519,9 @@ def evaluate(events: DataFrame, products: DataFrame, products_pdf: pd.DataFrame,
             say("evaluate: tuning skipped (%s)", tuning["skipped"])
         val.release()
 
-    test = make_split("test", events, products, test_cut, None, s)
+    test = make_split("test", events, products_pdf, test_cut, None, s, spark)
     item_f, user_f = fit_als(test, n, als)
-    gram = gram_matrix(test.train_frame, max_items=s.item_item_max_items)
+    gram = gram_matrix(test.interactions, max_items=s.item_item_max_items)
     nb, wt = prune(ease_weights(gram.matrix, lam), gram.rows, n, s.item_item_top_k) if len(gram.rows) >= 2 else (None, None)
     scorer = Scorer(test, products_pdf, embeddings, index, Fitted(item_f, user_f, nb, wt), rec_cfg, s.seed)
     models: dict[str, Any] = {}

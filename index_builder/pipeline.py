@@ -298,7 +298,7 @@ def build(cfg: BuildConfig, spark=None) -> Path:
         als_params, ease_lambda, recommender = cfg.als_params(), cfg.ease_lambda, None
         if cfg.evaluate and events is not None and n_pairs and n_users >= 2:
             with st.stage("evaluate", "time split%s", f" at {cfg.eval_cutoff}" if cfg.eval_cutoff else ""):
-                result = evaluate(events, products, products_pdf, embeddings, index, eval_settings(cfg), say=st.say)
+                result = evaluate(spark, events_pdf, products_pdf, embeddings, index, eval_settings(cfg), say=st.say)
             if result is not None:
                 als_params, ease_lambda, recommender = result.als, result.ease_lambda, result.recommender
 
@@ -321,7 +321,7 @@ def build(cfg: BuildConfig, spark=None) -> Path:
                 item_info = {"skipped": als_info["skipped"]}
             else:
                 item_neighbours, item_weights, item_info = fit_item_item(
-                    inter, n_products, ease_lambda, max_items=cfg.item_item_max_items)
+                    inter_pdf, n_products, ease_lambda, max_items=cfg.item_item_max_items)
 
         counts = {
             "products": n_products,
@@ -529,30 +529,21 @@ def evaluate_bundle(path: str | Path, *, cutoff: str | None = None, tune: bool =
     if spark is None:
         with st.stage("spark", "starting session on %s", master):
             spark = make_spark(master=master, driver_memory=driver_memory)
-    products_pdf, embeddings, index, products, events = bundle_frames(spark, folder)
-    try:
-        with st.stage("evaluate", "bundle %s", folder.name):
-            settings = dataclasses.replace(eval_settings(cfg), recommender=manifest.get("recommender"))
-            result = evaluate(events, products, products_pdf, embeddings, index, settings, say=st.say)
-    finally:
-        products.unpersist()
-        events.unpersist()
+    products_pdf, embeddings, index, events = bundle_frames(folder)
+    with st.stage("evaluate", "bundle %s", folder.name):
+        settings = dataclasses.replace(eval_settings(cfg), recommender=manifest.get("recommender"))
+        result = evaluate(spark, events, products_pdf, embeddings, index, settings, say=st.say)
     if result is None:
         raise InputError(f"{folder}: the events carry no usable timestamps, so there is no time split to evaluate on")
     bundle.update_manifest(folder, metrics=result.metrics)
     return result.metrics
 
 
-def bundle_frames(spark, folder: Path):
-    """A verified bundle's products, embeddings and FAISS index, and Spark frames of its product ids
-    (``product_idx`` = row) and its events: what the evaluation needs to re-run on a bundle."""
+def bundle_frames(folder: Path):
+    """A verified bundle's products, embeddings, FAISS index and events: what the evaluation needs to re-run."""
     import faiss
-    import pandas as pd
 
     products_pdf = pd.read_parquet(folder / bundle.PRODUCTS)
     embeddings = bundle.load_array(folder, bundle.EMBEDDINGS)
     index = faiss.read_index(str(folder / bundle.FAISS_INDEX))
-    ids = pd.DataFrame({PRODUCT_ID: products_pdf[PRODUCT_ID].astype(str), PRODUCT_IDX: range(len(products_pdf))})
-    products = spark.createDataFrame(ids).cache()
-    events = spark.createDataFrame(pd.read_parquet(folder / bundle.EVENTS)).cache()
-    return products_pdf, embeddings, index, products, events
+    return products_pdf, embeddings, index, pd.read_parquet(folder / bundle.EVENTS)

@@ -11,7 +11,16 @@ import pytest
 
 from index_builder import bundle
 from index_builder.cli import main
-from index_builder.evaluate import EvalSettings, Scorer, Split, choose_cutoffs, coordinate_search, make_split
+from index_builder.evaluate import (
+    EvalSettings,
+    Scorer,
+    Split,
+    choose_cutoffs,
+    coordinate_search,
+    interactions_of,
+    make_split,
+    time_bounds,
+)
 
 THEMES = {
     "candle": ["WHITE PILLAR CANDLE", "VANILLA SCENTED CANDLE", "LAVENDER CANDLE JAR"],
@@ -95,9 +104,7 @@ def test_evaluate_command_rewrites_the_metrics(known_answer_bundle, capsys):
     bundle.verify(folder)  # the checksummed files are untouched
 
 
-def test_split_never_leaks_a_test_event_into_training(spark):
-    from index_builder.constants import PRODUCT_ID, PRODUCT_IDX
-
+def test_split_never_leaks_a_test_event_into_training():
     cut = dt.datetime(2011, 6, 1, tzinfo=dt.UTC)
     rows = []
     for u in range(6):
@@ -106,8 +113,9 @@ def test_split_never_leaks_a_test_event_into_training(spark):
             rows.append((f"u{u}", f"p{(u + d) % 9}", "purchase" if d % 2 == 0 else "view", 1.0, ts))
     rows.append(("late", "p1", "purchase", 1.0, dt.datetime(2011, 6, 20)))  # no history before the cut-off
     rows.append(("u0", "p1", "purchase", 1.0, None))  # undated: on neither side
-    events = spark.createDataFrame(rows, "user_id string, product_id string, event_type string, value double, ts timestamp")
-    products = spark.createDataFrame([(f"p{i}", i) for i in range(9)], f"{PRODUCT_ID} string, {PRODUCT_IDX} int")
+    events = pd.DataFrame(rows, columns=["user_id", "product_id", "event_type", "value", "ts"])
+    events["ts"] = pd.to_datetime(events["ts"])
+    products = pd.DataFrame({"product_id": [f"p{i}" for i in range(9)]})
     split = make_split("test", events, products, cut, None, EvalSettings())
     train_ts = pd.to_datetime(split.interactions["last_ts"], utc=True)
     assert len(train_ts) and (train_ts < pd.Timestamp(cut)).all()
@@ -119,6 +127,33 @@ def test_split_never_leaks_a_test_event_into_training(spark):
     had = split.interactions[split.interactions["had"]].groupby("user_id")["product_idx"].agg(set)
     for uid, truth in split.truth.items():
         assert not truth & had.get(uid, set())
+    assert time_bounds(events) == (dt.datetime(2011, 5, 4, tzinfo=dt.UTC), dt.datetime(2011, 7, 4, tzinfo=dt.UTC), 1)
+
+
+def test_split_interactions_equal_the_builds_spark_aggregation(spark):
+    """The evaluation aggregates its splits with pandas; the build, the whole log with Spark: same rows."""
+    from index_builder.constants import DEFAULT_EVENT_WEIGHTS
+    from index_builder.transforms import aggregate_interactions, event_weights
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    events = pd.DataFrame({
+        "user_id": [f"u{i}" for i in rng.integers(0, 60, n)],
+        "product_id": [f"p{i}" for i in rng.integers(0, 40, n)],
+        "event_type": rng.choice(["view", "cart", "purchase", "rating", "return"], n),
+        "value": rng.choice([0.0, 1.0, 2.0, 3.5, 12.0], n),
+        "ts": pd.Timestamp("2011-01-01") + pd.to_timedelta(rng.integers(0, 10**7, n), unit="s"),
+    })
+    had = ("purchase", "rating")
+    expected = aggregate_interactions(event_weights(spark.createDataFrame(events), DEFAULT_EVENT_WEIGHTS), had).toPandas()
+    got = interactions_of(events, DEFAULT_EVENT_WEIGHTS, had)
+    key = ["user_id", "product_id"]
+    expected, got = (f.sort_values(key).reset_index(drop=True) for f in (expected, got))
+    assert len(got) == len(expected) and got[key].equals(expected[key])
+    np.testing.assert_allclose(got["weight"], expected["weight"], rtol=1e-12, atol=1e-12)
+    for col in ("n_events", "purchased", "had"):
+        assert (got[col].astype(int) == expected[col].astype(int)).all(), col
+    assert (pd.to_datetime(got["last_ts"]) == pd.to_datetime(expected["last_ts"])).all()
 
 
 def test_cutoffs_default_to_the_last_tenth_and_validation_precedes_test():
