@@ -35,19 +35,16 @@ from .constants import (
     DEFAULT_HAD_TYPES,
     EVENT_TYPE,
     HAD,
-    LAST_TS,
-    N_EVENTS,
     POPULARITY,
     PRODUCT_ID,
     PRODUCT_IDX,
-    PURCHASED,
     TS,
     USER_ID,
     USER_IDX,
-    VALUE,
     WEIGHT,
 )
 from .errors import InputError
+from .foldin import aggregate
 from .itemitem import MAX_ITEMS, TOP_K, ease_weights, gram_matrix, prune
 from .metrics import KS, ndcg_at_k, summarize
 
@@ -157,27 +154,6 @@ def choose_cutoffs(lo: dt.datetime, hi: dt.datetime, cutoff: str | None) -> tupl
     return val_cut, test_cut
 
 
-def interactions_of(events: pd.DataFrame, weights: dict[str, float], had_types: Iterable[str]) -> pd.DataFrame:
-    """``transforms.aggregate_interactions(transforms.event_weights(...))`` on a pandas frame of events.
-
-    One row per (user, product): summed weight (type weight x log1p(quantity); a rating counts weight x
-    rating), event count, purchased and "already had" flags, last timestamp. A test pins it to the Spark
-    steps the build runs on the whole log.
-    """
-    etype = events[EVENT_TYPE].astype(str)
-    value = events[VALUE].astype(np.float64).fillna(0.0).clip(lower=0.0)
-    damped = np.where(etype == "rating", value, np.log1p(value))
-    frame = pd.DataFrame({
-        USER_ID: events[USER_ID].astype(str), PRODUCT_ID: events[PRODUCT_ID].astype(str),
-        WEIGHT: etype.map(weights).astype(np.float64) * damped, "_one": 1,
-        PURCHASED: etype == "purchase", HAD: etype.isin(list(had_types)), LAST_TS: events[TS],
-    })
-    out = frame.groupby([USER_ID, PRODUCT_ID], sort=False).agg(
-        **{WEIGHT: (WEIGHT, "sum"), N_EVENTS: ("_one", "sum"), PURCHASED: (PURCHASED, "max"), HAD: (HAD, "max"),
-           LAST_TS: (LAST_TS, "max")})
-    return out.reset_index()
-
-
 def make_split(name: str, events: pd.DataFrame, products: pd.DataFrame, train_end: dt.datetime,
                test_end: dt.datetime | None, s: EvalSettings, spark: Any = None) -> Split:
     """Train interactions before ``train_end``; truth = "have" events in [train_end, test_end).
@@ -191,7 +167,7 @@ def make_split(name: str, events: pd.DataFrame, products: pd.DataFrame, train_en
     if test_end is not None:
         test_mask &= (ts < test_end).to_numpy()
     row_of = pd.Series(np.arange(len(products)), index=products[PRODUCT_ID].astype(str))
-    inter = interactions_of(events[train_mask], s.event_weights, s.had_types)
+    inter = aggregate(events[train_mask], s.event_weights, tuple(s.had_types))
     inter[PRODUCT_IDX] = inter[PRODUCT_ID].map(row_of)
     inter = inter[inter[PRODUCT_IDX].notna()].astype({PRODUCT_IDX: "int64"})
     user_ids = np.sort(inter.loc[inter[WEIGHT] > 0, USER_ID].unique())

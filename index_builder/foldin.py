@@ -210,7 +210,7 @@ def fold_in(root: Path | str, events: pd.DataFrame, new_products: pd.DataFrame |
         changed[fmt.USER_FACTORS] = factor_matrix(model.userFactors, len(users), p.rank, name=fmt.USER_FACTORS)
         item_info = manifest.get("item_item", {})
         if "lambda" in item_info:
-            nb, wt, info = fit_item_item(frame, n, float(item_info["lambda"]), max_items=int(item_info["max_items"]))
+            nb, wt, info = fit_item_item(inter, n, float(item_info["lambda"]), max_items=int(item_info["max_items"]))
             changed["item_item"] = (nb, wt)
             manifest["item_item"] = info
         refit_info = {"als": p.as_dict(), "item_item": "lambda" in item_info}

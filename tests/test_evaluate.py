@@ -17,7 +17,6 @@ from index_builder.evaluate import (
     Split,
     choose_cutoffs,
     coordinate_search,
-    interactions_of,
     make_split,
     time_bounds,
 )
@@ -131,8 +130,10 @@ def test_split_never_leaks_a_test_event_into_training():
 
 
 def test_split_interactions_equal_the_builds_spark_aggregation(spark):
-    """The evaluation aggregates its splits with pandas; the build, the whole log with Spark: same rows."""
+    """The evaluation (and the live fold-in) aggregate events with pandas; the build, the whole log with Spark:
+    the same rows."""
     from index_builder.constants import DEFAULT_EVENT_WEIGHTS
+    from index_builder.foldin import aggregate
     from index_builder.transforms import aggregate_interactions, event_weights
 
     rng = np.random.default_rng(5)
@@ -146,7 +147,7 @@ def test_split_interactions_equal_the_builds_spark_aggregation(spark):
     })
     had = ("purchase", "rating")
     expected = aggregate_interactions(event_weights(spark.createDataFrame(events), DEFAULT_EVENT_WEIGHTS), had).toPandas()
-    got = interactions_of(events, DEFAULT_EVENT_WEIGHTS, had)
+    got = aggregate(events, DEFAULT_EVENT_WEIGHTS, had)
     key = ["user_id", "product_id"]
     expected, got = (f.sort_values(key).reset_index(drop=True) for f in (expected, got))
     assert len(got) == len(expected) and got[key].equals(expected[key])

@@ -100,6 +100,25 @@ def test_fold_in_publishes_new_users_purchases_and_products(live_root):
     assert not set(buy) & set(new_answer)  # bought now: never recommended again
 
 
+def test_full_refit_fits_als_and_ease_again(spark, live_root):
+    """The scheduled refit (``refit_every``): Spark ALS and EASE on every interaction, the new purchases included."""
+    from assistant.bundle_reader import load_bundle
+    from index_builder.foldin import fold_in
+
+    base = fmt.resolve(live_root)
+    user = str(pd.read_parquet(base / fmt.USERS)["user_id"].iloc[0])
+    buy = _far_products(base, user, 2)
+    events = pd.DataFrame({"user_id": [user] * 2, "product_id": buy, "event_type": ["purchase"] * 2,
+                           "value": [2.0] * 2, "ts": [pd.Timestamp("2011-12-20")] * 2})
+    done = fold_in(live_root, events, None, through_batch=3, refit=True, spark=spark)
+    s = fmt.read_manifest(done.folder)["stream"]
+    assert s["refit"] and s["refit_params"]["item_item"]
+    before, after = load_bundle(base), load_bundle(done.folder)
+    assert not np.array_equal(before.item_factors, after.item_factors)
+    assert after.item_neighbours.shape == before.item_neighbours.shape  # the same EASE settings, refitted
+    assert not np.array_equal(before.item_weights, after.item_weights)  # on a Gram with the new co-purchase
+
+
 def test_folder_stream_dead_letters_and_publishes(spark, live_root, tmp_path):
     from index_builder.stream import EventLog, StreamConfig, run_stream
 
