@@ -247,6 +247,7 @@ class Scorer:
         # (a coordinate-search round visits 8 with the default grid: ~15 MB each on 2,000 users)
         self._candidates: dict[Any, dict[tuple[str, int, bool], Any]] = {}
         self._candidates_of: Any = None  # the bundle they were computed on
+        self._vectors32: np.ndarray | None = None  # the content baseline's float32 vectors
 
     def configure(self, recommender: dict[str, Any]) -> None:
         from assistant.config import RecommenderConfig
@@ -325,7 +326,9 @@ class Scorer:
 
         The similarities of a block of users come from one matrix product (one per user read the whole
         embedding matrix for five columns: 23 ms a user at 100,000 products)."""
-        emb = self.bundle.embeddings
+        if self._vectors32 is None:  # a big bundle's float16 vectors: one float32 copy makes the products 4x faster
+            self._vectors32 = np.asarray(self.bundle.embeddings, dtype=np.float32)
+        emb = self._vectors32
         block = max(1, CONTENT_BLOCK // (RECENT * max(1, self.n)))
         for lo in range(0, len(users), block):
             part = users[lo:lo + block]
