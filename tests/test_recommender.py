@@ -155,7 +155,7 @@ def test_api_rejects_unknown_ids_with_friendly_messages(assistant):
 
 def test_top_k_is_an_exact_sort_with_ties_by_row():
     """top_k skips most of a long array by a sampled threshold; it must still equal a full sort (largest
-    first, equal values by the lower row), with ties, -inf, float32 and k beyond the array."""
+    first, equal values by the lower row), with ties, -inf, float32, mostly zeros and k beyond the array."""
     import numpy as np
 
     from assistant.recommender import top_k
@@ -165,9 +165,10 @@ def test_top_k_is_an_exact_sort_with_ties_by_row():
     for n in (1, 7, 4096, 5000, 100_000):
         for values in (rng.random(n), rng.integers(0, 4, n).astype(float),
                        np.where(rng.random(n) < 0.5, -np.inf, rng.random(n)),
-                       np.round(rng.random(n), 2).astype(np.float32)):
+                       np.round(rng.random(n), 2).astype(np.float32),
+                       np.where(rng.random(n) < 0.999, 0.0, rng.random(n))):  # an item-item row: mostly zeros
             for k in (0, 1, 10, 100, 1000, n, n + 3):
                 expected = np.lexsort((np.arange(n), -values))[:k]
                 assert np.array_equal(top_k(values, k), expected), (n, k, values.dtype)
                 cases += 1
-    assert cases == 5 * 4 * 7
+    assert cases == 5 * 5 * 7
