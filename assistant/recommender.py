@@ -162,6 +162,10 @@ class Reasons:
     def __contains__(self, row: int) -> bool:
         return row in self._made or row in self._similar
 
+    def rows(self) -> np.ndarray:
+        """Every row that has a reason."""
+        return np.fromiter((*self._made, *self._similar), dtype=np.int64, count=len(self._made) + len(self._similar))
+
     def get(self, row: int, default: Any = None) -> dict[str, Any] | None:
         if row not in self._made and row in self._similar:
             seed, sim = self._similar.pop(row)
@@ -217,10 +221,12 @@ class Recommender:
             weights = np.concatenate([np.ones(len(viewed)), weights])
         if not len(rows):
             return Signals()
-        neighbours = b.item_neighbours[rows]
-        contrib = b.item_weights[rows] * weights[:, None]
-        mask = neighbours >= 0
-        scores = np.bincount(neighbours[mask], weights=contrib[mask], minlength=len(b.titles))
+        n = len(b.titles)
+        # an empty slot (-1) counts into an extra bin n, with weight 0: the same sums in the same order as
+        # masking the slots out first, without the two masked copies
+        neighbours = b.item_neighbours[rows].ravel()
+        contrib = (b.item_weights[rows] * weights[:, None]).ravel()
+        scores = np.bincount(np.where(neighbours >= 0, neighbours, n), weights=contrib, minlength=n + 1)[:n]
         top = scores.max()
         if top <= 0:
             return Signals()
@@ -302,15 +308,18 @@ class Recommender:
         for i in self.popularity_order[:n_popular].tolist():
             content.setdefault(i, 0.0)
         if len(seeds):  # every other candidate's content score is its similarity to the closest seed
-            rest = np.asarray([r for r in content if r not in why], dtype=np.int64)
+            keys = np.fromiter(content, dtype=np.int64, count=len(content))
+            rest = keys[~np.isin(keys, why.rows())]
             if len(rest):
                 sims = b.vectors(rest) @ b.vectors(seeds).T
                 closest = sims.argmax(axis=1)
-                best = sims[np.arange(len(rest)), closest].tolist()
-                rounded = [round(v, 3) for v in best]  # the similarity a reason states
-                content.update(zip(rest.tolist(), [max(v, 0.0) for v in rounded], strict=True))
-                strong = np.asarray(rounded) >= 0.5
-                why.similar(rest[strong], seeds[closest[strong]], np.asarray(best)[strong])
+                best = sims[np.arange(len(rest)), closest].astype(np.float64)
+                # the similarity a reason states, to 3 decimals: float32 values times 1000 are exact in float64,
+                # so numpy's rint-based rounding equals Python's round(v, 3) here
+                rounded = np.round(best, 3)
+                content.update(zip(rest.tolist(), np.maximum(rounded, 0.0).tolist(), strict=True))
+                strong = rounded >= 0.5
+                why.similar(rest[strong], seeds[closest[strong]], best[strong])
         return content, why, sig
 
     def _catalog_candidates(self, req: Request, content: dict[int, float]) -> None:
@@ -505,14 +514,14 @@ class Recommender:
         emb = self.b.vectors(pool)
         chosen: list[int] = []
         max_sim = np.zeros(len(pool))
+        relevance, mmr = lam * pool_score, np.empty(len(pool))
         for _ in range(min(n, len(pool))):
-            mmr = lam * pool_score - (1 - lam) * max_sim
-            if chosen:
-                mmr[chosen] = -np.inf
-            j = int(np.argmax(mmr))
+            np.subtract(relevance, np.multiply(1 - lam, max_sim, out=mmr), out=mmr)
+            j = int(mmr.argmax())
             chosen.append(j)
-            max_sim = np.maximum(max_sim, emb @ emb[j])
-        return [int(pool[j]) for j in chosen]
+            np.maximum(max_sim, emb @ emb[j], out=max_sim)
+            max_sim[j] = np.inf  # picked: its MMR is -inf from now on (1 - lam > 0)
+        return pool[chosen].tolist()
 
     def reasons(self, row: int, content_reason: dict[str, Any] | None, terms: dict[str, float], sig: Signals,
                 content_weight: float) -> list[dict[str, Any]]:
