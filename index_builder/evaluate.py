@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from .als import ALSParams, factor_matrix, train_als
 from .constants import (
@@ -47,6 +48,7 @@ from .errors import InputError
 from .foldin import aggregate
 from .itemitem import MAX_ITEMS, TOP_K, ease_weights, gram_matrix, prune
 from .metrics import KS, ndcg_at_k, summarize
+from .shards import user_shards
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -77,6 +79,7 @@ class EvalSettings:
     max_test_users: int = 5000  # test users scored (a seeded sample beyond; UCI has 1,294): +-0.004 NDCG@10 at 5,000
     ease_tune_max_items: int = 4000  # the EASE lambda is tuned on the Gram of the most bought products only
     ks: tuple[int, ...] = KS
+    processes: int | None = None  # processes that rank users at once (None: the cores this process may use)
 
 
 @dataclass
@@ -247,6 +250,8 @@ class Scorer:
         # (a coordinate-search round visits 8 with the default grid: ~15 MB each on 2,000 users)
         self._candidates: dict[Any, dict[tuple[str, int, bool], Any]] = {}
         self._candidates_of: Any = None  # the bundle they were computed on
+        self._key_of: Any = None  # the recommender whose candidate key ``_key`` is
+        self._key: Any = None
         self._vectors32: np.ndarray | None = None  # the content baseline's float32 vectors
 
     def configure(self, recommender: dict[str, Any]) -> None:
@@ -276,7 +281,9 @@ class Scorer:
         if self._candidates_of is not self.bundle:
             self._candidates, self._candidates_of = {}, self.bundle
         rec = self.assistant.recommender
-        key = rec.cfg.candidate_key()
+        if self._key_of is not rec:  # one key per configuration (computing it costs as much as a cache hit)
+            self._key_of, self._key = rec, rec.cfg.candidate_key()
+        key = self._key
         cache = self._candidates.pop(key, {})
         self._candidates[key] = cache  # the most recently used last
         while len(self._candidates) > CANDIDATE_KEYS:
@@ -344,15 +351,20 @@ class Scorer:
         truth = self.split.truth
         return np.array([ndcg_at_k(self.rank(model, u, k), truth[u], k) for u in users])
 
+    def rankings(self, model: str, users: Iterable[str], k: int = max(KS), repeat: bool = False) -> list[list[int]]:
+        """Each user's top ``k`` rows by ``model``, in the order given."""
+        if model == "content":
+            return [self._top(v, u, k, repeat) if v is not None else [] for u, v in self._content_scores(list(users))]
+        return [self.rank(model, u, k, repeat) for u in users]
+
     def score(self, model: str, users: Iterable[str] | None = None, *, k: int = max(KS), repeat: bool = False,
-              ks: Iterable[int] = KS) -> dict[str, float]:
+              ks: Iterable[int] = KS, run: Callable[[tuple], list[list[int]]] | None = None) -> dict[str, float]:
+        """The metrics of ``model`` over ``users`` (default: every user with a truth). ``run``: the
+        :func:`~.shards.user_shards` runner of :meth:`rankings` over these same users, to rank them in parallel."""
         truth = self.split.truth_repeat if repeat else self.split.truth
         users = list(truth) if users is None else list(users)
-        if model == "content":
-            rankings = {u: self._top(v, u, k, repeat) if v is not None else [] for u, v in self._content_scores(users)}
-        else:
-            rankings = {u: self.rank(model, u, k, repeat) for u in users}
-        return summarize(rankings, {u: truth[u] for u in users}, n_catalog=self.n, ks=ks)
+        ranked = run((model, k, repeat)) if run is not None else self.rankings(model, users, k, repeat)
+        return summarize(dict(zip(users, ranked, strict=True)), {u: truth[u] for u in users}, n_catalog=self.n, ks=ks)
 
 
 def _no_text(texts):
@@ -384,9 +396,19 @@ def coordinate_search(objective: Callable[[dict[str, Any]], np.ndarray], start: 
     ``objective`` returns one score per user (the same users every call). A change is kept only when
     its mean per-user gain exceeds ``z`` standard errors of the paired differences: a few hundred
     users make NDCG@10 move by chance, and a setting chosen on noise does not carry over to the test.
+    A setting met again in a later round (a round that changes nothing revisits most of the previous
+    one's) is not scored again: ``objective`` is deterministic. The trace lists every setting visited.
     """
+    scored: dict[tuple, np.ndarray] = {}
+
+    def score(settings: dict[str, Any]) -> np.ndarray:
+        key = tuple(sorted(settings.items(), key=lambda kv: kv[0]))
+        if key not in scored:
+            scored[key] = np.asarray(objective(settings), dtype=np.float64)
+        return scored[key]
+
     best = dict(start)
-    current = np.asarray(objective(best), dtype=np.float64)
+    current = score(best)
     trace = [{**best, "ndcg@10": round(float(current.mean()), 5)}]
     for _ in range(rounds):
         changed = False
@@ -395,7 +417,7 @@ def coordinate_search(objective: Callable[[dict[str, Any]], np.ndarray], start: 
                 if value == best[name]:
                     continue
                 trial = {**best, name: value}
-                got = np.asarray(objective(trial), dtype=np.float64)
+                got = score(trial)
                 trace.append({**trial, "ndcg@10": round(float(got.mean()), 5)})
                 gain = got - current
                 se = gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else 0.0
@@ -425,11 +447,24 @@ class EvalResult:
 
 
 def evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embeddings: np.ndarray,
-             index: Any, s: EvalSettings, say: Callable[..., None] = log.info) -> EvalResult | None:
+             index: Any, s: EvalSettings, say: Callable[..., None] = log.info,
+             als_chosen: Callable[[ALSParams], None] | None = None) -> EvalResult | None:
     """Tune on validation, score every model on test; None (with a logged reason) when there is no time split.
 
     ``events``: the canonical events on the driver (the build collects them for the bundle); the splits are
-    made there, ALS fits in ``spark``."""
+    made there, ALS fits in ``spark``. ``als_chosen(params)`` is called as soon as the ALS parameters are
+    settled, so that the caller can start its final fit while the blend search works in Python.
+
+    The Spark fits overlap the driver's Python work: the ALS grid runs while the EASE lambdas are scored,
+    and the test split's ALS fit while the blend is searched (in :func:`~.shards.user_shards` processes).
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-als") as background:
+        return _evaluate(spark, events, products_pdf, embeddings, index, s, say, als_chosen, background)
+
+
+def _evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embeddings: np.ndarray, index: Any,
+              s: EvalSettings, say: Callable[..., None], als_chosen: Callable[[ALSParams], None] | None,
+              background: ThreadPoolExecutor) -> EvalResult | None:
     from assistant.config import RecommenderConfig
 
     lo, hi, undated = time_bounds(events)
@@ -442,6 +477,14 @@ def evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embed
     rec_cfg = RecommenderConfig.from_manifest({"recommender": s.recommender}).tuned()
     als, lam = s.als, s.ease_lambda
     tuning: dict[str, Any] = {"split": {"train_end": val_cut.isoformat(), "test_end": test_cut.isoformat()}}
+    test = make_split("test", events, products_pdf, test_cut, None, s, spark)
+    test_fit: Any = None
+
+    def settle_als(params: ALSParams) -> None:
+        nonlocal test_fit
+        test_fit = background.submit(fit_als, test, n, params)
+        if als_chosen is not None:
+            als_chosen(params)
 
     if s.tune:
         val = make_split("validation", events, products_pdf, val_cut, test_cut, s, spark)
@@ -452,26 +495,34 @@ def evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embed
             gram = gram_matrix(val.interactions, max_items=min(s.item_item_max_items, s.ease_tune_max_items))
             base = Fitted(None, None, None, None)
             scorer = Scorer(val, products_pdf, embeddings, index, base, rec_cfg, s.seed)
+            # the ALS grid fits in Spark while the EASE lambdas are scored here (submitted together, the small
+            # jobs of the four fits also fill each other's scheduling gaps)
+            grid_pool = ThreadPoolExecutor(max_workers=len(s.als_grid), thread_name_prefix="als-grid")
+            grid_fits = {ra: grid_pool.submit(fit_als, val, n, ALSParams(
+                rank=s.als.rank, reg_param=ra[0], alpha=ra[1], max_iter=s.als.max_iter, seed=s.seed)) for ra in s.als_grid}
+            grid_pool.shutdown(wait=False)
 
-            def item_item_ndcg(lam_: float) -> float:
-                nb, wt = prune(ease_weights(gram.matrix, lam_), gram.rows, n, s.item_item_top_k)
-                scorer.bundle = _with(scorer.bundle, item_neighbours=nb, item_weights=wt)
-                scorer.configure(rec_cfg)
-                return scorer.score("item_item", tune_users, ks=(10,))["ndcg@10"]
-
-            if len(gram.rows) >= 2:
-                ease_scores = {lam_: item_item_ndcg(lam_) for lam_ in s.ease_grid}
-                lam = max(ease_scores, key=lambda k: (ease_scores[k], -k))
+            if len(gram.rows) >= 2 and s.ease_grid:
+                ease_scores: dict[float, float] = {}
+                best: tuple | None = None  # ((ndcg, -lambda), lambda, its pruned weights): the best kept, not all five
+                for lam_ in s.ease_grid:
+                    # one BLAS thread: the ALS grid's Spark tasks hold the other cores (spinning BLAS threads slow both)
+                    with threadpool_limits(limits=1, user_api="blas"):
+                        pruned = prune(ease_weights(gram.matrix, lam_), gram.rows, n, s.item_item_top_k)
+                    scorer.bundle = _with(scorer.bundle, item_neighbours=pruned[0], item_weights=pruned[1])
+                    scorer.configure(rec_cfg)
+                    ease_scores[lam_] = scorer.score("item_item", tune_users, ks=(10,))["ndcg@10"]
+                    if best is None or (ease_scores[lam_], -lam_) > best[0]:
+                        best = ((ease_scores[lam_], -lam_), lam_, pruned)
+                assert best is not None
+                lam, (nb, wt) = best[1], best[2]
                 tuning["item_item_lambda"] = {str(k): v for k, v in ease_scores.items()}
                 say("evaluate: EASE lambda on validation %s -> %s", tuning["item_item_lambda"], lam)
-            nb, wt = prune(ease_weights(gram.matrix, lam), gram.rows, n, s.item_item_top_k)
+            else:
+                nb, wt = prune(ease_weights(gram.matrix, lam), gram.rows, n, s.item_item_top_k)
 
             als_scores = {}
-            # the fits are small Spark jobs, mostly scheduling: submitted together they overlap (17 -> 8 s on UCI)
-            with ThreadPoolExecutor(max_workers=len(s.als_grid)) as pool:
-                fits = dict(zip(s.als_grid, pool.map(lambda ra: fit_als(val, n, ALSParams(
-                    rank=s.als.rank, reg_param=ra[0], alpha=ra[1], max_iter=s.als.max_iter, seed=s.seed)), s.als_grid),
-                    strict=True))
+            fits = {ra: future.result() for ra, future in grid_fits.items()}
             for reg, alpha in s.als_grid:
                 scorer.bundle = _with(scorer.bundle, item_factors=fits[(reg, alpha)][0],
                                       user_factors=fits[(reg, alpha)][1])
@@ -481,25 +532,31 @@ def evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embed
             als = ALSParams(rank=s.als.rank, reg_param=best_reg, alpha=best_alpha, max_iter=s.als.max_iter, seed=s.seed)
             tuning["als"] = [{"reg_param": r, "alpha": a, "ndcg@10": v} for (r, a), v in als_scores.items()]
             say("evaluate: ALS on validation %s -> regParam %s alpha %s", tuning["als"], best_reg, best_alpha)
+            settle_als(als)
 
             scorer.bundle = _with(scorer.bundle, item_factors=fits[(best_reg, best_alpha)][0],
                                   user_factors=fits[(best_reg, best_alpha)][1], item_neighbours=nb, item_weights=wt)
 
-            def objective(settings: dict[str, Any]) -> np.ndarray:
+            def hybrid_ndcg(users: list[str], settings: dict[str, Any]) -> np.ndarray:
                 scorer.configure(settings)
-                return scorer.per_user("hybrid", tune_users)
+                return scorer.per_user("hybrid", users)
 
             grid = blend_grid(window)
-            rec_cfg, best, trace = coordinate_search(objective, rec_cfg, grid)
-            tuning["blend"] = {"chosen": rec_cfg, "ndcg@10": round(best, 5), "tried": len(trace)}
-            say("evaluate: blend on validation (%d settings tried) -> %s, ndcg@10 %.4f", len(trace), rec_cfg, best)
+            # the users are shared out over the cores: each process keeps its users' candidates between settings
+            with user_shards(hybrid_ndcg, tune_users, s.processes) as objective:
+                rec_cfg, best, trace = coordinate_search(objective, rec_cfg, grid)
+            scored = len({tuple(sorted((k, v) for k, v in t.items() if k != "ndcg@10")) for t in trace})
+            tuning["blend"] = {"chosen": rec_cfg, "ndcg@10": round(best, 5), "tried": len(trace), "scored": scored}
+            say("evaluate: blend on validation (%d settings tried, %d scored) -> %s, ndcg@10 %.4f", len(trace), scored,
+                rec_cfg, best)
         else:
             tuning["skipped"] = f"only {len(val.truth)} validation users; defaults kept"
             say("evaluate: tuning skipped (%s)", tuning["skipped"])
         val.release()
+    if test_fit is None:  # not tuned: the given parameters
+        settle_als(als)
 
-    test = make_split("test", events, products_pdf, test_cut, None, s, spark)
-    item_f, user_f = fit_als(test, n, als)
+    item_f, user_f = test_fit.result()
     gram = gram_matrix(test.interactions, max_items=s.item_item_max_items)
     nb, wt = prune(ease_weights(gram.matrix, lam), gram.rows, n, s.item_item_top_k) if len(gram.rows) >= 2 else (None, None)
     scorer = Scorer(test, products_pdf, embeddings, index, Fitted(item_f, user_f, nb, wt), rec_cfg, s.seed)
@@ -507,11 +564,16 @@ def evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embed
     repeat: dict[str, Any] = {}
     test_users = _sample(sorted(test.truth), s.max_test_users, s.seed)
     repeat_users = _sample(sorted(test.truth_repeat), s.max_test_users, s.seed)
-    for model in MODELS:
-        models[model] = scorer.score(model, test_users, ks=s.ks)
-        repeat[model] = {k: v for k, v in scorer.score(model, repeat_users, repeat=True, ks=(10,)).items()}
-        say("evaluate: %-17s ndcg@10 %.4f  hr@10 %.3f  (repeats counted: ndcg@10 %.4f)", model,
-            models[model]["ndcg@10"], models[model]["hr@10"], repeat[model]["ndcg@10"])
+
+    def ranked(users: list[str], job: tuple[str, int, bool]) -> list[list[int]]:
+        return scorer.rankings(job[0], users, job[1], job[2])
+
+    with user_shards(ranked, test_users, s.processes) as run, user_shards(ranked, repeat_users, s.processes) as run_repeat:
+        for model in MODELS:
+            models[model] = scorer.score(model, test_users, ks=s.ks, run=run)
+            repeat[model] = scorer.score(model, repeat_users, repeat=True, ks=(10,), run=run_repeat)
+            say("evaluate: %-17s ndcg@10 %.4f  hr@10 %.3f  (repeats counted: ndcg@10 %.4f)", model,
+                models[model]["ndcg@10"], models[model]["hr@10"], repeat[model]["ndcg@10"])
     test.release()
     metrics = {
         "protocol": {

@@ -45,25 +45,36 @@ def graph_users(b: Bundle, max_users: int | None, seed: int = 42) -> list[str]:
     return users
 
 
-def recommendation_edges(b: Bundle, users: list[str], k: int = DEFAULT_K) -> pd.DataFrame:
-    """``user_id, product_id, score, rank`` (rank 1 = first pick): the assistant's top ``k`` for each user."""
+def recommendation_edges(b: Bundle, users: list[str], k: int = DEFAULT_K, processes: int | None = None) -> pd.DataFrame:
+    """``user_id, product_id, score, rank`` (rank 1 = first pick): the assistant's top ``k`` for each user.
+
+    The users are shared out over ``processes`` processes (default: the cores; see :mod:`.shards`)."""
     from tqdm import tqdm
 
     from assistant.chat import Assistant
     from assistant.session import SessionState
 
+    from .shards import user_shards
+
     assistant = Assistant(b, encode=_no_text)
     rec = assistant.recommender
-    rows: list[tuple[str, str, float, int]] = []
-    for uid in tqdm(users, desc="recommendation graph", unit="user", leave=False, mininterval=2, disable=None):
-        req = assistant.next_request(SessionState(user_id=uid))
-        req.n = k
-        found = rec.scored_candidates(req)  # what recommend() ranks, without the reasons it writes for the chat
-        if found is None:
-            continue
-        score, picks = rec.pick(found[0], found[1], req)
-        at = {int(r): i for i, r in enumerate(found[0])}
-        rows += [(uid, b.product_ids[r], float(score[at[r]]), rank) for rank, r in enumerate(picks, start=1)]
+
+    def edges_of(share: list[str], k: int) -> list[list[tuple[str, str, float, int]]]:
+        out = []
+        for uid in tqdm(share, desc="recommendation graph", unit="user", leave=False, mininterval=2, disable=None):
+            req = assistant.next_request(SessionState(user_id=uid))
+            req.n = k
+            found = rec.scored_candidates(req)  # what recommend() ranks, without the reasons it writes for the chat
+            if found is None:
+                out.append([])
+                continue
+            score, picks = rec.pick(found[0], found[1], req)
+            at = {int(r): i for i, r in enumerate(found[0])}
+            out.append([(uid, b.product_ids[r], float(score[at[r]]), rank) for rank, r in enumerate(picks, start=1)])
+        return out
+
+    with user_shards(edges_of, users, processes) as run:
+        rows = [edge for user_edges in run(k) for edge in user_edges]
     return pd.DataFrame(rows, columns=["user_id", "product_id", "score", "rank"])
 
 

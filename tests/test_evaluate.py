@@ -182,6 +182,21 @@ def test_coordinate_search_finds_the_best_setting():
     assert best == {"a": 0}
 
 
+def test_coordinate_search_scores_each_setting_once():
+    """A round that changes nothing revisits the previous round's settings: they are not scored again."""
+    calls: list[tuple] = []
+
+    def objective(s):
+        calls.append((s["a"], s["b"]))
+        return np.full(4, -((s["a"] - 1) ** 2) - s["b"] ** 2, dtype=float)
+
+    best, score, trace = coordinate_search(objective, {"a": 0, "b": 0}, {"a": [0, 1, 2], "b": [0, 1]})
+    assert best == {"a": 1, "b": 0} and score == 0
+    assert len(calls) == len(set(calls))  # every setting scored once
+    visited = {(t["a"], t["b"]) for t in trace}
+    assert len(trace) > len(visited) and visited == set(calls)  # the trace still lists the revisits
+
+
 def test_the_evaluation_scores_the_chats_own_recommender(tmp_path, monkeypatch):
     """The hybrid's ranking is the list the chat shows for "what should I buy next?", via Recommender.recommend."""
     from assistant.bundle_reader import load_bundle
