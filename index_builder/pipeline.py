@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,17 @@ from .constants import (
     WEIGHT,
 )
 from .datasets import get_spec, locate
-from .embed import embed_column, make_embedder, resolve_backend, resolve_device
+from .embed import (
+    DRIVER_MAX,
+    Preload,
+    SentenceTransformerEmbedder,
+    embed_column,
+    encode_chunks,
+    local_cores,
+    make_embedder,
+    resolve_backend,
+    resolve_device,
+)
 from .errors import InputError
 from .evaluate import EvalSettings, evaluate
 from .graph import DEFAULT_MAX_USERS
@@ -177,11 +188,17 @@ def build(cfg: BuildConfig, spark=None) -> Path:
 
     st = Stages()
     created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    cores = local_cores(cfg.master)
+    preload = None  # a local build loads the torch model while Spark starts and reads (see Preload)
+    if cores and cfg.embedder != "openai" and cfg.embed_backend in ("auto", "torch"):
+        preload = Preload(cfg.embedder, device=cfg.device, threads=cfg.embed_threads or cores,
+                          batch_size=cfg.embed_batch_size)
     if spark is None:
         with st.stage("spark", "starting session on %s", cfg.master):
             spark = make_spark(master=cfg.master, driver_memory=cfg.driver_memory)
     parallelism = spark.sparkContext.defaultParallelism
     cached: list = []
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="final-als")  # see final_als below
 
     def keep(df):
         cached.append(df.cache())
@@ -193,7 +210,7 @@ def build(cfg: BuildConfig, spark=None) -> Path:
         with st.stage("validate"):
             for said in source.defaults.values():
                 st.say("validate: %s", said)
-            products, product_rejects = validate_products(source.products, cfg.normalize_ids)
+            products, product_rejects = validate_products(source.products, cfg.normalize_ids, persist=keep)
             products = keep(products)
             n_products = products.count()
             if source.events is not None and PRICE in source.events.columns:
@@ -208,7 +225,7 @@ def build(cfg: BuildConfig, spark=None) -> Path:
             rejects["products"] = product_rejects
             events = None
             if source.events is not None:
-                events, event_rejects = validate_events(source.events, products, cfg.normalize_ids)
+                events, event_rejects = validate_events(source.events, products, cfg.normalize_ids, persist=keep)
                 rejects["events"] = event_rejects
                 events = keep(events)
             rejected = {name: df.toPandas() for name, df in rejects.items()}
@@ -228,7 +245,8 @@ def build(cfg: BuildConfig, spark=None) -> Path:
 
         with st.stage("interactions", "weighting events (%s)", cfg.event_weights):
             if events is not None:
-                inter = aggregate_interactions(event_weights(events, cfg.event_weights), tuple(cfg.had_types))
+                # cached: read three times below (popularity, the user index, the indexed pairs)
+                inter = keep(aggregate_interactions(event_weights(events, cfg.event_weights), tuple(cfg.had_types)))
             else:
                 inter = spark.createDataFrame([], "user_id string, product_id string, weight double, "
                                               "n_events long, purchased boolean, had boolean, last_ts timestamp")
@@ -241,15 +259,28 @@ def build(cfg: BuildConfig, spark=None) -> Path:
             n_users, n_pairs = users.count(), inter.count()
 
         embedder = build_embedder(spark, cfg, st, n_products)
-        with st.stage("embed", "%d products with %s (%s)", n_products, embedder.model, embedder.backend):
-            # Tasks of at most EMBED_TASK_ROWS texts: the accumulator reaches the driver as each task ends.
-            texts = product_text(products).select(PRODUCT_IDX, TEXT).repartition(
-                max(parallelism, -(-n_products // EMBED_TASK_ROWS)))
-            done = spark.sparkContext.accumulator(0)
-            embedded = embed_column(texts, embedder, TEXT, EMBEDDING, counter=done)
-            with reported(st, "embed", n_products, "texts", lambda: done.value):
-                emb_pdf = embedded.select(PRODUCT_IDX, EMBEDDING).toPandas().sort_values(PRODUCT_IDX)
-            embeddings = bundle.check_finite(bundle.EMBEDDINGS, np.stack(emb_pdf[EMBEDDING].to_numpy()).astype(np.float32))
+        in_driver = (preload is not None and embedder.backend == SentenceTransformerEmbedder.backend
+                     and n_products <= DRIVER_MAX)
+        if in_driver:
+            embedder = preload.get()
+        preload = None  # not needed any more (or never: a big catalog embeds in the executors)
+        with st.stage("embed", "%d products with %s (%s, in the %s)", n_products, embedder.model, embedder.backend,
+                      "driver" if in_driver else "executors"):
+            if in_driver:
+                texts = product_text(products).select(PRODUCT_IDX, TEXT).orderBy(PRODUCT_IDX).toPandas()
+                done = [0]
+                with reported(st, "embed", n_products, "texts", lambda: done[0]):
+                    vectors = encode_chunks(embedder, texts[TEXT].fillna("").astype(str).tolist(), EMBED_TASK_ROWS, done)
+            else:
+                # Tasks of at most EMBED_TASK_ROWS texts: the accumulator reaches the driver as each task ends.
+                texts = product_text(products).select(PRODUCT_IDX, TEXT).repartition(
+                    max(parallelism, -(-n_products // EMBED_TASK_ROWS)))
+                counter = spark.sparkContext.accumulator(0)
+                embedded = embed_column(texts, embedder, TEXT, EMBEDDING, counter=counter)
+                with reported(st, "embed", n_products, "texts", lambda: counter.value):
+                    emb_pdf = embedded.select(PRODUCT_IDX, EMBEDDING).toPandas().sort_values(PRODUCT_IDX)
+                vectors = np.stack(emb_pdf[EMBEDDING].to_numpy())
+            embeddings = bundle.check_finite(bundle.EMBEDDINGS, np.asarray(vectors, dtype=np.float32))
 
         k_max = min(cfg.k_max, n_products - 1)
         k_min = min(cfg.k_min, k_max)
@@ -294,26 +325,33 @@ def build(cfg: BuildConfig, spark=None) -> Path:
             inter_pdf = inter.orderBy(USER_IDX, PRODUCT_IDX).toPandas()
             events_pdf = events.select(*EVENT_COLUMNS).toPandas() if events is not None else None
 
+        def final_als(params: ALSParams) -> tuple[np.ndarray, np.ndarray]:
+            model = train_als(inter, params)
+            return (factor_matrix(model.itemFactors, n_products, params.rank, name=bundle.ITEM_FACTORS),
+                    factor_matrix(model.userFactors, n_users, params.rank, name=bundle.USER_FACTORS))
+
+        # The final ALS fit starts as soon as the evaluation has settled its parameters: Spark fits it while
+        # the evaluation's blend search and scoring run in Python.
+        final_fit: dict[ALSParams, Any] = {}
         result = None
         als_params, ease_lambda, recommender = cfg.als_params(), cfg.ease_lambda, None
-        if cfg.evaluate and events is not None and n_pairs and n_users >= 2:
-            with st.stage("evaluate", "time split%s", f" at {cfg.eval_cutoff}" if cfg.eval_cutoff else ""):
-                result = evaluate(spark, events_pdf, products_pdf, embeddings, index, eval_settings(cfg), say=st.say)
-            if result is not None:
-                als_params, ease_lambda, recommender = result.als, result.ease_lambda, result.recommender
-
         als_info: dict[str, Any]
         item_info: dict[str, Any]
         item_factors = user_factors = item_neighbours = item_weights = None
+        if cfg.evaluate and events is not None and n_pairs and n_users >= 2:
+            with st.stage("evaluate", "time split%s", f" at {cfg.eval_cutoff}" if cfg.eval_cutoff else ""):
+                result = evaluate(spark, events_pdf, products_pdf, embeddings, index, eval_settings(cfg), say=st.say,
+                                  als_chosen=lambda p: final_fit.setdefault(p, background.submit(final_als, p)))
+            if result is not None:
+                als_params, ease_lambda, recommender = result.als, result.ease_lambda, result.recommender
         with st.stage("als"):
             if events is None:
                 als_info = {"skipped": "the dataset has no events (catalog only)"}
             elif n_pairs == 0 or n_users < 2:
                 als_info = {"skipped": f"too few interactions to learn from ({n_users} users, {n_pairs} pairs)"}
             else:
-                model = train_als(inter, als_params)
-                item_factors = factor_matrix(model.itemFactors, n_products, als_params.rank, name=bundle.ITEM_FACTORS)
-                user_factors = factor_matrix(model.userFactors, n_users, als_params.rank, name=bundle.USER_FACTORS)
+                started = final_fit.get(als_params)
+                item_factors, user_factors = started.result() if started is not None else final_als(als_params)
                 als_info = {"params": als_params.as_dict(), "implicit_prefs": True,
                             "items_with_factors": int((np.abs(item_factors).sum(axis=1) > 0).sum())}
         with st.stage("item_item", "EASE, lambda %s", ease_lambda):
@@ -337,7 +375,7 @@ def build(cfg: BuildConfig, spark=None) -> Path:
             import faiss
 
             products_pdf.to_parquet(folder / bundle.PRODUCTS, index=False)
-            embedding = embedder.identity()
+            embedding = {**embedder.identity(), "where": "driver" if in_driver else "executors"}
             if getattr(embedder, "folder", None):  # the exported ONNX graph: the assistant embeds queries with it
                 shutil.copytree(embedder.folder, folder / bundle.EMBEDDER_DIR)
                 embedding["folder"] = bundle.EMBEDDER_DIR
@@ -389,6 +427,7 @@ def build(cfg: BuildConfig, spark=None) -> Path:
         st.say("built %s: %d products, %d users, k=%d", folder, n_products, n_users, k)
         return folder
     finally:
+        background.shutdown(wait=False, cancel_futures=True)
         for df in cached:
             df.unpersist()
 

@@ -36,7 +36,11 @@ from .constants import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pyspark.sql import DataFrame
+
+    Persist = Callable[[DataFrame], DataFrame]
 
 # Common spellings of event types in public interaction logs, mapped onto ours.
 EVENT_SYNONYMS = {
@@ -127,11 +131,14 @@ def _with_optional(df: DataFrame, names: tuple[str, ...]) -> DataFrame:
     return df
 
 
-def validate_products(df: DataFrame, normalize_ids: bool = False) -> tuple[DataFrame, DataFrame]:
+def validate_products(df: DataFrame, normalize_ids: bool = False, persist: Persist | None = None
+                      ) -> tuple[DataFrame, DataFrame]:
     """Split a product frame into (valid canonical rows, rejected rows with ``reject_reason``).
 
     Reasons: empty_product_id, empty_title, unparseable_price, negative_price, duplicate_product_id
     (the first row of an id in file order is kept). Unknown columns are kept as attributes.
+    ``persist`` (e.g. the caller's cache) is applied to the checked rows both outputs are read from, so
+    that reading the valid rows and then the rejects does not run the checks twice.
     """
     original = df.columns
     df = _with_optional(df, (DESCRIPTION, CATEGORY, PRICE))
@@ -160,6 +167,8 @@ def validate_products(df: DataFrame, normalize_ids: bool = False) -> tuple[DataF
         F.when(F.col(REJECT_REASON).isNull() & (F.row_number().over(first) > 1), F.lit("duplicate_product_id"))
         .otherwise(F.col(REJECT_REASON)),
     )
+    if persist is not None:
+        flagged = persist(flagged)
     attrs = [c for c in canon.columns if c not in PRODUCT_COLUMNS and not c.startswith("_")]
     good = flagged.filter(F.col(REJECT_REASON).isNull()).select(*PRODUCT_COLUMNS, *[F.col(f"`{c}`") for c in attrs])
     # Rejects show the values as the user gave them.
@@ -170,11 +179,13 @@ def validate_products(df: DataFrame, normalize_ids: bool = False) -> tuple[DataF
     return good, _rejects(restored, original)
 
 
-def validate_events(df: DataFrame, products: DataFrame, normalize_ids: bool = False) -> tuple[DataFrame, DataFrame]:
+def validate_events(df: DataFrame, products: DataFrame, normalize_ids: bool = False, persist: Persist | None = None
+                    ) -> tuple[DataFrame, DataFrame]:
     """Split an event frame into (valid canonical events, rejected rows with ``reject_reason``).
 
     Reasons: empty_user_id, empty_product_id, unknown_event_type, unparseable_value, negative_value,
     missing_rating, unparseable_timestamp, unknown_product_id. A missing value counts as 1.
+    ``persist``: as in :func:`validate_products`.
     """
     original = df.columns
     df = _with_optional(df, (VALUE, TS))
@@ -204,6 +215,8 @@ def validate_events(df: DataFrame, products: DataFrame, normalize_ids: bool = Fa
         .when(F.col("_known").isNull(), "unknown_product_id")
     )
     flagged = canon.withColumn(REJECT_REASON, reason)
+    if persist is not None:
+        flagged = persist(flagged)
     good = flagged.filter(F.col(REJECT_REASON).isNull()).select(
         F.col("_uid").alias(USER_ID),
         F.col("_pid").alias(PRODUCT_ID),

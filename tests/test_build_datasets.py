@@ -13,9 +13,10 @@ from index_builder.cli import main
 def test_manifest_describes_the_build(uci_bundle):
     folder, m = uci_bundle
     assert m["dataset"] == "online-retail" and m["params"]["sample_users"] == 200
-    # a catalog under 50,000 products embeds with torch by default (ONNX from there on, or with --embed-backend)
+    # a catalog under 50,000 products embeds with torch by default (ONNX from there on, or with --embed-backend),
+    # in a local build's driver, with the model it loaded while Spark read the data
     assert m["embedding"] == {"model": "all-MiniLM-L6-v2", "dim": 384, "backend": "sentence-transformers",
-                              "device": "cpu"}
+                              "device": "cpu", "where": "driver"}
     assert m["kmeans"]["sample"] == m["counts"]["products"] and m["kmeans"]["restarts_used"] == 3
     assert {"python", "spark", "torch", "sentence-transformers", "faiss"} <= set(m["versions"])
     swept, widened = [r["k"] for r in m["kmeans"]["sweep"]], m["kmeans"]["widened"]

@@ -55,6 +55,24 @@ def test_the_export_is_a_cached_build_step(onnx_embedder, tmp_path):
     assert onnx_embedder.identity() == {"model": "all-MiniLM-L6-v2", "dim": 384, "backend": "onnx-int8", "device": "cpu"}
 
 
+def test_the_driver_and_the_executors_embed_alike(spark, data_dir):
+    """A local build of a small catalog embeds in the driver (model preloaded); a big one in the executors."""
+    from index_builder.embed import Preload, embed_column, encode_chunks, local_cores
+
+    texts = _real_texts(data_dir, 150)
+    preload = Preload("minilm", device="cpu", threads=2)
+    done = [0]
+    driver = encode_chunks(preload.get(), texts, chunk=100, counter=done)
+    assert done == [len(texts)] and driver.shape == (len(texts), 384)
+    frame = spark.createDataFrame(pd.DataFrame({"i": range(len(texts)), "text": texts})).repartition(3)
+    rows = embed_column(frame, SentenceTransformerEmbedder(threads=1), "text", "e").select("i", "e").toPandas()
+    executors = np.stack(rows.sort_values("i")["e"].to_numpy()).astype(np.float32)
+    assert (driver * executors).sum(axis=1).min() > 0.99999  # the same model; only the batches differ
+    with pytest.raises(ValueError, match="unknown embedder"):
+        Preload("no-such-model").get()  # the load's error is raised where the build asks for the model
+    assert (local_cores("local[3]"), local_cores("local"), local_cores("spark://host:7077")) == (3, 1, None)
+
+
 def test_backend_and_device_choice():
     assert resolve_device("cpu") == "cpu"
     assert resolve_backend("torch", "cpu") == "torch"
@@ -141,6 +159,7 @@ def test_an_onnx_build_carries_its_encoder_and_the_assistant_embeds_queries_with
                                mapping={"product_id": "sku", "title": "name"}, k_min=6, k_max=6), spark=spark)
     _, manifest = bundle.verify(folder)
     assert manifest["embedding"]["backend"] == "onnx-int8" and manifest["embedding"]["folder"] == "embedder"
+    assert manifest["embedding"]["where"] == "executors"  # the Spark UDF path
     b = load_bundle(folder)
     encode = query_encoder(b)
     vecs = encode(["dog collar", "green tea leaves"])
