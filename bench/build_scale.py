@@ -102,7 +102,8 @@ def table(results: dict[str, dict]) -> str:
     walls = " | ".join("**{:.0f} s**".format(r["wall_s"]) for r in rs)
     lines.append(f"| **whole build (wall, incl. JVM start)** | {walls} |")
     lines.append("| products / chosen k | " + " | ".join("{:,} / {}".format(r["counts"]["products"], r["k"]) for r in rs) + " |")
-    lines.append("| embedding backend | " + " | ".join(r["embedding"]["backend"] for r in rs) + " |")
+    lines.append("| embedding backend (where) | " + " | ".join(
+        f"{r['embedding']['backend']} ({r['embedding'].get('where', 'executors')})" for r in rs) + " |")
     return "\n".join(lines)
 
 

@@ -44,6 +44,33 @@ def _shares(n: int, parts: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
+def _keep_jvm_connections() -> None:
+    """Stop a forked child from shutting down the driver's connections to the JVM.
+
+    A fork keeps only the forking thread: in the child, CPython frees the other threads' states, and with
+    them Py4J's connection objects that only those threads held (a Spark call in flight in a background
+    thread). ``ClientServerConnection.__del__`` then shuts the socket down, which the driver shares: the
+    JVM closes it, and the driver's next call on it fails ("Connection reset by peer"; Py4J retries once
+    on a new connection, a call waiting for its answer would fail). Only the process that made a
+    connection may close it.
+    """
+    try:
+        from py4j.clientserver import ClientServerConnection
+    except ImportError:  # pragma: no cover - pyspark depends on py4j
+        return
+    if getattr(ClientServerConnection, "_cartwise_owner", None) is not None:
+        return
+    original = ClientServerConnection.__del__
+    owner = os.getpid()
+
+    def __del__(self) -> None:
+        if os.getpid() == owner:
+            original(self)
+
+    ClientServerConnection.__del__ = __del__
+    ClientServerConnection._cartwise_owner = owner
+
+
 def _serve(conn, fn: Callable[[Sequence[Any], Any], list], share: Sequence[Any]) -> None:
     """A child's loop: receive an argument, send ``("ok", fn(share, arg))`` or ``("error", traceback)``."""
     from threadpoolctl import threadpool_limits
@@ -88,6 +115,7 @@ def user_shards(fn: Callable[[Sequence[Any], Any], Sequence[T]], users: Sequence
 
     ctx = mp.get_context("fork")
     shares = [users[lo:hi] for lo, hi in _shares(len(users), processes)]
+    _keep_jvm_connections()
     gc.collect()  # no garbage left for a child to finalize (a Py4J proxy's finalizer would write to the JVM socket)
     workers = []
     try:

@@ -101,3 +101,30 @@ def test_the_evaluation_gives_the_same_metrics_in_one_process_and_in_two(spark, 
     assert one.metrics["repeats_counted"] == two.metrics["repeats_counted"]
     assert one.metrics["tuning"]["blend"] == two.metrics["tuning"]["blend"]
     assert np.isfinite(pd.Series(one.metrics["models"]["hybrid"])).all()
+
+
+@linux_only
+def test_a_forked_worker_leaves_the_drivers_jvm_connections_alone(spark, monkeypatch, caplog):
+    """A fork frees the objects only other threads held, Py4J connections among them; their __del__ must not
+    shut down the socket the driver still uses (seen as "Connection reset by peer" after each fork)."""
+    monkeypatch.setattr(shards, "MIN_SHARE", 1)
+    client = spark.sparkContext._gateway._gateway_client
+    assert spark.range(10).count() == 10
+    mine = client.get_thread_connection()
+    assert mine is not None
+
+    driver = os.getpid()
+
+    def fn(share, arg):
+        if os.getpid() != driver:  # a worker (this process ranks the first share itself)
+            connection = client.get_thread_connection()  # the driver's connection, as copied into this child
+            connection.__del__()  # what freeing it in the child does
+            assert connection.socket is not None, "the child left the socket alone"
+        return list(share)
+
+    with user_shards(fn, [1, 2, 3, 4], processes=2) as run:
+        assert run(None) == [1, 2, 3, 4]
+    with caplog.at_level("INFO", logger="py4j"):
+        assert spark.range(20).count() == 20
+    assert client.get_thread_connection() is mine, "the driver's connection survived"
+    assert not [r for r in caplog.records if "Exception while sending" in r.getMessage()]
