@@ -204,7 +204,7 @@ def local_cores(master: str) -> int | None:
     m = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", master.strip())
     if not m:
         return None
-    return os.cpu_count() or 1 if m.group(1) == "*" else int(m.group(1) or 1)
+    return (os.cpu_count() or 1) if m.group(1) == "*" else int(m.group(1) or 1)
 
 
 class Preload:

@@ -16,15 +16,12 @@ leaves with ``os._exit`` (no atexit hooks, no Spark shutdown).
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MIN_SHARE = 50  # users per process below which forking costs more than it saves
