@@ -112,9 +112,13 @@ def top_k(values: np.ndarray, k: int) -> np.ndarray:
             return _largest(values, above, k)
         at = np.flatnonzero(values == threshold)  # the k-th largest is the threshold: fill with the first rows
         if len(above) + len(at) >= k:
-            pick = np.concatenate([above, at[: k - len(above)]])
-            return pick[np.lexsort((pick, -values[pick]))]
+            return _ordered(values, np.concatenate([above, at[: k - len(above)]]))
     return _largest(values, None, k)
+
+
+def _ordered(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``rows`` by value, largest first; equal values by the lower row."""
+    return rows[np.lexsort((rows, -values[rows]))]
 
 
 def _largest(values: np.ndarray, rows: np.ndarray | None, k: int) -> np.ndarray:
@@ -127,9 +131,7 @@ def _largest(values: np.ndarray, rows: np.ndarray | None, k: int) -> np.ndarray:
     kth = -np.partition(-sub, k - 1)[k - 1]  # from the top: partitioning at len - k crawls over many equal values
     above = np.flatnonzero(sub > kth)
     pick = np.concatenate([above, np.flatnonzero(sub == kth)[: k - len(above)]])
-    if rows is not None:
-        pick = rows[pick]
-    return pick[np.lexsort((pick, -values[pick]))]
+    return _ordered(values, pick if rows is None else rows[pick])
 
 
 def price_mask(prices: np.ndarray, req: Request) -> np.ndarray:

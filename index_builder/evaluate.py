@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from .als import ALSParams, factor_matrix, train_als
 from .constants import (
@@ -388,6 +387,11 @@ def blend_grid(window_days: float) -> dict[str, list[Any]]:
     }
 
 
+def setting_key(settings: dict[str, Any]) -> tuple:
+    """One blend setting as a hashable key (a trace row's score left out)."""
+    return tuple(sorted((k, v) for k, v in settings.items() if k != "ndcg@10"))
+
+
 def coordinate_search(objective: Callable[[dict[str, Any]], np.ndarray], start: dict[str, Any],
                       grid: dict[str, list[Any]], rounds: int = 3, z: float = 1.0
                       ) -> tuple[dict[str, Any], float, list[dict]]:
@@ -402,7 +406,7 @@ def coordinate_search(objective: Callable[[dict[str, Any]], np.ndarray], start: 
     scored: dict[tuple, np.ndarray] = {}
 
     def score(settings: dict[str, Any]) -> np.ndarray:
-        key = tuple(sorted(settings.items(), key=lambda kv: kv[0]))
+        key = setting_key(settings)
         if key not in scored:
             scored[key] = np.asarray(objective(settings), dtype=np.float64)
         return scored[key]
@@ -506,9 +510,7 @@ def _evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embe
                 ease_scores: dict[float, float] = {}
                 best: tuple | None = None  # ((ndcg, -lambda), lambda, its pruned weights): the best kept, not all five
                 for lam_ in s.ease_grid:
-                    # one BLAS thread: the ALS grid's Spark tasks hold the other cores (spinning BLAS threads slow both)
-                    with threadpool_limits(limits=1, user_api="blas"):
-                        pruned = prune(ease_weights(gram.matrix, lam_), gram.rows, n, s.item_item_top_k)
+                    pruned = prune(ease_weights(gram.matrix, lam_), gram.rows, n, s.item_item_top_k)
                     scorer.bundle = _with(scorer.bundle, item_neighbours=pruned[0], item_weights=pruned[1])
                     scorer.configure(rec_cfg)
                     ease_scores[lam_] = scorer.score("item_item", tune_users, ks=(10,))["ndcg@10"]
@@ -545,7 +547,7 @@ def _evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embe
             # the users are shared out over the cores: each process keeps its users' candidates between settings
             with user_shards(hybrid_ndcg, tune_users, s.processes) as objective:
                 rec_cfg, best, trace = coordinate_search(objective, rec_cfg, grid)
-            scored = len({tuple(sorted((k, v) for k, v in t.items() if k != "ndcg@10")) for t in trace})
+            scored = len({setting_key(t) for t in trace})
             tuning["blend"] = {"chosen": rec_cfg, "ndcg@10": round(best, 5), "tried": len(trace), "scored": scored}
             say("evaluate: blend on validation (%d settings tried, %d scored) -> %s, ndcg@10 %.4f", len(trace), scored,
                 rec_cfg, best)

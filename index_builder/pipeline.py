@@ -333,6 +333,11 @@ def build(cfg: BuildConfig, spark=None) -> Path:
         # The final ALS fit starts as soon as the evaluation has settled its parameters: Spark fits it while
         # the evaluation's blend search and scoring run in Python.
         final_fit: dict[ALSParams, Any] = {}
+
+        def start_final_fit(params: ALSParams) -> None:
+            if params not in final_fit:
+                final_fit[params] = background.submit(final_als, params)
+
         result = None
         als_params, ease_lambda, recommender = cfg.als_params(), cfg.ease_lambda, None
         als_info: dict[str, Any]
@@ -341,7 +346,7 @@ def build(cfg: BuildConfig, spark=None) -> Path:
         if cfg.evaluate and events is not None and n_pairs and n_users >= 2:
             with st.stage("evaluate", "time split%s", f" at {cfg.eval_cutoff}" if cfg.eval_cutoff else ""):
                 result = evaluate(spark, events_pdf, products_pdf, embeddings, index, eval_settings(cfg), say=st.say,
-                                  als_chosen=lambda p: final_fit.setdefault(p, background.submit(final_als, p)))
+                                  als_chosen=start_final_fit)
             if result is not None:
                 als_params, ease_lambda, recommender = result.als, result.ease_lambda, result.recommender
         with st.stage("als"):

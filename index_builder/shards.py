@@ -113,7 +113,9 @@ def user_shards(fn: Callable[[Sequence[Any], Any], Sequence[T]], users: Sequence
     ctx = mp.get_context("fork")
     shares = [users[lo:hi] for lo, hi in _shares(len(users), processes)]
     _keep_jvm_connections()
-    gc.collect()  # no garbage left for a child to finalize (a Py4J proxy's finalizer would write to the JVM socket)
+    # no garbage left for a child to finalize: without pinned threads (PYSPARK_PIN_THREAD=false) a Py4J proxy's
+    # finalizer writes to the JVM socket the driver shares; pinned, it only queues the message
+    gc.collect()
     workers = []
     try:
         for share in shares[1:]:
