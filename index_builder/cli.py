@@ -8,6 +8,7 @@ import logging
 import re
 import sys
 
+from . import rules
 from .cluster import SAMPLE_SIZE
 from .constants import DEFAULT_EVENT_WEIGHTS, DEFAULT_HAD_TYPES, EVENT_TYPES
 from .datasets import DATASETS
@@ -41,6 +42,14 @@ def _types(text: str) -> tuple[str, ...]:
 def _cutoff_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-cutoff", metavar="DATE",
                         help="train on events before DATE, test on purchases from it on (default: the last 10%% of the time span)")
+
+
+def _bounds_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--oldest-event", default=rules.OLDEST_EVENT, metavar="DATE",
+                        help=f"reject events dated before DATE as timestamp_too_old (default {rules.OLDEST_EVENT})")
+    parser.add_argument("--future-hours", type=float, default=rules.FUTURE_HOURS, metavar="H",
+                        help="reject events dated more than H hours after the clock as timestamp_in_future "
+                             f"(default {rules.FUTURE_HOURS:g}: clock skew)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -108,6 +117,7 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--graph-users", type=int, default=DEFAULT_MAX_USERS,
                    help=f"customers in the recommendation graph and report (a deterministic sample beyond; "
                         f"default {DEFAULT_MAX_USERS:,}; 0 = all)")
+    _bounds_flags(b)
     _cutoff_flag(b)
     b.add_argument("--no-tune", dest="tune", action="store_false",
                    help="keep the given ALS/EASE/blend settings instead of tuning them on the validation split")
@@ -147,6 +157,7 @@ def make_parser() -> argparse.ArgumentParser:
                     help="stop after this long without new records (default: run until Ctrl-C)")
     st.add_argument("--event-type", choices=EVENT_TYPES, default="purchase",
                     help="event_type of events that carry none (default purchase)")
+    _bounds_flags(st)
     st.add_argument("--db", metavar="URL", help="also store the events in this database (SQLAlchemy URL)")
     st.add_argument("--master", default="local[2]")
     st.add_argument("--driver-memory", default="2g")
@@ -221,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                 had_types=args.had_types, ease_lambda=args.ease_lambda, item_item_max_items=args.item_item_max_items,
                 evaluate=args.evaluate, eval_cutoff=args.eval_cutoff, tune=args.tune, currency=args.currency,
                 graph_users=args.graph_users, event_type=args.event_type, normalize_ids=args.normalize_ids,
+                oldest_event=args.oldest_event, future_hours=args.future_hours,
             )
             folder = build(cfg)
             _print_metrics(folder)
@@ -242,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_records=args.max_records, publish_every=args.publish_every,
                 publish_interval_s=args.publish_interval, refit_every=args.refit_every,
                 keep_versions=args.keep_versions, until_idle_s=args.until_idle, event_type=args.event_type,
-                db=args.db, master=args.master, driver_memory=args.driver_memory))
+                oldest_event=args.oldest_event, future_hours=args.future_hours, db=args.db, master=args.master, driver_memory=args.driver_memory))
             print(json.dumps({"batches": job.batches_seen, "publishes": job.published}, indent=2, default=str))
         elif args.command == "produce":
             from .produce import produce

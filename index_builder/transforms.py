@@ -11,6 +11,7 @@ from pyspark.sql import Column, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from . import rules
 from .constants import (
     CATEGORY,
     DEFAULT_HAD_TYPES,
@@ -72,7 +73,8 @@ def _id_string(df: DataFrame, name: str, normalize: bool = False) -> Column:
     dtype = df.schema[name].dataType
     col = F.col(name)
     if isinstance(dtype, (T.FloatType, T.DoubleType, T.DecimalType)):
-        col = F.when(col == F.floor(col), col.cast("long").cast("string")).otherwise(col.cast("string"))
+        whole = col.try_cast("long")  # null past the long range (a 1e300 id): then the text of the float
+        col = F.when(whole.isNotNull() & (col == F.floor(col)), whole.cast("string")).otherwise(col.cast("string"))
     out = F.trim(col.cast("string"))
     if normalize:
         digits = F.regexp_extract(out, r"^([0-9]+)(\.0+)?$", 1)
@@ -82,11 +84,40 @@ def _id_string(df: DataFrame, name: str, normalize: bool = False) -> Column:
 
 
 def _number(df: DataFrame, name: str) -> Column:
-    """A numeric column as double; strings may carry currency signs or spaces ('£3.50')."""
+    """A numeric column as double; strings may carry currency signs or spaces ('£3.50'), thousands
+    separators ('1,299.00') or a decimal comma ('12,50')."""
     if isinstance(df.schema[name].dataType, T.NumericType):
         return F.col(name).cast("double")
     cleaned = F.regexp_replace(F.trim(F.col(name).cast("string")), r"[£$€\s]", "")
+    thousands = cleaned.rlike(r"^[+-]?[0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)?$")
+    decimal_comma = cleaned.rlike(r"^[+-]?[0-9]+,[0-9]{1,2}$")
+    cleaned = (F.when(thousands, F.regexp_replace(cleaned, ",", ""))
+               .when(decimal_comma, F.regexp_replace(cleaned, ",", ".")).otherwise(cleaned))
     return cleaned.try_cast("double")
+
+
+def _finite(col: Column) -> Column:
+    return col.isNotNull() & ~F.isnan(col) & (F.abs(col) != float("inf"))
+
+
+def nested(col: Column) -> Column:
+    """True where a text value is a JSON object or array (a record nesting where one value belongs);
+    '{3F2504E0-4F89}' is an id, not JSON."""
+    text = F.trim(col.cast("string"))
+    obj = text.startswith("{") & F.from_json(text, "map<string,string>").isNotNull()
+    arr = text.startswith("[") & F.from_json(text, "array<string>").isNotNull()
+    return F.coalesce(obj | arr, F.lit(False))
+
+
+def _bad_id(col: Column, bounds: rules.Bounds) -> Column:
+    """The reason an id cannot be used (beyond being empty), or null."""
+    return (F.when(nested(col), rules.NESTED_VALUE)
+            .when(F.length(col) > bounds.max_id_chars, rules.ID_TOO_LONG)
+            .when(col.rlike(rules.ID_FORBIDDEN), rules.INVALID_ID))
+
+
+def _nested_type(df: DataFrame, name: str) -> bool:
+    return isinstance(df.schema[name].dataType, (T.StructType, T.ArrayType, T.MapType))
 
 
 # Text timestamps tried in order after ISO 8601 (Spark's default parser): day-first before month-first,
@@ -97,9 +128,12 @@ TIMESTAMP_FORMATS = ("d/M/yyyy H:mm[:ss]", "d/M/yyyy", "M/d/yyyy H:mm[:ss]", "M/
 
 
 def _epoch(col: Column) -> Column:
-    """Epoch seconds, or milliseconds when too large for seconds (after the year 5138)."""
-    col = col.cast("double")
-    return F.when(col > 1e11, F.timestamp_millis(col.cast("long"))).otherwise(F.timestamp_seconds(col))
+    """Epoch seconds, or milliseconds when too large for seconds (after the year 5138); null beyond any
+    plausible time (an infinite or 1e300 number would overflow Spark's casts, which raise in ANSI mode)."""
+    col = col.try_cast("double")
+    sane = _finite(col) & (F.abs(col) < 1e15)
+    return (F.when(sane & (col > 1e11), F.timestamp_millis(col.try_cast("long")))
+            .when(sane, F.timestamp_seconds(col)))
 
 
 def _timestamp(df: DataFrame, name: str) -> Column:
@@ -131,15 +165,20 @@ def _with_optional(df: DataFrame, names: tuple[str, ...]) -> DataFrame:
     return df
 
 
-def validate_products(df: DataFrame, normalize_ids: bool = False, persist: Persist | None = None
+def validate_products(df: DataFrame, normalize_ids: bool = False, persist: Persist | None = None,
+                      bounds: rules.Bounds | None = None, dedupe: bool = True, keep: tuple[str, ...] = ()
                       ) -> tuple[DataFrame, DataFrame]:
     """Split a product frame into (valid canonical rows, rejected rows with ``reject_reason``).
 
-    Reasons: empty_product_id, empty_title, unparseable_price, negative_price, duplicate_product_id
-    (the first row of an id in file order is kept). Unknown columns are kept as attributes.
+    Reasons: empty_product_id, nested_value, id_too_long, invalid_id, empty_title, invalid_text,
+    text_too_long, unparseable_price, price_out_of_range, negative_price (``bounds``: :mod:`.rules`), and
+    with ``dedupe`` duplicate_product_id (the first row of an id in file order is kept; the stream keeps
+    every record, in order: a later one updates the earlier). Unknown columns are kept as attributes.
     ``persist`` (e.g. the caller's cache) is applied to the checked rows both outputs are read from, so
-    that reading the valid rows and then the rejects does not run the checks twice.
+    that reading the valid rows and then the rejects does not run the checks twice. ``keep``: input
+    columns the valid rows carry as they are (not as attributes).
     """
+    bounds = bounds or rules.Bounds()
     original = df.columns
     df = _with_optional(df, (DESCRIPTION, CATEGORY, PRICE))
     price_raw = F.col(PRICE)
@@ -153,24 +192,36 @@ def validate_products(df: DataFrame, normalize_ids: bool = False, persist: Persi
         blank(price_raw).alias("_price_blank"),
         *[F.col(f"`{c}`").alias(f"__orig_{c}") for c in original if c in PRODUCT_COLUMNS],
     )
+    nested_field = F.lit(any(_nested_type(df, c) for c in (TITLE, DESCRIPTION, CATEGORY, PRICE)))
+    for c in (TITLE, DESCRIPTION, CATEGORY, PRICE):
+        nested_field = nested_field | nested(F.col(f"__orig_{c}") if c in original else F.lit(None))
+    too_long = ((F.length(TITLE) > bounds.max_title_chars) | (F.length(DESCRIPTION) > bounds.max_description_chars)
+                | (F.length(CATEGORY) > bounds.max_category_chars))
+    price = F.col(PRICE)
     reason = (
         F.when(blank(F.col(PRODUCT_ID)), "empty_product_id")
-        .when(blank(F.col(TITLE)), "empty_title")
-        .when(~F.col("_price_blank") & (F.col(PRICE).isNull() | F.isnan(F.col(PRICE))), "unparseable_price")
-        .when(F.col(PRICE) < 0, "negative_price")
+        .otherwise(_bad_id(F.col(PRODUCT_ID), bounds))
     )
+    reason = F.coalesce(reason, F.when(nested_field, rules.NESTED_VALUE)
+                        .when(blank(F.col(TITLE)), "empty_title")
+                        .when(F.col(TITLE).rlike(rules.TEXT_FORBIDDEN), rules.INVALID_TEXT)
+                        .when(too_long, rules.TEXT_TOO_LONG)
+                        .when(~F.col("_price_blank") & (price.isNull() | F.isnan(price)), "unparseable_price")
+                        .when(price.isNotNull() & (~_finite(price) | (price > bounds.max_price)), rules.PRICE_OUT_OF_RANGE)
+                        .when(price < 0, "negative_price"))
     flagged = canon.withColumn(REJECT_REASON, reason)
-    # Valid rows sort first, so the earliest valid row of an id is kept and later ones are duplicates.
-    first = Window.partitionBy(PRODUCT_ID).orderBy(F.col(REJECT_REASON).isNotNull(), ROW_ID)
-    flagged = flagged.withColumn(
-        REJECT_REASON,
-        F.when(F.col(REJECT_REASON).isNull() & (F.row_number().over(first) > 1), F.lit("duplicate_product_id"))
-        .otherwise(F.col(REJECT_REASON)),
-    )
+    if dedupe:
+        # Valid rows sort first, so the earliest valid row of an id is kept and later ones are duplicates.
+        first = Window.partitionBy(PRODUCT_ID).orderBy(F.col(REJECT_REASON).isNotNull(), ROW_ID)
+        flagged = flagged.withColumn(
+            REJECT_REASON,
+            F.when(F.col(REJECT_REASON).isNull() & (F.row_number().over(first) > 1), F.lit("duplicate_product_id"))
+            .otherwise(F.col(REJECT_REASON)),
+        )
     if persist is not None:
         flagged = persist(flagged)
-    attrs = [c for c in canon.columns if c not in PRODUCT_COLUMNS and not c.startswith("_")]
-    good = flagged.filter(F.col(REJECT_REASON).isNull()).select(*PRODUCT_COLUMNS, *[F.col(f"`{c}`") for c in attrs])
+    attrs = [c for c in canon.columns if c not in PRODUCT_COLUMNS and not c.startswith("_") and c not in keep]
+    good = flagged.filter(F.col(REJECT_REASON).isNull()).select(*PRODUCT_COLUMNS, *[F.col(f"`{c}`") for c in (*attrs, *keep)])
     # Rejects show the values as the user gave them.
     restored = flagged
     for c in original:
@@ -179,14 +230,18 @@ def validate_products(df: DataFrame, normalize_ids: bool = False, persist: Persi
     return good, _rejects(restored, original)
 
 
-def validate_events(df: DataFrame, products: DataFrame, normalize_ids: bool = False, persist: Persist | None = None
-                    ) -> tuple[DataFrame, DataFrame]:
+def validate_events(df: DataFrame, products: DataFrame, normalize_ids: bool = False, persist: Persist | None = None,
+                    bounds: rules.Bounds | None = None, keep: tuple[str, ...] = ()) -> tuple[DataFrame, DataFrame]:
     """Split an event frame into (valid canonical events, rejected rows with ``reject_reason``).
 
-    Reasons: empty_user_id, empty_product_id, unknown_event_type, unparseable_value, negative_value,
-    missing_rating, unparseable_timestamp, unknown_product_id. A missing value counts as 1.
-    ``persist``: as in :func:`validate_products`.
+    Reasons: empty_user_id, empty_product_id, nested_value, id_too_long, invalid_id, unknown_event_type,
+    unparseable_value, value_out_of_range, negative_value, missing_rating, unparseable_timestamp,
+    timestamp_too_old, timestamp_in_future (``bounds``: :mod:`.rules`), unknown_product_id. A missing value
+    counts as 1; a missing timestamp stays missing. ``products`` may list an id more than once.
+    ``persist``: as in :func:`validate_products`; ``keep``: input columns the valid rows carry as they are.
     """
+    bounds = bounds or rules.Bounds()
+    oldest, newest = bounds.window()
     original = df.columns
     df = _with_optional(df, (VALUE, TS))
     etype_raw = F.lower(F.trim(F.col(EVENT_TYPE).cast("string")))
@@ -202,18 +257,30 @@ def validate_events(df: DataFrame, products: DataFrame, normalize_ids: bool = Fa
         value.alias("_value"),
         ts.alias("_ts"),
     )
-    known = products.select(F.col(PRODUCT_ID).alias("_pid"), F.lit(True).alias("_known"))
+    known = products.select(F.col(PRODUCT_ID).alias("_pid")).distinct().withColumn("_known", F.lit(True))
     canon = canon.join(F.broadcast(known), "_pid", "left")
+    nested_field = F.lit(any(_nested_type(df, c) for c in (EVENT_TYPE, VALUE, TS)))
+    for c in (EVENT_TYPE, VALUE, TS):
+        nested_field = nested_field | nested(F.col(f"`{c}`"))
+    v = F.col("_value")
+    top = F.when(F.col("_etype") == "rating", F.lit(bounds.max_rating)).otherwise(F.lit(bounds.max_quantity))
     reason = (
         F.when(blank(F.col("_uid")), "empty_user_id")
         .when(blank(F.col("_pid")), "empty_product_id")
-        .when(~F.col("_etype").isin(*EVENT_TYPES) | F.col("_etype").isNull(), "unknown_event_type")
-        .when(~blank(F.col(VALUE)) & (F.col("_value").isNull() | F.isnan("_value")), "unparseable_value")
-        .when(F.col("_value") < 0, "negative_value")
-        .when((F.col("_etype") == "rating") & F.col("_value").isNull(), "missing_rating")
-        .when(~blank(F.col(TS)) & F.col("_ts").isNull(), "unparseable_timestamp")
-        .when(F.col("_known").isNull(), "unknown_product_id")
+        .otherwise(F.coalesce(_bad_id(F.col("_uid"), bounds), _bad_id(F.col("_pid"), bounds)))
     )
+    reason = F.coalesce(reason, (
+        F.when(nested_field, rules.NESTED_VALUE)
+        .when(~F.col("_etype").isin(*EVENT_TYPES) | F.col("_etype").isNull(), "unknown_event_type")
+        .when(~blank(F.col(VALUE)) & (v.isNull() | F.isnan(v)), "unparseable_value")
+        .when(v.isNotNull() & ((F.abs(v) == float("inf")) | (v > top)), rules.VALUE_OUT_OF_RANGE)
+        .when(v < 0, "negative_value")
+        .when((F.col("_etype") == "rating") & v.isNull(), "missing_rating")
+        .when(~blank(F.col(TS)) & F.col("_ts").isNull(), "unparseable_timestamp")
+        .when(F.col("_ts") < F.lit(oldest), rules.TIMESTAMP_TOO_OLD)
+        .when(F.col("_ts") > F.lit(newest), rules.TIMESTAMP_IN_FUTURE)
+        .when(F.col("_known").isNull(), "unknown_product_id")
+    ))
     flagged = canon.withColumn(REJECT_REASON, reason)
     if persist is not None:
         flagged = persist(flagged)
@@ -223,6 +290,7 @@ def validate_events(df: DataFrame, products: DataFrame, normalize_ids: bool = Fa
         F.col("_etype").alias(EVENT_TYPE),
         F.coalesce(F.col("_value"), F.lit(1.0)).alias(VALUE),
         F.col("_ts").alias(TS),
+        *[F.col(f"`{c}`") for c in keep],
     )
     return good, _rejects(flagged, original)
 
