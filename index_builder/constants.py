@@ -17,6 +17,7 @@ EVENT_TYPE = "event_type"
 VALUE = "value"
 TS = "ts"
 EVENT_COLUMNS = (USER_ID, PRODUCT_ID, EVENT_TYPE, VALUE, TS)
+EVENT_ID = "event_id"  # optional, stream only: a redelivered event_id is a duplicate
 EVENT_REQUIRED = (USER_ID, PRODUCT_ID)  # event_type defaults to --event-type (purchase), value to 1
 
 EVENT_TYPES = ("view", "cart", "purchase", "rating", "return")

@@ -29,6 +29,7 @@ import pandas as pd
 from . import bundle as fmt
 from .constants import (
     CATEGORY,
+    CLUSTER,
     DEFAULT_EVENT_WEIGHTS,
     DEFAULT_HAD_TYPES,
     DESCRIPTION,
@@ -121,6 +122,31 @@ def product_texts(df: pd.DataFrame) -> list[str]:
     return [" ".join(str(p.iat[i]) for p in parts if not pd.isna(p.iat[i]) and str(p.iat[i])) for i in range(len(df))]
 
 
+def catalog_rows(added: pd.DataFrame, products: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
+    """New products as rows of the catalog table: every catalog column (its extra attributes, such as
+    ``brand``, from the record when it carried them, else missing), in the catalog's dtypes."""
+    rows = added.reindex(columns=products.columns).reset_index(drop=True)
+    rows[POPULARITY] = 0
+    rows[CLUSTER] = labels
+    for c in (DESCRIPTION, CATEGORY):
+        if c in rows:
+            rows[c] = rows[c].fillna("")
+    for c in products.columns:
+        dtype = products[c].dtype
+        if pd.api.types.is_bool_dtype(dtype):
+            rows[c] = rows[c].map(lambda v: None if v is None or v != v else str(v).strip().lower() in ("1", "true", "yes"))
+        elif pd.api.types.is_numeric_dtype(dtype):
+            rows[c] = pd.to_numeric(rows[c], errors="coerce")
+            if pd.api.types.is_integer_dtype(dtype) and not rows[c].isna().any():
+                rows[c] = rows[c].astype(dtype)
+        elif pd.api.types.is_datetime64_any_dtype(dtype):
+            rows[c] = pd.to_datetime(rows[c], errors="coerce", utc=True).dt.tz_convert(None) \
+                if getattr(dtype, "tz", None) is None else pd.to_datetime(rows[c], errors="coerce", utc=True)
+        else:
+            rows[c] = rows[c].astype(object).where(rows[c].notna(), None)
+    return rows
+
+
 def _embed_products(folder: Path, manifest: dict[str, Any], texts: list[str]) -> np.ndarray:
     from assistant.chat import encoder_for
 
@@ -161,12 +187,7 @@ def fold_in(root: Path | str, events: pd.DataFrame, new_products: pd.DataFrame |
         centroids = fmt.load_array(base, fmt.CENTROIDS)
         dist = (vectors ** 2).sum(1)[:, None] - 2 * vectors @ centroids.T + (centroids ** 2).sum(1)[None, :]
         labels = dist.argmin(axis=1).astype(np.int32)
-        row = {c: added.get(c) for c in (PRODUCT_ID, TITLE, DESCRIPTION, CATEGORY, PRICE)}
-        new_rows = pd.DataFrame({c: (v if v is not None else pd.Series([None] * len(added))) for c, v in row.items()})
-        new_rows[PRICE] = pd.to_numeric(new_rows[PRICE], errors="coerce")
-        new_rows[POPULARITY] = 0
-        new_rows["cluster"] = labels
-        products = pd.concat([products, new_rows[products.columns]], ignore_index=True)
+        products = pd.concat([products, catalog_rows(added, products, labels)], ignore_index=True)
         embeddings = fmt.load_array(base, fmt.EMBEDDINGS)
         changed[fmt.EMBEDDINGS] = np.concatenate([embeddings, vectors.astype(embeddings.dtype)])
         index = faiss.read_index(str(base / fmt.FAISS_INDEX))

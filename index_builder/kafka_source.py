@@ -8,15 +8,27 @@ reads every record after the last committed batch exactly once, and a replayed b
 
 Offsets are found by reading, not from the broker's high watermarks: some Kafka-protocol brokers
 report them wrong when a batch holds many records.
+
+Offsets that are gone (retention deleted them before they were read, or the topic was deleted and made
+again): the broker says the offset is out of range, and the reader resumes at the partition's earliest
+offset, never silently at its end. It logs the gap and adds a row with a ``gap`` (JSON: partition, the
+offset expected, the one resumed at, the records lost when known) that the stream job writes into its
+ledger (``offset_gaps``) instead of treating as a record. Spark's own Kafka source
+(``--kafka-source builtin``) fails the query instead (its ``failOnDataLoss``).
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from pyspark.sql.datasource import DataSource, SimpleDataSourceStreamReader
 from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
+
+log = logging.getLogger(__name__)
 
 NAME = "cartwise_kafka"
 SCHEMA = StructType([
@@ -25,6 +37,7 @@ SCHEMA = StructType([
     StructField("key", StringType()),
     StructField("value", StringType()),
     StructField("timestamp_ms", LongType()),
+    StructField("gap", StringType()),  # JSON, on the row that stands for offsets that were gone; else null
 ])
 POLL_S = 0.5  # a read ends when no record came for this long (or at maxRecordsPerBatch)
 
@@ -35,6 +48,8 @@ def consumer(bootstrap: str):
     return Consumer({
         "bootstrap.servers": bootstrap, "group.id": "cartwise-stream", "enable.auto.commit": False,
         "enable.partition.eof": False, "session.timeout.ms": 6000, "max.poll.interval.ms": 7000,
+        # an offset that is gone is reported (and handled in KafkaStreamReader._poll), never skipped to the end
+        "auto.offset.reset": "error",
     })
 
 
@@ -88,6 +103,13 @@ class KafkaStreamReader(SimpleDataSourceStreamReader):
                 if m.error() is not None:
                     if m.error().code() == KafkaError._PARTITION_EOF:
                         continue
+                    if m.error().code() == KafkaError._AUTO_OFFSET_RESET and m.partition() is not None \
+                            and str(m.partition()) in wanted:
+                        p = str(m.partition())
+                        rows.append(self._resume(c, p, nxt))
+                        if end is not None and nxt[p] >= int(end.get(p, 0)):
+                            wanted.discard(p)  # a replay: the records it read before are gone too
+                        continue
                     raise RuntimeError(f"Kafka {self.bootstrap} topic {self.topic}: {m.error()}")
                 p = str(m.partition())
                 if p not in wanted or m.offset() < nxt[p]:
@@ -99,12 +121,30 @@ class KafkaStreamReader(SimpleDataSourceStreamReader):
                     break
                 key = m.key().decode("utf-8", "replace") if m.key() is not None else None
                 value = m.value().decode("utf-8", "replace") if m.value() is not None else None
-                rows.append((int(p), int(m.offset()), key, value, int(m.timestamp()[1])))
+                rows.append((int(p), int(m.offset()), key, value, int(m.timestamp()[1]), None))
                 nxt[p] = m.offset() + 1
                 if end is not None and nxt[p] >= int(end[p]):
                     wanted.discard(p)
         c.unassign()
         return rows, nxt
+
+    def _resume(self, c, p: str, nxt: dict[str, int]) -> tuple:
+        """The broker says partition ``p``'s next offset is out of range: resume at its earliest offset and
+        return the gap row."""
+        from confluent_kafka import TopicPartition
+
+        low, high = c.get_watermark_offsets(TopicPartition(self.topic, int(p)), timeout=10, cached=False)
+        expected = nxt[p]
+        resumed = int(low)
+        lost = resumed - expected if expected < resumed else None  # past the end: the topic was made again
+        gap = {"partition": int(p), "expected": expected, "resumed_at": resumed, "lost": lost,
+               "earliest": int(low), "latest": int(high),
+               "why": "retention removed them" if lost is not None else "the topic was deleted and created again"}
+        log.warning("Kafka %s topic %s partition %s: offset %d is gone (earliest %d, latest %d): %s; resuming at %d",
+                    self.bootstrap, self.topic, p, expected, low, high, gap["why"], resumed)
+        nxt[p] = resumed
+        c.seek(TopicPartition(self.topic, int(p), resumed))
+        return (int(p), -1, None, None, int(time.time() * 1000), json.dumps(gap))
 
     def read(self, start: dict) -> tuple[Iterator[tuple], dict]:
         rows, nxt = self._poll(start, None)

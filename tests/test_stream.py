@@ -247,3 +247,216 @@ def test_assistant_swaps_in_new_versions_and_refuses_broken_ones(live_root):
     assert live.version == good_version and broken.name in live.refused
     assert "checksum" in live.refused[broken.name]
     assert live.turn("what should I buy next?", SessionState(user_id=user)).products  # still serving
+
+
+def _with_brand(root: Path) -> Path:
+    """The live bundle with an extra catalog column (the README: extra columns are kept as attributes)."""
+    folder = fmt.resolve(root)
+    products = pd.read_parquet(folder / fmt.PRODUCTS)
+    products.insert(5, "brand", [f"brand-{i % 7}" for i in range(len(products))])
+    products.to_parquet(folder / fmt.PRODUCTS, index=False)
+    fmt.update_manifest(folder, files=fmt.list_files(folder))
+    return folder
+
+
+def test_folder_stream_price_updates_extra_columns_and_one_count_per_event(spark, live_root, tmp_path):
+    """In one micro-batch: two price records for a product (the newer wins, neither is a dead letter), an event
+    next to a price record of its product (one event, not two), and a new product in a catalog with a
+    ``brand`` column (it takes the record's brand)."""
+    from index_builder.stream import EventLog, StreamConfig, run_stream
+
+    base = _with_brand(live_root)
+    known = str(pd.read_parquet(base / fmt.PRODUCTS)["product_id"].iloc[0])
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    records = [
+        {"product_id": known, "title": "x", "price": 9.99},
+        {"user_id": "u-price", "product_id": known, "event_type": "view", "ts": "2011-12-10T10:00:00"},
+        {"product_id": known, "title": "x", "price": 7.5},  # the correction, later in the batch
+        {"product_id": "NEW-BRANDED", "title": "Brass candle snuffer", "price": 6.0, "brand": "Acme"},
+        {"user_id": "u-price", "product_id": "NEW-BRANDED", "event_type": "purchase", "ts": "2011-12-10T10:01:00"},
+    ]
+    part = tmp_path / "part.jsonl"
+    part.write_text(_lines(records))
+    part.rename(inbox / part.name)
+    job = run_stream(StreamConfig(bundle=str(live_root), source="dir", path=str(inbox), until_idle_s=3,
+                                  publish_every=10_000, publish_interval_s=1, trigger_s=0.5), spark)
+    log = EventLog(live_root / "stream")
+    assert log.read_dead_letters().empty
+    assert len(log.read_events()) == 2
+    s = fmt.read_manifest(fmt.resolve(live_root))["stream"]
+    assert s["events_folded"] == 2 and s["events_total"] == 2 and job.published
+    products = pd.read_parquet(fmt.resolve(live_root) / fmt.PRODUCTS).set_index("product_id")
+    assert products.loc[known, "price"] == 7.5
+    assert products.loc["NEW-BRANDED", "brand"] == "Acme" and products.loc[known, "brand"] == "brand-0"
+
+
+def test_a_batch_that_fails_unforeseen_is_dead_lettered_whole_and_the_stream_goes_on(spark, live_root, tmp_path,
+                                                                                    monkeypatch):
+    """A failure no rule foresaw (injected into batch 0) dead-letters that batch with its error; batch 1 is
+    stored and published. Then a fold-in that fails for one batch quarantines only that batch."""
+    import index_builder.foldin as foldin
+    from index_builder.stream import FAIL_ENV, EventLog, StreamConfig, run_stream
+
+    base = fmt.resolve(live_root)
+    ev = _events(base).tail(30)
+    good = [{"user_id": r.user_id, "product_id": r.product_id, "event_type": r.event_type, "value": r.value,
+             "ts": str(r.ts)} for r in ev.itertuples()]
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = StreamConfig(bundle=str(live_root), source="dir", path=str(inbox), until_idle_s=3, publish_every=10_000,
+                       publish_interval_s=0.5, trigger_s=0.5, max_files=1)
+
+    def drop(name: str, records) -> None:
+        part = tmp_path / name
+        part.write_text(_lines(records))
+        part.rename(inbox / name)
+
+    monkeypatch.setenv(FAIL_ENV, "0")
+    drop("a.jsonl", good[:10])
+    run_stream(cfg, spark)
+    drop("b.jsonl", good[10:20])
+    run_stream(cfg, spark)
+    log = EventLog(live_root / "stream")
+    dead = log.read_dead_letters()
+    assert len(dead) == 10 and set(dead["reject_reason"]) == {"batch_failed"}
+    assert dead["error"].str.contains("injected failure").all()
+    assert log.entries()[0]["failed"] and len(log.read_events()) == 10
+    assert fmt.read_manifest(fmt.resolve(live_root))["stream"]["events_total"] == 10
+
+    # a fold-in that fails whenever one batch's events are in it: that batch alone is quarantined
+    real = foldin.fold_in
+
+    def fussy(root, events, products, **kw):
+        if (events["user_id"] == "poison-foldin").any():
+            raise ValueError("cannot fold this shopper in")
+        return real(root, events, products, **kw)
+
+    monkeypatch.setattr(foldin, "fold_in", fussy)
+    monkeypatch.delenv(FAIL_ENV)
+    cfg.publish_interval_s = 3600  # both batches wait, then are published together
+    drop("c.jsonl", [{**g, "user_id": "poison-foldin"} for g in good[20:25]])
+    drop("d.jsonl", good[25:30])
+    run_stream(cfg, spark)  # the final forced publish
+    s = fmt.read_manifest(fmt.resolve(live_root))["stream"]
+    assert s["events_total"] == 15
+    entries = {e["batch_id"]: e for e in log.entries()}
+    quarantined = [e for e in entries.values() if e.get("quarantined")]
+    assert len(quarantined) == 1 and "cannot fold" in quarantined[0]["quarantined"]
+    dead = log.read_dead_letters()
+    moved = dead[dead["reject_reason"] == "fold_in_failed"]
+    assert len(moved) == 5 and all("poison-foldin" in r for r in moved["raw"])
+    assert not (log.read_events()["user_id"] == "poison-foldin").any()  # each record in one place only
+    assert len(log.read_events()) == 15
+
+
+class _Message:
+    def __init__(self, partition: int, offset: int, value: bytes | None = None, error=None):
+        self._p, self._o, self._v, self._e = partition, offset, value, error
+
+    def error(self):
+        return self._e
+
+    def partition(self):
+        return self._p
+
+    def offset(self):
+        return self._o
+
+    def key(self):
+        return None
+
+    def value(self):
+        return self._v
+
+    def timestamp(self):
+        return (1, 1_700_000_000_000)
+
+
+class _GoneOffsets:
+    """A consumer over a partition whose records before offset ``low`` were deleted by retention, answering
+    as librdkafka does with ``auto.offset.reset=error``: an _AUTO_OFFSET_RESET error, then, after a seek,
+    the records from there. (The test broker, Tansu, neither deletes records nor reports out-of-range
+    offsets, so this one consumer is a stand-in; the reader's other paths run against Tansu.)"""
+
+    def __init__(self, low: int, high: int):
+        self.low, self.high, self.at, self.failed = low, high, None, False
+
+    def assign(self, tps):
+        self.at = tps[0].offset
+
+    def seek(self, tp):
+        self.at = tp.offset
+
+    def unassign(self):
+        self.at = None
+
+    def get_watermark_offsets(self, tp, timeout=None, cached=False):
+        return self.low, self.high
+
+    def consume(self, num_messages=1, timeout=None):
+        from confluent_kafka import KafkaError
+
+        if self.at < self.low and not self.failed:
+            self.failed = True
+            return [_Message(0, -1001, error=KafkaError(KafkaError._AUTO_OFFSET_RESET, "offset out of range"))]
+        out = [_Message(0, o, f'{{"n": {o}}}'.encode()) for o in range(max(self.at, self.low), self.high)][:num_messages]
+        self.at = max(self.at, self.low) + len(out)
+        return out
+
+
+def test_kafka_offsets_removed_by_retention_are_reported_not_skipped(monkeypatch):
+    """The checkpoint says offset 100, retention has removed everything before 250: the reader resumes at
+    250 (not at the end), and says so in a gap row that the stream writes into its ledger."""
+    from index_builder import kafka_source
+
+    monkeypatch.setattr(kafka_source, "partitions", lambda bootstrap, topic, timeout=10.0: [0])
+    reader = kafka_source.KafkaStreamReader({"bootstrap": "stand-in:9092", "topic": "events"})
+    reader._consumer = _GoneOffsets(low=250, high=260)
+    rows, nxt = reader._poll({"0": 100}, None)
+    gap = json.loads(rows[0][-1])
+    assert gap == {"partition": 0, "expected": 100, "resumed_at": 250, "lost": 150, "earliest": 250, "latest": 260,
+                   "why": "retention removed them"}
+    assert [r[1] for r in rows[1:]] == list(range(250, 260)) and nxt == {"0": 260}
+    # a replay of that batch reads the same rows, gap included
+    reader._consumer = _GoneOffsets(low=250, high=260)
+    again = list(reader.readBetweenOffsets({"0": 100}, {"0": 260}))
+    assert [r[1] for r in again] == [r[1] for r in rows]
+
+
+def test_the_stream_ledger_keeps_offset_gaps(spark, live_root):
+    from index_builder.stream import EventLog, StreamConfig, StreamJob
+
+    base = fmt.resolve(live_root)
+    ev = _events(base).tail(3)
+    good = [json.dumps({"user_id": r.user_id, "product_id": r.product_id, "ts": str(r.ts)}) for r in ev.itertuples()]
+    gap = json.dumps({"partition": 2, "expected": 10, "resumed_at": 40, "lost": 30})
+    df = spark.createDataFrame([(good[0], 1_700_000_000_000, None), (None, 1_700_000_000_000, gap),
+                                (good[1], 1_700_000_000_000, None), (good[2], 1_700_000_000_000, None)],
+                               "value string, timestamp_ms long, gap string")
+    job = StreamJob(StreamConfig(bundle=str(live_root), publish_interval_s=3600), spark)
+    job.process(df, 0)
+    entry = EventLog(live_root / "stream").entries()[0]
+    assert entry["events"] == 3 and entry["dead_letters"] == 0
+    assert entry["offset_gaps"] == [json.loads(gap)]
+
+
+def test_a_version_refused_while_half_written_is_served_once_complete(live_root):
+    """A version copied in by hand (or by rsync) is seen before its last file arrives: it is refused then,
+    and swapped in when its files change and it loads (it used to be refused forever)."""
+    import shutil
+
+    from assistant.chat import Assistant
+    from assistant.live import LiveAssistant
+
+    base = fmt.resolve(live_root)
+    live = LiveAssistant(live_root, Assistant.from_path, watch=False)
+    late = live_root / "20991231T000000Z"
+    shutil.copytree(base, late)
+    held = (late / fmt.USERS).read_bytes()
+    (late / fmt.USERS).unlink()  # not copied yet
+    fmt.set_current(live_root, late.name)
+    assert not live.check() and late.name in live.refused and "missing" in live.refused[late.name]
+    assert not live.check()  # unchanged: not loaded again on every poll
+    (late / fmt.USERS).write_bytes(held)
+    assert live.check() and live.version == late.name and late.name not in live.refused
