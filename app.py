@@ -56,14 +56,22 @@ def ensure_bundle(args: argparse.Namespace):
     from index_builder.bundle import verify
     from index_builder.errors import BundleError
 
+    from index_builder.bundle import resolve
+
     if args.bundle:
         return verify(args.bundle)
     if not args.rebuild:
         try:
-            return verify(args.out)
-        except BundleError:
-            log.info("no usable bundle in %s: building one from %s (first run takes a few minutes)",
-                     args.out, args.dataset)
+            resolve(args.out)
+        except BundleError:  # nothing there yet: the first run builds one
+            log.info("no bundle in %s yet: building one from %s (first run takes a few minutes)", args.out, args.dataset)
+        else:  # a bundle that fails its checks is the user's to fix: never replaced behind their back
+            try:
+                return verify(args.out)
+            except BundleError as exc:
+                raise BundleError(f"{exc}. To build a new bundle there from --dataset {args.dataset}: python app.py "
+                                  f"--out {args.out} --rebuild (or python -m index_builder build ... --out {args.out})"
+                                  ) from None
     from index_builder.pipeline import BuildConfig, build
 
     build(BuildConfig(out=args.out, dataset=args.dataset, data_dir=args.data_dir, sample_users=args.sample_users))

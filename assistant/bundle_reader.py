@@ -110,8 +110,14 @@ def load_bundle(path: str | Path) -> Bundle:
     if embeddings.shape[0] != n or index.ntotal != n:
         raise fmt.BundleError(f"{folder}: {n} products but {embeddings.shape[0]} embeddings and "
                               f"{index.ntotal} FAISS vectors; {fmt.REBUILD_HINT}")
-    if manifest.get("faiss", {}).get("nprobe"):
-        faiss.extract_index_ivf(index).nprobe = int(manifest["faiss"]["nprobe"])
+    ivf = faiss.try_extract_index_ivf(index)
+    if (ivf is not None) != (faiss_kind(manifest) in IVF_KINDS):  # bundles built before the kind was checked
+        actual = "ivf" if ivf is not None else "flat"
+        log.warning("%s: the manifest says a %s FAISS index, the file holds a %s one; serving it as %s",
+                    folder, faiss_kind(manifest), type(index).__name__, actual)
+        manifest = {**manifest, "faiss": {**manifest.get("faiss", {}), "kind": actual}}
+    if ivf is not None and manifest.get("faiss", {}).get("nprobe"):
+        ivf.nprobe = int(manifest["faiss"]["nprobe"])
     arrays = {name: fmt.load_array(folder, name) if (folder / name).is_file() else None
               for name in (fmt.ITEM_FACTORS, fmt.USER_FACTORS)}
     arrays[fmt.ITEM_NEIGHBOURS], arrays[fmt.ITEM_WEIGHTS] = fmt.load_item_item(folder, n)

@@ -5,7 +5,8 @@ current one's). A background thread watches ``<root>/current``; when it names a 
 version is loaded and checked (checksums, arrays, the query encoder, one recommendation) off the serving
 path, then swapped in with one assignment. A turn that began before the swap holds the old assistant
 and finishes on it. A version that fails to load is refused with a logged error, the old one keeps
-serving, and it is not tried again.
+serving, and it is tried again only once its files change (a version still being copied in fails its
+checksums, then loads once complete).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class LiveAssistant:
         self.current = make(folder)
         self.version = folder.name
         self.refused: dict[str, str] = {}
+        self._refused_at: dict[str, tuple] = {}  # the files' (name, size, mtime) when a version was refused
         self.swaps = 0
         self.interval_s = interval_s
         self._stop = threading.Event()
@@ -50,16 +52,22 @@ class LiveAssistant:
         except fmt.BundleError as exc:
             log.error("bundle reload: %s; still serving %s", exc, self.version)
             return False
-        if folder.name == self.version or folder.name in self.refused:
+        if folder.name == self.version:
+            return False
+        if folder.name in self.refused and self._refused_at.get(folder.name) == signature(folder):
             return False
         t0 = time.perf_counter()
+        seen = signature(folder)
         try:
             fresh = self._make(folder)
         except Exception as exc:  # a broken version must never take the chat down
             self.refused[folder.name] = f"{type(exc).__name__}: {exc}"
+            self._refused_at[folder.name] = seen
             log.error("bundle reload: refused version %s (%s); still serving %s", folder.name,
                       self.refused[folder.name], self.version)
             return False
+        self.refused.pop(folder.name, None)
+        self._refused_at.pop(folder.name, None)
         old, self.current, self.version = self.version, fresh, folder.name
         self.swaps += 1
         log.info("bundle reload: now serving %s (was %s), loaded in %.1fs", folder.name, old, time.perf_counter() - t0)
@@ -74,3 +82,16 @@ class LiveAssistant:
 
     def close(self) -> None:
         self._stop.set()
+
+
+def signature(folder: Path) -> tuple:
+    """(name, size, mtime) of every file of a version folder: changes when any file is written."""
+    out = []
+    for p in sorted(Path(folder).rglob("*")):
+        try:
+            st = p.stat()
+        except OSError:  # removed while listed
+            continue
+        if p.is_file():
+            out.append((p.relative_to(folder).as_posix(), st.st_size, st.st_mtime_ns))
+    return tuple(out)

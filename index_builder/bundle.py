@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -141,20 +142,31 @@ def publish(root: Path, fill: Callable[[Path], dict[str, Any]]) -> Path:
     """Write a new version atomically and point ``current`` at it.
 
     ``fill(tmp_folder)`` writes the files and returns the manifest body; this function adds
-    ``format_version``, ``version`` and ``files`` (checksums), then renames the folder into place.
+    ``format_version``, ``version`` and ``files`` (checksums), then renames the folder into place. The
+    version is named when the folder is complete: another build that landed meanwhile (in the same second,
+    even) takes the name first, and this one the next free name.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    version = new_version(root)
-    tmp = root / f".tmp-{version}-{os.getpid()}"
+    tmp = root / f".tmp-{new_version(root)}-{uuid.uuid4().hex[:12]}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         body = fill(tmp)
-        manifest = {"format_version": FORMAT_VERSION, "version": version, **body, "files": list_files(tmp)}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
-        final = root / version
-        os.rename(tmp, final)
+        files = list_files(tmp)
+        for _ in range(100):
+            version = new_version(root)
+            manifest = {"format_version": FORMAT_VERSION, "version": version, **body, "files": files}
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
+            final = root / version
+            try:
+                os.rename(tmp, final)  # refused when that version exists (a non-empty folder)
+                break
+            except OSError:
+                if not final.exists():
+                    raise
+        else:
+            raise BundleError(f"{root}: no free version name after 100 tries; is another process writing there?")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -164,7 +176,7 @@ def publish(root: Path, fill: Callable[[Path], dict[str, Any]]) -> Path:
 
 def set_current(root: Path, version: str) -> None:
     """Point ``root/current`` at ``version`` with one atomic rename of a fresh symlink."""
-    link = root / f".{CURRENT}-{os.getpid()}"
+    link = root / f".{CURRENT}-{uuid.uuid4().hex[:12]}"
     if link.is_symlink() or link.exists():
         link.unlink()
     os.symlink(version, link)

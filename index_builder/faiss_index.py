@@ -6,6 +6,18 @@ import numpy as np
 
 KINDS = ("flat", "ivf", "ivfpq", "hnsw")
 LARGE = 50_000  # from this many products: auto = ivfpq, and the bundle keeps the vectors as float16
+PQ_MIN = 256  # vectors an ivfpq index needs to train its 8-bit codebooks (256 centroids per sub-vector)
+
+
+def effective_kind(kind: str, n: int, k: int) -> tuple[str, str | None]:
+    """The index a request for ``kind`` builds over ``n`` vectors in ``k`` clusters, and why when it differs."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown FAISS index kind {kind!r}; use one of {KINDS}")
+    if kind in ("ivf", "ivfpq") and k < 2:
+        return "flat", f"{kind} asked for, but the catalog is one cluster (k = 1): its one cell is a flat index"
+    if kind == "ivfpq" and n < PQ_MIN:
+        return "ivf", f"ivfpq asked for, but its codebooks need at least {PQ_MIN} products to train ({n} here)"
+    return kind, None
 
 
 def build_index(embeddings: np.ndarray, kind: str = "flat", *, centroids: np.ndarray | None = None,
@@ -31,11 +43,10 @@ def build_index(embeddings: np.ndarray, kind: str = "flat", *, centroids: np.nda
 
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     d = x.shape[1]
+    kind, _ = effective_kind(kind, len(x), 0 if centroids is None else len(centroids))
     if kind == "flat":
         index = faiss.IndexFlatIP(d)
     elif kind in ("ivf", "ivfpq"):
-        if centroids is None or len(centroids) < 2:
-            return build_index(x, "flat")
         cells = np.ascontiguousarray(centroids, dtype=np.float32)
         cells = cells / np.maximum(np.linalg.norm(cells, axis=1, keepdims=True), 1e-12)
         quantizer = faiss.IndexFlatIP(d)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import bundle
+from . import bundle, rules
 from .adapters import Source, datacamp_products, from_files, online_retail
 from .als import ALSParams, factor_matrix, train_als
 from .cluster import K_RULE, SAMPLE_SIZE, SILHOUETTE_SIZE, fit_all, restarts_for, sweep_kmeans, widen_while_at_edge
@@ -110,6 +110,12 @@ class BuildConfig:
     event_type: str = "purchase"  # the type of every event when the events file has no event_type column
     normalize_ids: bool = False  # '0108775044' == '108775044' == '108775044.0' in both files
     graph_users: int = DEFAULT_MAX_USERS  # users in the recommendation graph (a deterministic sample beyond); 0 = all
+    oldest_event: str = rules.OLDEST_EVENT  # events dated before this are rejected (timestamp_too_old)
+    future_hours: float = rules.FUTURE_HOURS  # ... and those more than this ahead of the build's clock
+
+    def bounds(self, now: dt.datetime | None = None) -> rules.Bounds:
+        """The record bounds of this build (:mod:`.rules`), the future measured from ``now``."""
+        return rules.Bounds(oldest_event=self.oldest_event, future_hours=self.future_hours, now=now)
 
     def als_params(self) -> ALSParams:
         return ALSParams(rank=self.als_rank, reg_param=self.als_reg_param, alpha=self.als_alpha,
@@ -172,7 +178,7 @@ def build(cfg: BuildConfig, spark=None) -> Path:
     """Run the whole build and publish ``cfg.out/<version>`` (+ ``current``); returns the version folder."""
     from pyspark.sql import functions as F
 
-    from .faiss_index import LARGE, build_index
+    from .faiss_index import LARGE, build_index, effective_kind
     from .session import make_spark
     from .transforms import (
         add_popularity,
@@ -187,7 +193,13 @@ def build(cfg: BuildConfig, spark=None) -> Path:
     )
 
     st = Stages()
-    created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    started = dt.datetime.now(dt.UTC)
+    created_at = started.isoformat(timespec="seconds")
+    bounds = cfg.bounds(started)
+    try:
+        bounds.window()
+    except ValueError as exc:
+        raise InputError(f"--oldest-event / --future-hours: {exc}") from None
     cores = local_cores(cfg.master)
     preload = None  # a local build loads the torch model while Spark starts and reads (see Preload)
     if cores and cfg.embedder != "openai" and cfg.embed_backend in ("auto", "torch"):
@@ -210,7 +222,8 @@ def build(cfg: BuildConfig, spark=None) -> Path:
         with st.stage("validate"):
             for said in source.defaults.values():
                 st.say("validate: %s", said)
-            products, product_rejects = validate_products(source.products, cfg.normalize_ids, persist=keep)
+            products, product_rejects = validate_products(source.products, cfg.normalize_ids, persist=keep,
+                                                          bounds=bounds)
             products = keep(products)
             n_products = products.count()
             if source.events is not None and PRICE in source.events.columns:
@@ -225,7 +238,8 @@ def build(cfg: BuildConfig, spark=None) -> Path:
             rejects["products"] = product_rejects
             events = None
             if source.events is not None:
-                events, event_rejects = validate_events(source.events, products, cfg.normalize_ids, persist=keep)
+                events, event_rejects = validate_events(source.events, products, cfg.normalize_ids, persist=keep,
+                                                        bounds=bounds)
                 rejects["events"] = event_rejects
                 events = keep(events)
             rejected = {name: df.toPandas() for name, df in rejects.items()}
@@ -312,6 +326,9 @@ def build(cfg: BuildConfig, spark=None) -> Path:
             st.say("kmeans: chose k=%d (elbow %d)", k, elbow)
 
         faiss_kind = cfg.faiss if cfg.faiss != "auto" else ("ivfpq" if n_products >= LARGE and k > 1 else "flat")
+        faiss_kind, faiss_why = effective_kind(faiss_kind, n_products, k)
+        if faiss_why:
+            st.say("faiss: %s; building %s", faiss_why, faiss_kind)
         with st.stage("faiss", "%s index over %d vectors", faiss_kind, n_products):
             index = build_index(embeddings, faiss_kind, centroids=centroids, labels=labels, nprobe=cfg.faiss_nprobe,
                                 seed=cfg.seed)
@@ -417,7 +434,8 @@ def build(cfg: BuildConfig, spark=None) -> Path:
                 "recommender": recommender or {},
                 "metrics": result.metrics if result is not None else {
                     "skipped": "--no-eval" if not cfg.evaluate else "no events with timestamps to split in time"},
-                "faiss": {"kind": faiss_kind, "metric": "inner_product", "ntotal": int(index.ntotal),
+                "faiss": {"kind": faiss_kind, "requested": cfg.faiss, "why": faiss_why,
+                          "metric": "inner_product", "ntotal": int(index.ntotal),
                           "nprobe": cfg.faiss_nprobe if faiss_kind.startswith("ivf") else None,
                           "cells": "kmeans clusters" if faiss_kind.startswith("ivf") else None},
                 "timings_s": st.timings_s,

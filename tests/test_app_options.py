@@ -42,3 +42,61 @@ def test_auth_guards_the_running_app(uci_bundle, tmp_path):
     finally:
         stop(proc)
     assert "s3cret" not in (tmp_path / "app.log").read_text(), "the password never reaches the log"
+
+
+def test_a_corrupt_bundle_is_refused_with_the_file_and_the_fix_not_rebuilt(tmp_path):
+    """app.py used to rebuild silently (minutes, and it replaced `current`) when a file failed its checksum."""
+    import numpy as np
+
+    from app import ensure_bundle
+    from index_builder import bundle
+    from index_builder.errors import BundleError
+
+    folder = bundle.publish(tmp_path, lambda f: (bundle.save_array(f, bundle.EMBEDDINGS, np.eye(2, dtype=np.float32)),
+                                                 {"dataset": "x"})[1])
+    (folder / bundle.EMBEDDINGS).write_bytes(b"corrupt")
+    with pytest.raises(BundleError, match=r"embeddings\.npy does not match its checksum.*--rebuild"):
+        ensure_bundle(parse_args(["--out", str(tmp_path)]))
+    assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {folder.name, "current"}
+
+
+def test_the_first_run_builds_a_bundle_then_serves(data_dir, tmp_path):
+    """`python app.py` on a machine without a bundle: it builds one (here from a 40-customer sample of UCI),
+    publishes it under --out and serves the chat on it."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from gradio_client import Client
+
+    from index_builder import bundle
+    from tests.conftest import free_port, stop
+
+    root = Path(__file__).resolve().parents[1]
+    port = free_port()
+    cmd = [sys.executable, str(root / "app.py"), "--out", str(tmp_path / "out"), "--sample-users", "40",
+           "--port", str(port), "--env-file", ""] + (["--data-dir", str(data_dir)] if data_dir else [])
+    env = {**os.environ, "OPENAI_API_KEY": "", "OPENAI_BASE_URL": "", "CARTWISE_AUTH": ""}
+    log = tmp_path / "app.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=root)
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read(100)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(2)
+        folder, manifest = bundle.verify(tmp_path / "out")
+        assert manifest["params"]["sample_users"] == 40 and manifest["counts"]["users"] <= 40
+        out = Client(f"http://127.0.0.1:{port}/", verbose=False).predict("", [], "a gift for a tea lover",
+                                                                         api_name="/recommend")
+        assert out["products"] and out["writer"] == "template"
+        assert "no bundle in" in log.read_text()
+    finally:
+        stop(proc)

@@ -67,3 +67,20 @@ def test_no_bundle_and_nan_arrays(tmp_path):
         bundle.resolve(tmp_path)
     with pytest.raises(ModelFitError, match=r"als_item_factors\.npy has 1 non-finite values \(first rows \[1\]\)"):
         bundle.save_array(tmp_path, bundle.ITEM_FACTORS, np.array([[1.0], [np.nan]], dtype=np.float32))
+
+
+def test_two_publishes_in_one_second_both_land(tmp_path):
+    """Two builds into one root finishing in the same second: the second used to fail after all its work
+    (``Directory not empty``); now each gets its own version."""
+    inner = []
+
+    def slow_fill(folder):
+        inner.append(bundle.publish(tmp_path, _fill))  # another build lands while this one writes
+        return _fill(folder)
+
+    outer = bundle.publish(tmp_path, slow_fill)
+    assert outer != inner[0] and outer.is_dir() and inner[0].is_dir()
+    assert bundle.read_manifest(outer)["version"] == outer.name
+    assert (tmp_path / "current").resolve() == outer.resolve()
+    bundle.verify(outer)
+    bundle.verify(inner[0])
