@@ -218,6 +218,7 @@ def fit_als(split: Split, n_products: int, params: ALSParams) -> tuple[np.ndarra
 CANDIDATE_KEYS = 12
 CONTENT_BLOCK = 16_000_000  # similarities the content model computes at once (64 MB of float32)
 RECENT = 5  # the recent products a user's content and random-in-cluster baselines start from
+CONTENT_MARGIN = 1e-4  # cosines this close to the k-th are scored again exactly (float32 noise is ~1e-6)
 
 
 class Scorer:
@@ -316,7 +317,7 @@ class Scorer:
             return self._top(item, uid, k, repeat) if item is not None else []
         if model == "content":
             scores = next(self._content_scores([uid]))[1]
-            return self._top(scores, uid, k, repeat) if scores is not None else []
+            return self._content_top(scores, uid, k, repeat) if scores is not None else []
         recent = self._recent(uid)
         if not len(recent):
             return []
@@ -345,6 +346,31 @@ class Scorer:
                 yield u, sims[at:at + len(rows)].max(axis=0) if len(rows) else None
                 at += len(rows)
 
+    def _content_top(self, scores: np.ndarray, uid: str, k: int, repeat: bool) -> list[int]:
+        """The content baseline's top ``k``, the same on every CPU and however the users were split up.
+
+        The blocked float32 product of :meth:`_content_scores` computes a pair's cosine with a BLAS kernel
+        that depends on the pair's place in the block (and on the CPU's instruction set), so near-equal
+        cosines (two products with the same text) could swap places between a run in one process and one
+        in two. The blocked scores only shortlist: every product within ``CONTENT_MARGIN`` of the k-th is
+        scored again exactly (float32 products are exact in float64, summed in one fixed order), and ties
+        go to the lower row."""
+        s = np.asarray(scores, dtype=np.float64).copy()
+        if not repeat:
+            s[list(self.bundle.had.get(uid, ()))] = -np.inf
+        finite = np.isfinite(s)
+        if not finite.any():
+            return []
+        from assistant.recommender import top_k
+
+        kth = s[top_k(s, k)[-1]]
+        short = np.flatnonzero(finite & (s >= kth - CONTENT_MARGIN))
+        recent = np.asarray(self._vectors32[self._recent(uid)], dtype=np.float64)
+        exact = np.einsum("ij,kj->ik", recent, np.asarray(self._vectors32[short], dtype=np.float64),
+                          optimize=False).max(axis=0)
+        order = np.lexsort((short, -exact))[:k]
+        return [int(r) for r in short[order]]
+
     def per_user(self, model: str, users: Iterable[str], k: int = 10) -> np.ndarray:
         """NDCG@k of each user, in the order given."""
         truth = self.split.truth
@@ -353,7 +379,8 @@ class Scorer:
     def rankings(self, model: str, users: Iterable[str], k: int = max(KS), repeat: bool = False) -> list[list[int]]:
         """Each user's top ``k`` rows by ``model``, in the order given."""
         if model == "content":
-            return [self._top(v, u, k, repeat) if v is not None else [] for u, v in self._content_scores(list(users))]
+            return [self._content_top(v, u, k, repeat) if v is not None else []
+                    for u, v in self._content_scores(list(users))]
         return [self.rank(model, u, k, repeat) for u in users]
 
     def score(self, model: str, users: Iterable[str] | None = None, *, k: int = max(KS), repeat: bool = False,

@@ -103,12 +103,14 @@ def user_shards(fn: Callable[[Sequence[Any], Any], Sequence[T]], users: Sequence
     """
     processes = default_processes() if processes is None else max(1, processes)
     processes = min(processes, max(1, len(users) // MIN_SHARE))
+    from threadpoolctl import threadpool_limits
+
     if processes == 1 or sys.platform != "linux":
-        yield lambda arg: list(fn(users, arg))
+        # one BLAS thread here too: the numbers must not depend on how many processes (or threads) ran them
+        with threadpool_limits(limits=1):
+            yield lambda arg: list(fn(users, arg))
         return
     import multiprocessing as mp
-
-    from threadpoolctl import threadpool_limits
 
     ctx = mp.get_context("fork")
     shares = [users[lo:hi] for lo, hi in _shares(len(users), processes)]
