@@ -55,14 +55,35 @@ def ingest(bundle: Path, bootstrap: str, n: int, tmp: Path, spark) -> dict:
     produce(src, bootstrap, "ingest", rate=0)
     produced = time.perf_counter() - t
     t = time.perf_counter()
-    run_stream(StreamConfig(bundle=str(root), source="kafka", bootstrap=bootstrap, topic="ingest", until_idle_s=3,
-                            publish_every=10 ** 9, publish_interval_s=10 ** 9, trigger_s=0.5), spark)
+    job = run_stream(StreamConfig(bundle=str(root), source="kafka", bootstrap=bootstrap, topic="ingest", until_idle_s=3,
+                                  publish_every=10 ** 9, publish_interval_s=10 ** 9, trigger_s=0.5), spark)
     wall = time.perf_counter() - t
     entries = EventLog(root / "stream").entries()
     got = sum(e["events"] for e in entries)
     first, last = min(e["started"] for e in entries), max(e["at"] for e in entries)
     return {"events": got, "batches": len(entries), "produce_s": produced, "stream_s": last - first, "wall_s": wall,
-            "rate": got / (last - first), "dead": sum(e["dead_letters"] for e in entries)}
+            "rate": got / (last - first), "dead": sum(e["dead_letters"] for e in entries),
+            "where": where_the_time_goes(entries, job.progress)}
+
+
+def where_the_time_goes(entries: list[dict], progress: list) -> dict[str, float]:
+    """Seconds per micro-batch by stage (medians over the full batches): Spark's own report (latestOffset:
+    the Python Kafka reader polling the broker; addBatch: the job's foreachBatch) and the job's split of
+    its foreachBatch (one validation job + collect; the files, ledger and database)."""
+    full = [e for e in entries if "validate_s" in e and e["events"] + e["dead_letters"] >= 0.9 * max(
+        x["events"] + x["dead_letters"] for x in entries)]
+    out = {}
+    durations = [dict(p["durationMs"] if isinstance(p, dict) else p.durationMs) for p in progress]
+    durations = [d for d in durations if d.get("addBatch")]
+    for key in ("latestOffset", "getBatch", "queryPlanning", "addBatch", "walCommit", "commitOffsets", "triggerExecution"):
+        vals = [d[key] / 1000 for d in durations if key in d]
+        if vals:
+            out[f"spark {key}"] = float(np.median(vals))
+    if full:
+        out["job validate (one Spark job)"] = float(np.median([e["validate_s"] for e in full]))
+        out["job write (files, ledger)"] = float(np.median([e["at"] - e["started"] - e["validate_s"] for e in full]))
+    out["records per full batch"] = float(np.median([e["events"] + e["dead_letters"] for e in full])) if full else 0.0
+    return out
 
 
 def foldin_vs_refit(bundle: Path, tmp: Path, spark, n_events: int = 1000) -> dict:
@@ -157,6 +178,9 @@ def main() -> None:
             print(f"ingest: {ing['events']:,} events in {ing['batches']} batches, {ing['rate']:,.0f} events/s "
                   f"(stream {ing['stream_s']:.1f}s; wall with Spark start {ing['wall_s']:.1f}s; "
                   f"producer {ing['events'] / ing['produce_s']:,.0f}/s)", flush=True)
+            print("a micro-batch, by stage (median seconds):", flush=True)
+            for k, v in ing["where"].items():
+                print(f"  {k:<28} {v:>8.2f}", flush=True)
             costs = foldin_vs_refit(bundle, tmp, spark)
             print("publish 1,000 events: " + ", ".join(f"{k} {v:.1f}s" for k, v in costs.items()), flush=True)
             spark.stop()

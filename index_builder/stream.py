@@ -76,7 +76,7 @@ class StreamConfig:
     kafka_source: str = "python"  # python (Data Source API + confluent-kafka) | builtin (needs the spark-sql-kafka jar)
     state: str | None = None  # checkpoint, event log, dead letters; default <bundle>/stream
     trigger_s: float = 1.0
-    max_records: int = 20_000  # per micro-batch (Kafka)
+    max_records: int = 100_000  # per micro-batch (Kafka): a batch costs ~2 s of Spark planning whatever its size
     max_files: int = 100  # per micro-batch (folder)
     publish_every: int = 1000  # events
     publish_interval_s: float = 10.0
@@ -233,6 +233,7 @@ class StreamJob:
         self.in_batch = False
         self.published: list[dict] = []
         self.publish_errors: list[str] = []
+        self.progress: list[Any] = []  # Spark's progress reports of the query's last batches
         self._known: set[str] | None = None
         self._known_df = None
         # the catalog's own extra columns (brand, colour...): a product record may carry them too
@@ -381,6 +382,7 @@ class StreamJob:
         if os.environ.get(FAIL_ENV) == str(batch_id):  # fault injection: a failure no rule foresaw
             raise RuntimeError(f"{FAIL_ENV}={batch_id}: an injected failure")
         events_pdf, products_pdf, dead, gaps = self._validate(df, batch_id)
+        validated = time.perf_counter()
         events_pdf["batch_id"] = batch_id
         dead["batch_id"] = batch_id
         for g in gaps:
@@ -389,6 +391,7 @@ class StreamJob:
                         g["lost"], g["resumed_at"])
         with self.lock:
             entry = self.log.write_batch(batch_id, events_pdf, products_pdf, dead, started=started,
+                                         validate_s=round(validated - t0, 3),  # "at" - "started" - this: the writes
                                          **({"offset_gaps": gaps} if gaps else {}))
             if os.environ.get(CRASH_ENV) == str(batch_id):  # fault injection for the exactly-once test
                 log.error("stream: %s=%s: exiting before Spark commits this batch", CRASH_ENV, batch_id)
@@ -550,6 +553,7 @@ def run_stream(cfg: StreamConfig, spark=None) -> StreamJob:
     except KeyboardInterrupt:
         log.info("stream: stopping")
     finally:
+        job.progress = [p for p in query.recentProgress if p]  # Spark's per-batch timings (benchmarks read them)
         query.stop()
     job.maybe_publish(force=True)
     return job
