@@ -53,10 +53,8 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
 
 def ensure_bundle(args: argparse.Namespace):
     """Return (folder, manifest) of a verified bundle, building one first when needed."""
-    from index_builder.bundle import verify
+    from index_builder.bundle import resolve, verify
     from index_builder.errors import BundleError
-
-    from index_builder.bundle import resolve
 
     if args.bundle:
         return verify(args.bundle)
@@ -78,19 +76,22 @@ def ensure_bundle(args: argparse.Namespace):
     return verify(args.out)
 
 
-def build_assistant(folder, env_file: str | None = ".env", *, store=None, sessions=None, db: str | None = None):
+def build_assistant(folder, env_file: str | None = ".env", *, store=None, sessions=None, db: str | None = None,
+                    limits=None):
     """The assistant over a verified bundle, with the SQLite event store next to the bundle and the LLM
-    writer when OPENAI_API_KEY or OPENAI_BASE_URL is set (environment or ``env_file``)."""
+    writer when OPENAI_API_KEY or OPENAI_BASE_URL is set (environment or ``env_file``). ``store``,
+    ``sessions`` and ``limits`` are the app's own: a hot reload passes the first assistant's on, so the
+    shoppers' sessions and the day's LLM usage outlive every bundle version."""
     from assistant.bundle_reader import load_bundle
     from assistant.chat import Assistant
     from assistant.events import open_store
-    from assistant.llm import LLMSettings, make_writer
+    from assistant.llm import Limits, LLMSettings, make_writer
     from assistant.recommender import Request
 
     store = store or open_store(db, folder.parent / "events.sqlite")
     bundle = load_bundle(folder)
     settings = LLMSettings.from_env(env_file=env_file)
-    writer = make_writer(bundle, settings)
+    writer = make_writer(bundle, settings, limits=limits or Limits(settings))
     print(f"replies: {'LLM ' + settings.model + ' at ' + settings.host if settings.enabled else 'template writer (no OPENAI_API_KEY or OPENAI_BASE_URL)'}")
     assistant = Assistant(bundle, store=store, writer=writer, sessions=sessions)
     assistant.recommender.encode(["warm-up"])  # load the query model now, not on the first message
@@ -113,7 +114,10 @@ def serve_assistant(folder, root, env_file: str | None, reload_interval: float, 
     from assistant.live import LiveAssistant
 
     def make(f):
-        return first if f == folder else build_assistant(f, env_file, store=first.store, sessions=first.sessions)
+        if f == folder:
+            return first
+        return build_assistant(f, env_file, store=first.store, sessions=first.sessions,
+                               limits=getattr(first.writer, "limits", None))
 
     live = LiveAssistant(root, make, interval_s=reload_interval)
     print(f"following {root}/current: a new version is swapped in within {reload_interval:g}s of being published")

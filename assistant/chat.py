@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,10 @@ from .errors import BundleError, UnknownProduct, UnknownUser
 from .events import EventStore
 from .parsing import Intent, parse_message
 from .recommender import Recommendation, Recommender, Request
+from .safety import catalog_urls, screened, without_markup
 from .session import SessionState, SessionStore
 from .text import money
-from .writers import ReplyContext, ReplyWriter, TemplateWriter, final_text
+from .writers import ReplyContext, ReplyWriter, TemplateWriter, accumulate, final_text, last
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,9 @@ NO_PRODUCT_KINDS = {"greeting", "help", "empty", "reset"}
 MAX_MESSAGE_CHARS = 500  # a longer message is cut (and the shopper told): parsing and prompts stay small
 MAX_QUERY_WORDS = 12  # words of a stated need kept (a pasted essay is not a search)
 WEAK_MATCH = 0.45  # a stated need whose best catalog match is below this cosine is "not really in this shop"
+ENCODE_CACHE = 2048  # shopper texts whose query vectors are kept
+SWITCHED = ("You are now shopping as {who}, so this is a fresh conversation: nothing from the previous one "
+            "(the products shown, filters or views) carries over.")
 
 
 @dataclass
@@ -59,18 +65,35 @@ def encoder_for(folder: Path, manifest: dict[str, Any]):
     if embedder.model != ident["model"] or embedder.dim != ident["dim"]:
         raise BundleError(f"bundle {folder} was embedded with {ident}, but {name!r} gives "
                              f"{embedder.identity()}; rebuild the bundle or install that model")
-    cache: dict[str, np.ndarray] = {}
+    return cached_encoder(embedder.encode)
 
-    def encode(texts: Sequence[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in cache]
-        if missing:
-            for t, v in zip(missing, embedder.encode(missing), strict=True):
-                if len(cache) > 2048:
-                    cache.clear()
-                cache[t] = v
-        return np.stack([cache[t] for t in texts])
 
-    return encode
+def cached_encoder(encode: Callable[[list[str]], np.ndarray], size: int = ENCODE_CACHE) -> Callable[[Sequence[str]], np.ndarray]:
+    """``encode`` with a thread-safe LRU cache of ``size`` texts. A call's vectors come from what it computed
+    and what it found, never from the cache after its inserts (a call of more texts than the cache holds,
+    or inserts that evict the texts it found, used to raise KeyError)."""
+    cache: OrderedDict[str, np.ndarray] = OrderedDict()
+    lock = threading.Lock()
+
+    def cached(texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        with lock:
+            found = {t: cache[t] for t in dict.fromkeys(texts) if t in cache}
+            for t in found:
+                cache.move_to_end(t)
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:  # outside the lock: a slow model never blocks the cache hits of other threads
+            computed = dict(zip(missing, encode(missing), strict=True))
+            found.update(computed)
+            with lock:
+                for t, v in computed.items():
+                    cache[t] = v
+                    cache.move_to_end(t)
+                while len(cache) > size:
+                    cache.popitem(last=False)
+        return np.stack([found[t] for t in texts])
+
+    return cached
 
 
 class Assistant:
@@ -81,10 +104,11 @@ class Assistant:
         self.bundle = bundle
         self.writer = writer or TemplateWriter()
         self.store = store
-        self.sessions = sessions or SessionStore()
+        self.sessions = sessions if sessions is not None else SessionStore()  # an empty store is falsy
         self.recommender = Recommender(bundle, encode or query_encoder(bundle), config)  # None: the bundle's tuned settings
         self.cfg = self.recommender.cfg
         self.has_prices = bool(np.isfinite(bundle.prices).any())
+        self.allowed_urls = catalog_urls(bundle.products)  # the catalog's own links may be shown
 
     @classmethod
     def from_path(cls, path: str | Path, **kwargs: Any) -> Assistant:
@@ -120,13 +144,14 @@ class Assistant:
         """Apply a message to the session and produce the products and the streamed reply (``notes``:
         things to tell the shopper first)."""
         b = self.bundle
-        notes = list(notes or [])
+        notes = [*state.notes, *(notes or [])]
+        state.notes = []
         message = message or ""
         if len(message) > MAX_MESSAGE_CHARS:
             notes.append(f"Your message was long ({len(message):,} characters), so I read only the first "
                          f"{MAX_MESSAGE_CHARS}.")
             message = message[:MAX_MESSAGE_CHARS]
-        intent = parse_message(message)
+        intent = parse_message(without_markup(message))
         products: list[Recommendation] = []
         shown_dicts: list[dict[str, Any]] = []
         last = state.last_shown
@@ -189,6 +214,7 @@ class Assistant:
             + [p["title"] for p in self.profile(state.user_id, 5)],
             history=list(state.turns),
             session_id=state.session_id,
+            client=state.client,
         )
         if self.writer.name == "template" and not state.hint_shown:
             from .llm import SWITCH_ON_HINT
@@ -241,9 +267,18 @@ class Assistant:
                     state.query = " ".join(kept) or None
 
     def _apply_prices(self, intent: Intent, state: SessionState, notes: list[str]) -> None:
+        cur = self.bundle.currency
         if intent.max_price is not None:
+            if intent.min_price is None and state.min_price is not None and intent.max_price < state.min_price:
+                notes.append(f"Under {money(intent.max_price, cur)} replaces your earlier over "
+                             f"{money(state.min_price, cur)} (both cannot hold).")
+                state.min_price = None
             state.max_price = intent.max_price
         if intent.min_price is not None:
+            if intent.max_price is None and state.max_price is not None and intent.min_price > state.max_price:
+                notes.append(f"Over {money(intent.min_price, cur)} replaces your earlier under "
+                             f"{money(state.max_price, cur)} (both cannot hold).")
+                state.max_price = None
             state.min_price = intent.min_price
         last_prices = [self.bundle.prices[r] for r in self.rows(state.last_shown, strict=False)]
         last_prices = [p for p in last_prices if p == p]
@@ -264,14 +299,14 @@ class Assistant:
         viewed = self.rows(reversed(state.viewed), strict=False)
         if anchor_row is not None:
             seeds, kind = [anchor_row], "anchor"
+        elif state.query:  # a stated need leads (over views too); purchases still count through ALS and item-item
+            seeds, kind = [], "query"
         elif viewed:
             seeds, kind = viewed, "viewed"
-        elif state.query:  # a stated need speaks for itself; purchases still count through ALS and item-item
-            seeds, kind = [], "query"
         else:
             had = b.had.get(state.user_id or "", frozenset())
             seeds, kind = [r for r in b.history.get(state.user_id or "", []) if r in had], "bought"
-        exclude_rows = set(viewed) if self.cfg.exclude_viewed else set()
+        exclude_rows = set(viewed) if self.cfg.exclude_viewed or kind == "query" else set()
         if different:  # nothing shown before
             exclude_rows |= set(self.rows(state.all_shown(), strict=False))
         elif anchor_row is not None:  # "more like #2": new products, not the list it came from
@@ -321,34 +356,67 @@ class Assistant:
                 "exclude": list(state.exclude), "query": state.query, "summary": ", ".join(parts)}
 
     # -- API and clicks -----------------------------------------------------------------------------
+    def shown(self, turn: Turn) -> Iterator[str]:
+        """The reply as the page and the API show it, the text so far after each chunk (:mod:`.safety`)."""
+        return screened(accumulate(turn.chunks), self.allowed_urls)
+
     def recommend_api(self, user_id: str | None, recently_viewed: Sequence[str], message: str,
-                      session_id: str | None = None) -> dict[str, Any]:
+                      session_id: str | None = None, client: str | None = None) -> dict[str, Any]:
         """One turn for programmatic use: products with reasons, the full reply, who wrote it and the
         session id (pass it back to continue the conversation)."""
-        state, notes = self.api_session(user_id, recently_viewed, session_id)
+        state, notes = self.api_session(user_id, recently_viewed, session_id, client)
         with state.lock:
             turn = self.turn(message or "", state, notes=notes)
-            reply = final_text(turn.chunks)
+            reply = last(self.shown(turn))
         return {"session_id": state.session_id, "products": [p.as_dict() for p in turn.products],
                 "reply": reply, "writer": turn.context.meta.get("writer", self.writer.name)}
 
     def api_session(self, user_id: str | None, recently_viewed: Sequence[str] | None,
-                    session_id: str | None = None) -> tuple[SessionState, list[str]]:
+                    session_id: str | None = None, client: str | None = None) -> tuple[SessionState, list[str]]:
         """The API session for ``session_id`` (a new one when empty or expired), updated with the caller's
-        user and views, and the notes for the shopper (why a given id started a new session); unknown user
-        or product ids raise with a friendly message."""
+        user and views, and the notes for the shopper (why a given id started a new session). A session
+        that belongs to another customer is never continued: a new one starts, and the reply says so.
+        Unknown user or product ids raise with a friendly message."""
         user_id = self.check_user(user_id)
         ids = [str(p).strip() for p in (recently_viewed or []) if str(p).strip()]
         self.rows(ids)  # raises UnknownProduct naming the bad ids
-        state, note = self.sessions.get(session_id)
-        if user_id and user_id != state.user_id:
-            state.user_id = user_id
-        for pid in ids:
-            state.view(pid)
-        return state, [note[0].upper() + note[1:] + "."] if note else []
+        state, note = self.sessions.get(session_id, client=client)
+        notes = [note[0].upper() + note[1:] + "."] if note else []
+        with state.lock:
+            switched = bool(user_id) and user_id != state.user_id and state.used()
+        if switched:  # the previous customer's session stays theirs; this one starts over
+            state, _ = self.sessions.get(None, client=client)
+            notes.append(SWITCHED.format(who=f"customer {user_id}"))
+        with state.lock:
+            if user_id:
+                state.user_id = user_id
+            for pid in ids:
+                state.view(pid)
+        return state, notes
+
+    def switch_customer(self, state: SessionState, user_id: str | None) -> tuple[SessionState, bool]:
+        """The page's customer picker: the same customer keeps the conversation; another one (or anonymous
+        after a customer) gets a fresh session state, told at its next reply. Returns (state, switched)."""
+        user_id = self.check_user(user_id)
+        with state.lock:
+            if user_id == state.user_id:
+                return state, False
+            used = state.used()
+        fresh = SessionState(client=state.client, user_id=user_id, hint_shown=state.hint_shown)
+        if used:
+            fresh.notes.append(SWITCHED.format(who=f"customer {user_id}" if user_id else "an anonymous shopper"))
+        return fresh, used
 
     def mark_viewed(self, state: SessionState, product_id: str) -> None:
         self.rows([product_id])
-        state.view(product_id)
+        with state.lock:
+            state.view(product_id)
+            user_id, session_id = state.user_id, state.session_id
         if self.store is not None:
-            self.store.record(session_id=state.session_id, user_id=state.user_id, product_id=product_id)
+            self.store.record(session_id=session_id, user_id=user_id, product_id=product_id)
+
+    def set_viewed(self, state: SessionState, product_ids: Sequence[str] | None) -> None:
+        """The page's "recently viewed" picker: the known ids, in the order first viewed."""
+        known = [p for p in (product_ids or []) if p in self.bundle.row_of]
+        with state.lock:
+            state.viewed = [p for p in state.viewed if p in known] + [p for p in known if p not in state.viewed]

@@ -28,6 +28,8 @@ class SessionState:
     shown_request: Any = None  # the recommender Request that produced the last list ("why?" re-reads it)
     turns: list[tuple[str, str]] = field(default_factory=list)  # (shopper, assistant) text, oldest first
     hint_shown: bool = False  # the "how to switch the LLM on" notice is shown once per session
+    client: str | None = None  # who opened it: the authenticated user, else the client's address (limits)
+    notes: list[str] = field(default_factory=list)  # to tell the shopper at the next turn (a fresh conversation...)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -52,35 +54,66 @@ class SessionState:
         self.max_price = self.min_price = self.query = self.anchor = None
         self.include, self.exclude = [], []
 
+    def used(self) -> bool:
+        """Anything of a shopper's in it: views, shown products, turns or filters."""
+        return bool(self.viewed or self.shown or self.turns or self.query or self.anchor or self.include
+                    or self.exclude or self.max_price is not None or self.min_price is not None)
+
     def all_shown(self) -> set[str]:
         return {pid for batch in self.shown for pid in batch}
 
 
 class SessionStore:
-    """API sessions by id: they expire after ``ttl_s`` idle seconds; at most ``max_sessions`` (least recently
-    used dropped first). Thread-safe."""
+    """API sessions by id: they expire after ``ttl_s`` idle seconds; at most ``max_sessions`` in all and
+    ``per_client`` per client (the authenticated user, else the client's address): a client that opens more
+    loses its own least recently used session, so a flood of new sessions from one client cannot evict
+    other people's. Expiry pops the least recently used from the front (no scan of every session).
+    Thread-safe."""
 
-    def __init__(self, ttl_s: float = 1800.0, max_sessions: int = 10_000, clock=time.monotonic) -> None:
-        self.ttl_s, self.max_sessions, self.clock = ttl_s, max_sessions, clock
-        self._sessions: OrderedDict[str, tuple[SessionState, float]] = OrderedDict()
+    def __init__(self, ttl_s: float = 1800.0, max_sessions: int = 10_000, per_client: int = 50,
+                 clock=time.monotonic) -> None:
+        self.ttl_s, self.max_sessions, self.per_client, self.clock = ttl_s, max_sessions, per_client, clock
+        self._sessions: OrderedDict[str, tuple[SessionState, float]] = OrderedDict()  # least recently used first
+        self._by_client: dict[str, OrderedDict[str, None]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def get(self, session_id: str | None) -> tuple[SessionState, str | None]:
-        """The session for this id, or a new one; the second value says why a given id was not found."""
+    def _drop(self, sid: str) -> None:
+        state, _ = self._sessions.pop(sid)
+        mine = self._by_client.get(state.client or "")
+        if mine is not None:
+            mine.pop(sid, None)
+            if not mine:
+                del self._by_client[state.client or ""]
+
+    def _expire(self, now: float) -> None:
+        while self._sessions:
+            sid, (_, seen) = next(iter(self._sessions.items()))
+            if now - seen <= self.ttl_s:
+                return
+            self._drop(sid)
+
+    def get(self, session_id: str | None, client: str | None = None) -> tuple[SessionState, str | None]:
+        """The session for this id, or a new one for ``client``; the second value says why a given id was not found."""
         now = self.clock()
         with self._lock:
-            for sid in [k for k, (_, seen) in self._sessions.items() if now - seen > self.ttl_s]:
-                del self._sessions[sid]
+            self._expire(now)
             sid = (session_id or "").strip()
             if sid and sid in self._sessions:
-                state, _ = self._sessions.pop(sid)
+                state, _ = self._sessions[sid]
                 self._sessions[sid] = (state, now)
+                self._sessions.move_to_end(sid)
+                self._by_client.get(state.client or "", OrderedDict()).pop(sid, None)
+                self._by_client.setdefault(state.client or "", OrderedDict())[sid] = None
                 return state, None
-            state = SessionState()
+            state = SessionState(client=client)
             self._sessions[state.session_id] = (state, now)
+            mine = self._by_client.setdefault(client or "", OrderedDict())
+            mine[state.session_id] = None
+            while len(mine) > self.per_client:  # this client's own oldest session goes, nobody else's
+                self._drop(next(iter(mine)))
             while len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
+                self._drop(next(iter(self._sessions)))
             return state, (f"session {sid!r} has expired or is unknown, so a new one was started" if sid else None)

@@ -14,10 +14,11 @@ from .bundle_reader import Bundle
 from .chat import MAX_MESSAGE_CHARS, Assistant
 from .errors import AssistantError
 from .insights import Insights
+from .safety import screen
 from .session import SessionState
 from .text import money as format_money
 from .text import readable_title
-from .writers import ReplyContext, accumulate
+from .writers import ReplyContext
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,34 @@ def writer_markdown(ctx: ReplyContext) -> str:
     return f"<small>{line}{' · ' + ' · '.join(extra) if extra else ''}</small>"
 
 
-def shown_message(message: str) -> str:
-    """The shopper's message as the chat shows it: capped, and escaped so it is shown, never run."""
+def shown_message(message: str, allowed_urls=()) -> str:
+    """The shopper's message as the chat shows it: capped, and screened so it is shown, never run or linked."""
     message = message or ""
     if len(message) > MAX_MESSAGE_CHARS:
-        message = message[:MAX_MESSAGE_CHARS] + f" … [{len(message) - MAX_MESSAGE_CHARS:,} more characters not read]"
-    return html.escape(message, quote=False)
+        message = message[:MAX_MESSAGE_CHARS] + f" … ({len(message) - MAX_MESSAGE_CHARS:,} more characters not read)"
+    return screen(message, allowed_urls)
+
+
+def client_of(request: Any) -> str | None:
+    """Who is calling, for the limits: the logged-in user, else the client's address (None outside a request)."""
+    if request is None:
+        return None
+    user = getattr(request, "username", None)
+    if user:
+        return f"user:{user}"
+    client = getattr(request, "client", None)
+    host = getattr(client, "host", None) if client is not None else None
+    return f"ip:{host}" if host else None
+
+
+def button_updates(products: list, update) -> list:
+    """The "I viewed #n" buttons for a list just shown; ``None`` (no new list: a "why?", a greeting) leaves
+    them as they are, with the cards they belong to."""
+    if not products:
+        return [update()] * N_CARDS
+    return [update(visible=i < len(products),
+                   value=f"I viewed #{i + 1}: {readable_title(products[i].title)[:30]}" if i < len(products) else "")
+            for i in range(N_CARDS)]
 
 
 def profile_markdown(assistant: Assistant, user_id: str | None) -> str:
@@ -76,10 +99,11 @@ def profile_markdown(assistant: Assistant, user_id: str | None) -> str:
         return "_Shopping anonymously: pick products you viewed below, or just ask._"
     items = assistant.profile(user_id)
     cur = assistant.bundle.currency
-    lines = [f"**Customer {user_id}** — recent purchases:"] + [
+    who = html.escape(user_id)
+    lines = [f"**Customer {who}** — recent purchases:"] + [
         f"- {html.escape(p['display_title'])} ({format_money(p['price'], cur)})" for p in items
     ]
-    return "\n".join(lines) if items else f"**Customer {user_id}** — no purchases on record."
+    return "\n".join(lines) if items else f"**Customer {who}** — no purchases on record."
 
 
 def build_demo(assistant: Assistant):
@@ -135,83 +159,87 @@ def build_demo(assistant: Assistant):
         note = f"Marked on the map: {said}" if said else ("_Nothing of this customer's is on the map._" if user_id else "")
         return insights.map_figure(user_id or None, product_ids or []), note
 
-    def session(state: SessionState | None) -> SessionState:
-        return state if isinstance(state, SessionState) else SessionState()
+    def session(state: SessionState | None, request: Any = None) -> SessionState:
+        if isinstance(state, SessionState):
+            return state
+        return SessionState(client=client_of(request))
 
-    def on_user(user_id: str, state: SessionState | None):
-        state = session(state)
+    def on_user(user_id: str, state: SessionState | None, request: gr.Request):
+        """Another customer: a fresh conversation (the chat, the cards, the views and the state are cleared,
+        and the next reply says so); the same one: nothing changes."""
+        state = session(state, request)
         try:
-            state.user_id = assistant.check_user(user_id)
+            state, switched = assistant.switch_customer(state, user_id)
         except AssistantError as exc:
-            gr.Warning(str(exc))
-            state.user_id = None
-        state.shown.clear()
-        state.reset_constraints()
-        return state, profile_markdown(assistant, state.user_id)
+            gr.Warning(html.escape(str(exc), quote=False))
+            state, switched = assistant.switch_customer(state, None)
+        keep = gr.update()
+        if not switched:
+            return state, profile_markdown(assistant, state.user_id), keep, keep, keep, *[keep] * N_CARDS
+        return (state, profile_markdown(assistant, state.user_id), [], picker([], value=[]), "",
+                *[gr.update(visible=False)] * N_CARDS)
 
-    def on_viewed(product_ids: list[str] | None, state: SessionState | None):
-        state = session(state)
-        known = [p for p in (product_ids or []) if p in assistant.bundle.row_of]
-        state.viewed = [p for p in state.viewed if p in known] + [p for p in known if p not in state.viewed]
+    def on_viewed(product_ids: list[str] | None, state: SessionState | None, request: gr.Request):
+        state = session(state, request)
+        assistant.set_viewed(state, product_ids)
         return state
 
-    def respond(message: str, history: list | None, state: SessionState | None):
+    def respond(message: str, history: list | None, state: SessionState | None, request: gr.Request):
         """Stream one reply: yields (chat history, state, cards, card buttons..., cleared textbox, writer line)."""
-        state = session(state)
+        state = session(state, request)
         history = list(history or [])
-        history.append({"role": "user", "content": shown_message(message)})
+        history.append({"role": "user", "content": shown_message(message, assistant.allowed_urls)})
         history.append({"role": "assistant", "content": ""})
         with state.lock:
             turn = assistant.turn(message, state)
-            buttons = [gr.update(visible=False)] * N_CARDS
-            if turn.products:
-                buttons = [
-                    gr.update(visible=i < len(turn.products),
-                              value=f"I viewed #{i + 1}: {readable_title(turn.products[i].title)[:30]}"
-                              if i < len(turn.products) else "")
-                    for i in range(N_CARDS)
-                ]
+            buttons = button_updates(turn.products, gr.update)
             cards = cards_html(turn.context.products, b.currency) if turn.products else gr.update()
             first = True
-            for text in accumulate(turn.chunks):
+            for text in assistant.shown(turn):
                 history[-1] = {"role": "assistant", "content": text}
                 # Clear the textbox once; later chunks leave it alone so the shopper can type the next message.
                 yield (history, state, cards, *buttons, "" if first else gr.update(), gr.update())
                 first = False
             yield (history, state, cards, *buttons, "" if first else gr.update(), writer_markdown(turn.context))
 
-    def on_card(i: int, state: SessionState | None):
-        state = session(state)
-        shown = state.last_shown
+    def on_card(i: int, state: SessionState | None, request: Any = None):
+        state = session(state, request)
+        with state.lock:
+            shown = list(state.last_shown)
         if i >= len(shown):
             return state, gr.update()
         assistant.mark_viewed(state, shown[i])
         cur = assistant.bundle
-        gr.Info(f"Marked {readable_title(cur.titles[cur.row_of[shown[i]]])} as viewed")
-        viewed = list(state.viewed)
+        gr.Info(f"Marked {html.escape(readable_title(cur.titles[cur.row_of[shown[i]]]))} as viewed")
+        with state.lock:
+            viewed = list(state.viewed)
         return state, picker(viewed, value=viewed)
 
     # -- API endpoints (gradio_client) ------------------------------------------------------------
-    def recommend(user_id: str, recently_viewed: list[str], message: str, session_id: str = "") -> dict:
+    def recommend(user_id: str, recently_viewed: list[str], message: str, session_id: str = "",
+                  request: gr.Request = None) -> dict:
         """Products (id, title, display_title, price, score, reasons), the reply, the writer and the session id.
 
         Pass the returned session_id back to continue the conversation (filters, shown lists, "why #2");
-        leave it empty to start a new one. Sessions expire after a while without calls.
+        leave it empty to start a new one. Another customer's id starts a new session (the reply says so).
+        Sessions expire after a while without calls.
         """
         try:
-            return assistant.recommend_api(user_id, recently_viewed or [], message, session_id or None)
+            return assistant.recommend_api(user_id, recently_viewed or [], message, session_id or None,
+                                           client=client_of(request))
         except AssistantError as exc:
-            raise gr.Error(str(exc)) from None
+            raise gr.Error(html.escape(str(exc), quote=False)) from None
 
-    def chat(user_id: str, recently_viewed: list[str], message: str, session_id: str = "") -> Iterator[tuple[str, str]]:
+    def chat(user_id: str, recently_viewed: list[str], message: str, session_id: str = "",
+             request: gr.Request = None) -> Iterator[tuple[str, str]]:
         """The conversational reply, streamed: each item is (the text so far, the session id)."""
         try:
-            state, notes = assistant.api_session(user_id, recently_viewed, session_id or None)
+            state, notes = assistant.api_session(user_id, recently_viewed, session_id or None, client=client_of(request))
         except AssistantError as exc:
-            raise gr.Error(str(exc)) from None
+            raise gr.Error(html.escape(str(exc), quote=False)) from None
         with state.lock:
             turn = assistant.turn(message, state, notes=notes)
-            for text in accumulate(turn.chunks):
+            for text in assistant.shown(turn):
                 yield text, state.session_id
 
     with gr.Blocks(title="cartwise — what should I buy next?") as demo:
@@ -262,7 +290,8 @@ def build_demo(assistant: Assistant):
                     gr.DownloadButton("Download the full report (report.html, works offline)",
                                       value=str(insights.html_path), elem_id="insights-download")
 
-        user_dd.change(on_user, [user_dd, state], [state, profile_md], api_visibility="private")
+        user_dd.change(on_user, [user_dd, state], [state, profile_md, chatbot, viewed_dd, cards, *card_buttons],
+                       api_visibility="private")
         viewed_dd.change(on_viewed, [viewed_dd, state], [state], api_visibility="private")
         # Every keystroke's search runs, one at a time and in order: with trigger_mode="always_last" Gradio
         # sometimes dropped the last keystroke when typing outran the server (gradio issue 7752), leaving the

@@ -35,6 +35,7 @@ class ReplyContext:
     recent: list[str] = field(default_factory=list)  # titles the shopper viewed or bought lately, newest first
     history: list[tuple[str, str]] = field(default_factory=list)  # earlier (shopper, assistant) turns, oldest first
     session_id: str = ""
+    client: str | None = None  # who is asking (the logged-in user, else the address): the LLM limits key on it
     meta: dict[str, Any] = field(default_factory=dict)  # filled by the writer: who answered, usage, grounding
 
     def money(self, price: float | None) -> str:
@@ -59,9 +60,14 @@ def accumulate(chunks: Iterable[str]) -> Iterator[str]:
 
 
 def final_text(chunks: Iterable[str]) -> str:
-    text = ""
-    for so_far in accumulate(chunks):
-        text = so_far
+    return last(accumulate(chunks))
+
+
+def last(texts: Iterable[str], default: str = "") -> str:
+    """The last of a stream of texts so far (the whole reply)."""
+    text = default
+    for text in texts:  # noqa: B007 - the last one is the answer
+        pass
     return text
 
 

@@ -149,3 +149,59 @@ def test_the_product_picker_searches_the_whole_catalog_on_the_server(browser, ap
     option.click()
     page.locator("#viewed").get_by_text(rare.product_id).first.wait_for(timeout=10_000)
     page.close()
+
+
+def _pick_customer(page, user_id: str) -> None:
+    customer = page.locator("#customer input").first
+    customer.wait_for(timeout=60_000)
+    customer.click()
+    customer.fill("")
+    customer.press_sequentially(user_id, delay=20)
+    page.get_by_role("option", name=user_id).first.click()
+    page.get_by_text(f"Customer {user_id}").first.wait_for(timeout=20_000)
+
+
+def _ask(page, message: str) -> str:
+    n = page.locator("#writer").inner_text()
+    page.locator("#message textarea").fill(message)
+    page.locator("#send").click()
+    page.wait_for_function("n => document.querySelector('#writer').innerText !== n || "
+                           "document.querySelectorAll('#chatbot .message').length > 0", arg=n, timeout=30_000)
+    page.wait_for_timeout(1500)  # the stream finishes
+    return page.locator("#chatbot").inner_text()
+
+
+def test_switching_customer_starts_afresh_and_hostile_text_shows_as_text(browser, app_url, uci_bundle):
+    """After a switch nothing of the first customer is on screen or in the next answer; markup and links a
+    shopper types are shown as text, never run or linked."""
+    folder, _ = uci_bundle
+    products = pd.read_parquet(folder / bundle.PRODUCTS)
+    inter = pd.read_parquet(folder / bundle.INTERACTIONS)
+    titles = dict(zip(products.product_id, products.title, strict=True))
+    users = inter[inter.purchased].groupby("user_id").product_id.apply(set)
+    users = users[users.apply(len) >= 3].sort_index()
+    a, b = users.index[0], users.index[1]
+    only_a = {readable_title(titles[p]) for p in users[a] - users[b]}
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url, wait_until="load")
+    _pick_customer(page, a)
+    _ask(page, "what should I buy next?")
+    page.locator("[data-testid=product-card]").first.wait_for(timeout=60_000)
+    _pick_customer(page, b)
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=product-card]').length === 0", timeout=20_000)
+    text = _ask(page, "why the first one?")
+    assert "fresh conversation" in text and "nothing to explain yet" in text
+    assert not [t for t in only_a if t in text], "the first customer's purchases reached the second"
+
+    for hostile in ("<img src=x onerror=window.__pwned=1>", "[free gift](https://evil.example/win)",
+                    "see www.evil-shop.com <b>now</b>"):
+        _ask(page, hostile)
+    chat = page.locator("#chatbot")
+    assert chat.locator("img[src=x]").count() == 0 and chat.locator("b", has_text="now").count() == 0
+    assert chat.locator("a").count() == 0, chat.locator("a").all_inner_texts()
+    assert not page.evaluate("() => window.__pwned === 1")
+    assert "<img src=x onerror" in chat.inner_text(), "the shopper's words are shown, as text"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat-switch-hostile.png"), full_page=True)
+    page.close()
