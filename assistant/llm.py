@@ -14,7 +14,7 @@ import os
 import re
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +63,7 @@ class LLMSettings:
     history_turns: int = 6  # earlier turns sent at most (the oldest are dropped first to fit the budget)
     description_tokens: int = 80  # per product description at most (halved until the prompt fits)
     session_per_minute: int = 6  # LLM replies per shopper session per minute
+    client_per_minute: int = 12  # ... per client (the logged-in user, else the client's address): new sessions do not reset it
     global_per_minute: int = 60  # LLM replies per minute for the whole app
     daily_tokens: int = 200_000  # prompt + completion tokens per UTC day
 
@@ -92,59 +93,122 @@ class LLMSettings:
             max_tokens=_env_number(values, "CARTWISE_LLM_MAX_TOKENS", d.max_tokens),
             read_timeout=_env_number(values, "CARTWISE_LLM_TIMEOUT", d.read_timeout, float),
             session_per_minute=_env_number(values, "CARTWISE_LLM_SESSION_PER_MINUTE", d.session_per_minute),
+            client_per_minute=_env_number(values, "CARTWISE_LLM_CLIENT_PER_MINUTE", d.client_per_minute),
             global_per_minute=_env_number(values, "CARTWISE_LLM_GLOBAL_PER_MINUTE", d.global_per_minute),
             daily_tokens=_env_number(values, "CARTWISE_LLM_DAILY_TOKENS", d.daily_tokens),
         )
 
 
 class Limits:
-    """Per-session and global replies per minute, a daily token cap, and a server-requested pause."""
+    """The LLM's limits: replies per minute per session, per client (the logged-in user, else the address)
+    and for the whole app, a daily token cap, and a pause the server asked for.
+
+    One object per app process, outside anything that is reloaded: :func:`make_writer` takes it, so a hot
+    reload (a new writer per bundle version) carries the day's usage on. Tokens are reserved when a reply
+    starts (the prompt's count plus the reply's cap) and counted as they stream; whatever is not spent is
+    given back when the stream ends, however it ends (finished, cut off, abandoned), so concurrent replies
+    cannot overrun the day's cap together.
+    """
 
     def __init__(self, settings: LLMSettings, clock=time.time) -> None:
         self.s = settings
         self.clock = clock
         self._lock = threading.Lock()
         self._global: deque[float] = deque()
-        self._sessions: dict[str, deque[float]] = {}
+        self._keys: OrderedDict[str, deque[float]] = OrderedDict()  # "s:<session>" / "c:<client>", by last use
         self._day = ""
-        self.tokens_today = 0
+        self.tokens_today = 0  # counted (prompt and reply tokens of every LLM call today)
+        self.reserved = 0  # held by replies still streaming
+        self.calls = 0  # LLM calls let through since the process started
         self.paused_until = 0.0
 
     def _prune(self, q: deque[float], now: float) -> None:
         while q and q[0] <= now - 60:
             q.popleft()
 
-    def acquire(self, session_id: str) -> str | None:
-        """Take one LLM call; returns why not (for the shopper) when a limit is reached."""
+    def _window(self, key: str, now: float) -> deque[float]:
+        """The calls of the last minute under ``key``. Keys idle for a minute are forgotten oldest first (at
+        most 2 x global_per_minute keys can hold a call within the minute, so the table stays small)."""
+        q = self._keys.pop(key, None) or deque()
+        self._prune(q, now)
+        self._keys[key] = q  # the most recently used last
+        while len(self._keys) > 10_000:
+            oldest = next(iter(self._keys))
+            self._prune(self._keys[oldest], now)
+            if self._keys[oldest] or oldest == key:
+                break
+            del self._keys[oldest]
+        return q
+
+    def acquire(self, session_id: str, client: str | None = None, tokens: int = 0) -> tuple[str | None, Ticket | None]:
+        """Take one LLM call reserving ``tokens``; returns (why not, for the shopper, or None; the ticket)."""
         now = self.clock()
         with self._lock:
             day = time.strftime("%Y-%m-%d", time.gmtime(now))
             if day != self._day:
                 self._day, self.tokens_today = day, 0
             if now < self.paused_until:
-                return f"the LLM service asked us to wait {self.paused_until - now:.0f} s"
-            if self.tokens_today >= self.s.daily_tokens:
-                return f"today's LLM budget of {self.s.daily_tokens:,} tokens is used up"
+                return f"the LLM service asked us to wait {self.paused_until - now:.0f} s", None
+            if self.tokens_today + self.reserved + tokens > self.s.daily_tokens:
+                return f"today's LLM budget of {self.s.daily_tokens:,} tokens is used up", None
             self._prune(self._global, now)
             if len(self._global) >= self.s.global_per_minute:
-                return f"the app's limit of {self.s.global_per_minute} LLM replies a minute is reached"
-            mine = self._sessions.setdefault(session_id, deque())
-            self._prune(mine, now)
+                return f"the app's limit of {self.s.global_per_minute} LLM replies a minute is reached", None
+            mine = self._window(f"s:{session_id}", now)
             if len(mine) >= self.s.session_per_minute:
-                return f"your limit of {self.s.session_per_minute} LLM replies a minute is reached"
-            if len(self._sessions) > 10_000:  # forget idle sessions
-                self._sessions = {k: q for k, q in self._sessions.items() if q and q[-1] > now - 60}
-            mine.append(now)
-            self._global.append(now)
-            return None
+                return f"your limit of {self.s.session_per_minute} LLM replies a minute is reached", None
+            theirs = self._window(f"c:{client}", now) if client else None
+            if theirs is not None and len(theirs) >= self.s.client_per_minute:
+                return f"your limit of {self.s.client_per_minute} LLM replies a minute is reached", None
+            for q in (mine, theirs, self._global):
+                if q is not None:
+                    q.append(now)
+            self.reserved += tokens
+            self.calls += 1
+            return None, Ticket(self, tokens)
+
+    def _settle(self, spent: int, released: int) -> None:
+        with self._lock:
+            self.tokens_today = max(0, self.tokens_today + spent)  # negative: the server counted fewer
+            self.reserved = max(0, self.reserved - released)
 
     def spend(self, n_tokens: int) -> None:
-        with self._lock:
-            self.tokens_today += max(0, int(n_tokens))
+        """Count tokens spent outside a ticket."""
+        self._settle(int(n_tokens), 0)
 
     def pause(self, seconds: float) -> None:
         with self._lock:
             self.paused_until = max(self.paused_until, self.clock() + max(0.0, seconds))
+
+
+class Ticket:
+    """One LLM call's reservation: :meth:`spend` counts tokens as they stream, :meth:`close` gives back
+    what was reserved and not spent (idempotent)."""
+
+    def __init__(self, limits: Limits, reserved: int) -> None:
+        self.limits, self.held, self.spent, self.closed = limits, int(reserved), 0, False
+        self._lock = threading.Lock()
+
+    def spend(self, n_tokens: int) -> None:
+        n = max(0, int(n_tokens))
+        with self._lock:
+            self.spent += n
+            release = min(n, self.held)
+            self.held -= release
+        self.limits._settle(n, release)
+
+    def settle(self, total: int) -> None:
+        """The call's tokens by the server's own count (it replaces what was counted as it streamed)."""
+        with self._lock:
+            delta, self.spent = int(total) - self.spent, int(total)
+        self.limits._settle(delta, 0)
+
+    def close(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed, release, self.held = True, self.held, 0
+        self.limits._settle(0, release)
 
 
 class LLMFault(Exception):
@@ -257,14 +321,22 @@ class LLMWriter(ReplyWriter):
         if ctx.kind in NO_LLM_KINDS or not ctx.products:
             yield from self.template.write(ctx)
             return
-        paused = self.limits.acquire(ctx.session_id)
+        msgs, budget = self.messages(ctx)
+        paused, ticket = self.limits.acquire(ctx.session_id, ctx.client,
+                                             tokens=budget["prompt_tokens_est"] + self.s.max_tokens)
         if paused:
             ctx.meta.update(writer="template", notice=f"The template wrote this reply because {paused}.")
             log.info("llm skipped session=%s: %s", ctx.session_id, paused)
             yield from self.template.write(ctx)
             return
+        try:
+            yield from self._stream(ctx, msgs, budget, ticket)
+        finally:  # finished, failed, cut off or abandoned by the shopper: what was not spent goes back
+            ticket.close()
+
+    def _stream(self, ctx: ReplyContext, msgs: list[dict[str, str]], budget: dict[str, Any], ticket: Ticket) -> Iterator[str]:
         ctx.meta["writer"] = self.s.model
-        msgs, budget = self.messages(ctx)
+        ticket.spend(budget["prompt_tokens_est"])  # the prompt is paid for once it is sent
         grounder = Grounder(candidates_from(ctx.products, ctx.money), self.catalog_titles, secret=msgs[0]["content"],
                             context_titles=context_titles(ctx.products, ctx.recent),
                             forbidden=off_catalog_words(ctx.message, self.catalog_titles)
@@ -287,6 +359,7 @@ class LLMWriter(ReplyWriter):
                     delta = choice.delta.content if choice.delta else None
                     if delta:
                         raw.append(delta)
+                        ticket.spend(tokens.count(delta, self.s.model))  # counted as it streams
                         for seg in grounder.feed(delta):
                             if ttft is None:
                                 ttft = time.monotonic() - t0
@@ -310,8 +383,9 @@ class LLMWriter(ReplyWriter):
                 with contextlib.suppress(Exception):
                     stream.close()
         prompt_tokens = getattr(usage, "prompt_tokens", None) or budget["prompt_tokens_est"]
-        completion_tokens = getattr(usage, "completion_tokens", None) or tokens.count("".join(raw), self.s.model)
-        self.limits.spend(prompt_tokens + completion_tokens)
+        completion_tokens = getattr(usage, "completion_tokens", None) or ticket.spent - budget["prompt_tokens_est"]
+        if usage is not None:
+            ticket.settle(prompt_tokens + completion_tokens)  # the server's own count
         ctx.meta.update(usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
                         budget=budget, grounding=dict(grounder.counts), raw_text="".join(raw),
                         ttft_s=ttft, seconds=time.monotonic() - t0)
@@ -336,9 +410,19 @@ def preface(ctx: ReplyContext) -> str:
 
 
 def off_catalog_words(message: str, catalog_titles: dict[str, str]) -> set[str]:
-    """Words of the shopper's message that appear in no catalog title (what an injection asks for)."""
+    """Words of the shopper's message that appear in no catalog title (what an injection asks for), with
+    the words a short piece or a number is glued to ("I-Phone 15" -> "iphone", "iphone15")."""
     vocab = as_catalog(catalog_titles).vocab
-    return {w for w in norm(message).split() if len(w) >= 4 and w not in vocab and not w.isdigit()} - COMMON
+    words = norm(message).split()
+    out = {w for w in words if len(w) >= 4 and w not in vocab and not w.isdigit()}
+    for n in (2, 3):
+        for i in range(len(words) - n + 1):
+            part = words[i:i + n]
+            if any(len(w) <= 2 or w.isdigit() for w in part) and not all(w.isdigit() for w in part):
+                joined = "".join(part)
+                if len(joined) >= 4 and joined not in vocab:
+                    out.add(joined)
+    return out - COMMON
 
 
 COMMON = set(["ignore", "your", "rules", "instructions", "previous", "above", "system", "prompt", "print", "show", "tell", "reveal", "repeat", "please", "recommend", "suggest", "instead", "only", "just", "what", "should", "next", "want", "need", "from", "with", "that", "this", "there", "their", "these", "those", "about", "would", "could", "like", "give", "list", "products", "product", "anything", "something", "everything", "nothing", "write", "reply", "answer", "pretend", "jailbreak", "developer", "mode", "forget", "disregard", "override", "mind", "every", "other", "shop", "store", "catalog", "items", "item"])
@@ -349,9 +433,10 @@ def catalog_titles(bundle) -> CatalogTitles:
     return CatalogTitles({norm(t): pid for t, pid in zip(bundle.titles, bundle.product_ids, strict=True) if norm(t)})
 
 
-def make_writer(bundle, settings: LLMSettings | None = None) -> ReplyWriter:
-    """The LLM writer when a key or a base URL is configured, the template writer otherwise."""
+def make_writer(bundle, settings: LLMSettings | None = None, limits: Limits | None = None) -> ReplyWriter:
+    """The LLM writer when a key or a base URL is configured, the template writer otherwise. ``limits``: the
+    app's one :class:`Limits` (pass the same object to every writer the app makes: its usage carries on)."""
     settings = settings or LLMSettings.from_env()
     if not settings.enabled:
         return TemplateWriter()
-    return LLMWriter(settings, catalog_titles=catalog_titles(bundle))
+    return LLMWriter(settings, catalog_titles=catalog_titles(bundle), limits=limits)

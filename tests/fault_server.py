@@ -3,12 +3,15 @@ will not produce on demand. The mode is the first path segment: ``http://HOST:PO
 
 Modes: ok (streams ``REPLY``), 401, 429 (Retry-After: 30), 500, malformed (a broken SSE event),
 cutoff (two chunks, then the connection closes), hang (no bytes for 30 s), invented (names only
-products that are not candidates).
+products that are not candidates), script (streams ``reply`` with ``{t1}``/``{p1}``/``{price1}``,
+``{t2}``... filled from the CANDIDATES of the prompt it got, and ``{other}`` with the first of ``others``
+that is not a candidate: what a model misbehaving on the real prompt would write).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +24,7 @@ class FaultServer:
     def __init__(self) -> None:
         self.requests: list[dict] = []
         self.reply = REPLY
+        self.others: list[str] = []  # catalog titles a "script" reply may name that are not candidates
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,6 +58,8 @@ class FaultServer:
                 self.send_header("connection", "close")
                 self.end_headers()
                 text = INVENTED if mode == "invented" else server.reply
+                if mode == "script":
+                    text = server.fill(text, body)
                 pieces = [text[i:i + 7] for i in range(0, len(text), 7)]
                 if mode == "cutoff":
                     pieces = pieces[:2]
@@ -101,6 +107,16 @@ class FaultServer:
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
+
+    def fill(self, text: str, body: dict) -> str:
+        prompt = body["messages"][-1]["content"]
+        found = re.findall(r"^\d+\. \*\*(.+?)\*\* \[(.+?)\] (.+)$", prompt, re.MULTILINE)
+        values: dict[str, str] = {}
+        for i, (title, pid, price) in enumerate(found, start=1):
+            values.update({f"t{i}": title, f"p{i}": pid, f"price{i}": price})
+        titles = {t.lower() for t, _, _ in found}
+        values["other"] = next((o for o in self.others if o.lower() not in titles), "Golden Unicorn Lamp")
+        return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), text)
 
     def url(self, mode: str) -> str:
         return f"http://127.0.0.1:{self.port}/{mode}/v1"

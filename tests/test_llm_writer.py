@@ -138,11 +138,67 @@ def test_rate_limits_and_daily_token_cap(server):
     assert "app's limit of 3" in c.meta["notice"]
     clock = [1_000_000.0]
     lim = Limits(LLMSettings(daily_tokens=500), clock=lambda: clock[0])
-    assert lim.acquire("x") is None
+    assert lim.acquire("x")[0] is None
     lim.spend(600)
-    assert "budget of 500 tokens" in lim.acquire("y")
+    assert "budget of 500 tokens" in lim.acquire("y")[0]
     clock[0] += 86_400
-    assert lim.acquire("y") is None, "the cap resets the next day"
+    assert lim.acquire("y")[0] is None, "the cap resets the next day"
+
+
+def test_a_hot_reload_does_not_reset_the_daily_cap(server):
+    """Every reload builds a new writer (one per bundle version): the app's one Limits carries the usage on
+    (it lived in the writer, so the cap reset at every stream publish)."""
+    from types import SimpleNamespace
+
+    from assistant.llm import make_writer
+
+    settings = LLMSettings(base_url=server.url("ok"), model="test-model", daily_tokens=1100, read_timeout=5.0,
+                           max_tokens=350)
+    limits = Limits(settings)
+    bundle = SimpleNamespace(titles=[p["title"] for p in PRODUCTS], product_ids=[p["product_id"] for p in PRODUCTS])
+    first = make_writer(bundle, settings, limits=limits)
+    for i in range(3):
+        c = ctx(session_id=f"s{i}")
+        run(first, c)
+        assert c.meta["writer"] == "test-model"
+    reloaded = make_writer(bundle, settings, limits=limits)  # what the next bundle version gets
+    assert reloaded is not first and reloaded.limits is limits
+    c = ctx(session_id="s9")
+    run(reloaded, c)
+    # 3 x (100 + 20) by the server's count = 360 spent: a 4th reply's reservation (prompt ~460 + 350) passes 1,100
+    assert limits.tokens_today == 360
+    assert c.meta["writer"] == "template" and "budget of 1,100 tokens" in c.meta["notice"]
+
+
+def test_a_client_cannot_dodge_the_limit_with_new_sessions(server):
+    """The per-session limit was keyed by session id only: new ids (session_id="") got the LLM every time."""
+    w = writer(server.url("ok"), session_per_minute=2, client_per_minute=3, global_per_minute=100)
+    writers = []
+    for i in range(6):
+        c = ctx(session_id=f"fresh-{i}", client="ip:10.0.0.7")
+        run(w, c)
+        writers.append(c.meta["writer"])
+    assert writers == ["test-model"] * 3 + ["template"] * 3
+    c = ctx(session_id="other", client="ip:10.0.0.8")
+    run(w, c)
+    assert c.meta["writer"] == "test-model", "another client is not held back"
+
+
+def test_tokens_are_counted_as_they_stream_abandoned_and_cut_off_streams_included(server):
+    """They were counted only when a stream completed: 10 abandoned and 10 cut-off streams counted 0."""
+    w = writer(server.url("ok"), daily_tokens=1_000_000, session_per_minute=100, global_per_minute=100)
+    for i in range(10):
+        chunks = w.write(ctx(session_id=f"abandon-{i}"))
+        next(chunks)  # the shopper reads the first words, then leaves
+        next(chunks)
+        chunks.close()
+    abandoned = w.limits.tokens_today
+    assert abandoned >= 10 * 50, abandoned  # each prompt is counted when sent (its estimate), plus the words read
+    assert w.limits.reserved == 0, "every reservation is given back"
+    cut = writer(server.url("cutoff"), daily_tokens=1_000_000, session_per_minute=100, global_per_minute=100)
+    for i in range(10):
+        run(cut, ctx(session_id=f"cut-{i}"))
+    assert cut.limits.tokens_today >= 10 * 50 and cut.limits.reserved == 0
 
 
 def test_kinds_without_products_never_call_the_model(server):
