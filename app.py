@@ -16,6 +16,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 log = logging.getLogger("app")
+UI_SESSIONS = 2_000  # Gradio sessions kept in memory ($CARTWISE_UI_SESSIONS)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -105,9 +106,10 @@ def serve_assistant(folder, root, env_file: str | None, reload_interval: float, 
     :class:`~assistant.live.LiveAssistant` that swaps in each new version published under ``root``."""
     from pathlib import Path
 
+    from assistant.session import session_store
     from index_builder import bundle as fmt
 
-    first = build_assistant(folder, env_file, db=db)
+    first = build_assistant(folder, env_file, db=db, sessions=session_store())
     follows = reload_interval > 0 and not (Path(root) / fmt.MANIFEST).is_file()
     if not follows:
         return first
@@ -130,14 +132,18 @@ def launch(demo, *, host: str, port: int, share: bool, auth: tuple[str, str] | N
 
     if share and not auth:
         print("warning: --share without --auth lets anyone with the link use the app (and the LLM budget)")
+    # Gradio keeps a copy of the page's config for every session it has seen, and every API call is a session
+    # of its own: ~0.2 MB each on UCI. The cap bounds that memory (the least recently used go first).
+    capacity = int(os.environ.get("CARTWISE_UI_SESSIONS") or UI_SESSIONS)
     try:
         demo.queue(default_concurrency_limit=8).launch(server_name=host, server_port=port, share=share,
-                                                       prevent_thread_lock=share, css=CSS, auth=auth)
+                                                       prevent_thread_lock=share, css=CSS, auth=auth,
+                                                       state_session_capacity=capacity)
     except Exception as exc:  # gradio raises when the share tunnel cannot be reached
         if not share:
             raise
         print(f"Could not create a public share link ({exc}); serving locally at http://{host}:{port}")
-        demo.launch(server_name=host, server_port=port, share=False, css=CSS, auth=auth)
+        demo.launch(server_name=host, server_port=port, share=False, css=CSS, auth=auth, state_session_capacity=capacity)
         return
     if share:
         if getattr(demo, "share_url", None):

@@ -165,7 +165,7 @@ class Limits:
                     q.append(now)
             self.reserved += tokens
             self.calls += 1
-            return None, Ticket(self, tokens)
+            return None, Ticket(self, tokens, now)
 
     def _settle(self, spent: int, released: int) -> None:
         with self._lock:
@@ -185,8 +185,9 @@ class Ticket:
     """One LLM call's reservation: :meth:`spend` counts tokens as they stream, :meth:`close` gives back
     what was reserved and not spent (idempotent)."""
 
-    def __init__(self, limits: Limits, reserved: int) -> None:
+    def __init__(self, limits: Limits, reserved: int, at: float = 0.0) -> None:
         self.limits, self.held, self.spent, self.closed = limits, int(reserved), 0, False
+        self.at = at  # when the limits let the call through (their clock)
         self._lock = threading.Lock()
 
     def spend(self, n_tokens: int) -> None:
@@ -329,10 +330,17 @@ class LLMWriter(ReplyWriter):
             log.info("llm skipped session=%s: %s", ctx.session_id, paused)
             yield from self.template.write(ctx)
             return
+        ended = "abandoned"  # unless the stream below runs to its end
         try:
             yield from self._stream(ctx, msgs, budget, ticket)
+            ended = "fallback" if ctx.meta.get("fallback") else "finished"
+        except Exception:
+            ended = "failed"
+            raise
         finally:  # finished, failed, cut off or abandoned by the shopper: what was not spent goes back
             ticket.close()
+            log.info("llm tokens session=%s client=%s counted=%d end=%s started=%.3f", ctx.session_id, ctx.client,
+                     ticket.spent, ended, ticket.at)
 
     def _stream(self, ctx: ReplyContext, msgs: list[dict[str, str]], budget: dict[str, Any], ticket: Ticket) -> Iterator[str]:
         ctx.meta["writer"] = self.s.model

@@ -63,6 +63,9 @@ class SessionState:
         return {pid for batch in self.shown for pid in batch}
 
 
+PER_CLIENT_ENV = "CARTWISE_SESSIONS_PER_CLIENT"  # a shop's backend calling the API for all its shoppers is one client
+
+
 class SessionStore:
     """API sessions by id: they expire after ``ttl_s`` idle seconds; at most ``max_sessions`` in all and
     ``per_client`` per client (the authenticated user, else the client's address): a client that opens more
@@ -70,7 +73,7 @@ class SessionStore:
     other people's. Expiry pops the least recently used from the front (no scan of every session).
     Thread-safe."""
 
-    def __init__(self, ttl_s: float = 1800.0, max_sessions: int = 10_000, per_client: int = 50,
+    def __init__(self, ttl_s: float = 1800.0, max_sessions: int = 10_000, per_client: int = 1_000,
                  clock=time.monotonic) -> None:
         self.ttl_s, self.max_sessions, self.per_client, self.clock = ttl_s, max_sessions, per_client, clock
         self._sessions: OrderedDict[str, tuple[SessionState, float]] = OrderedDict()  # least recently used first
@@ -117,3 +120,15 @@ class SessionStore:
             while len(self._sessions) > self.max_sessions:
                 self._drop(next(iter(self._sessions)))
             return state, (f"session {sid!r} has expired or is unknown, so a new one was started" if sid else None)
+
+
+def session_store(environ=None) -> SessionStore:
+    """The app's store, its per-client cap from ``$CARTWISE_SESSIONS_PER_CLIENT`` (default 1,000)."""
+    import os
+
+    raw = (environ if environ is not None else os.environ).get(PER_CLIENT_ENV, "")
+    try:
+        per_client = int(raw) if raw.strip() else 1_000
+    except ValueError:
+        raise ValueError(f"{PER_CLIENT_ENV}={raw!r} is not a whole number") from None
+    return SessionStore(per_client=max(1, per_client))

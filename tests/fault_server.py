@@ -35,7 +35,8 @@ class FaultServer:
 
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
-                server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("authorization")})
+                server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("authorization"),
+                                        "at": time.time()})
                 mode = self.path.strip("/").split("/")[0]
                 if self.path.endswith("/embeddings"):
                     self._embeddings(mode, body)
