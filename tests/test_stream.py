@@ -460,3 +460,40 @@ def test_a_version_refused_while_half_written_is_served_once_complete(live_root)
     assert not live.check()  # unchanged: not loaded again on every poll
     (late / fmt.USERS).write_bytes(held)
     assert live.check() and live.version == late.name and late.name not in live.refused
+
+
+def test_a_database_outage_never_stops_the_stream_and_the_batch_catches_up(spark, live_root, tmp_path, monkeypatch):
+    """The event log is the source of truth: a batch the database refused is marked in the ledger and written
+    with the next batch once the database answers."""
+    from index_builder.db import Database
+    from index_builder.stream import EventLog, StreamConfig, run_stream
+
+    base = fmt.resolve(live_root)
+    ev = _events(base).tail(20)
+    good = [{"user_id": r.user_id, "product_id": r.product_id, "ts": str(r.ts)} for r in ev.itertuples()]
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    url = f"sqlite:///{tmp_path / 'events.sqlite'}"
+    cfg = StreamConfig(bundle=str(live_root), source="dir", path=str(inbox), until_idle_s=3, publish_every=10_000,
+                       publish_interval_s=0.5, trigger_s=0.5, db=url)
+    real = Database.replace_batch
+    down = {"yes": True}
+
+    def flaky(self, batch_id, events):
+        if down["yes"]:
+            raise ConnectionError("the database server is down")
+        return real(self, batch_id, events)
+
+    monkeypatch.setattr(Database, "replace_batch", flaky)
+    (tmp_path / "a.jsonl").write_text(_lines(good[:10]))
+    (tmp_path / "a.jsonl").rename(inbox / "a.jsonl")
+    run_stream(cfg, spark)
+    log = EventLog(live_root / "stream")
+    assert len(log.read_events()) == 10 and log.entries()[0]["db_error"].startswith("ConnectionError")
+    assert fmt.read_manifest(fmt.resolve(live_root))["stream"]["events_total"] == 10  # published all the same
+    down["yes"] = False
+    (tmp_path / "b.jsonl").write_text(_lines(good[10:]))
+    (tmp_path / "b.jsonl").rename(inbox / "b.jsonl")
+    run_stream(cfg, spark)
+    assert Database(url).count_events() == 20
+    assert not any(e.get("db_error") for e in log.entries())
