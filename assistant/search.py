@@ -19,29 +19,62 @@ WORD = re.compile(r"\w+")  # the words a regex's \b sees, so a keyword's whole-w
 KEYWORD_CACHE = 256  # keywords whose matching rows are kept
 
 
-def _stem(word: str) -> str:
-    for suffix in ("ies", "es", "s"):
-        if word.endswith(suffix) and len(word) > len(suffix) + 2:
-            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
-    return word
+# plurals that are not the singular plus -s/-es (knife, knives); each pair matches both ways
+_IRREGULAR = {"knife": "knives", "wife": "wives", "life": "lives", "leaf": "leaves", "loaf": "loaves",
+              "shelf": "shelves", "half": "halves", "wolf": "wolves", "calf": "calves", "elf": "elves",
+              "scarf": "scarves", "thief": "thieves", "sheaf": "sheaves", "child": "children", "mouse": "mice",
+              "man": "men", "woman": "women", "person": "people", "goose": "geese", "tooth": "teeth", "foot": "feet"}
+_SINGULAR_OF = {plural: single for single, plural in _IRREGULAR.items()}
+_SIBILANT = ("s", "x", "z", "ch", "sh")
 
 
-def _keyword_parts(keyword: str) -> list[tuple[str, str]]:
-    """For each word of a keyword: (the literal text every match begins with, the regex of the word, singular
-    or plural)."""
-    parts = []
-    for w in keyword.lower().split():
-        base = _stem(w)
-        if base.endswith("y"):  # toy, toys; candy, candies
-            parts.append((base[:-1], re.escape(base[:-1]) + r"(?:ys?|ies)"))
-        else:
-            parts.append((base, re.escape(base) + r"(?:s|es|ies)?"))
-    return parts
+def _singulars(word: str) -> set[str]:
+    """The singulars ``word`` may be the regular (or listed irregular) plural of, and ``word`` itself. Where the
+    ending is ambiguous every reading is kept (cookies: cookie or cooky; boxes: box or boxe): a reading that is
+    no word matches no title. Short stems are not read at all, so "toes" never becomes "to"."""
+    out = {word}
+    if word in _SINGULAR_OF:
+        out.add(_SINGULAR_OF[word])
+    if word.endswith("s") and len(word) > 3 and not word.endswith(("ss", "us", "is")):
+        out.add(word[:-1])  # candles, plates, toys, pies, sleeves
+        if word.endswith("ies") and len(word) > 4:
+            out.add(word[:-3] + "y")  # berries, candies
+        if word.endswith("es") and len(word) > 4 and word[:-2].endswith(_SIBILANT + ("o",)):
+            out.add(word[:-2])  # boxes, glasses, dishes, matches, tomatoes
+    return out
+
+
+def _plurals(single: str) -> set[str]:
+    """The regular plural of a singular (and the listed irregular one)."""
+    if single in _IRREGULAR:
+        return {_IRREGULAR[single]}
+    out = set()
+    if single.endswith("y") and len(single) > 1 and single[-2] not in "aeiou":
+        out.add(single[:-1] + "ies")  # berry, candy
+    elif single.endswith(_SIBILANT):
+        out.add(single + "es")  # box, glass, dish, bus
+    else:
+        out.add(single + "s")  # candle, toy, knife (knifes too)
+        if single.endswith("o"):
+            out.add(single + "es")  # tomato
+    return out
+
+
+def word_forms(word: str) -> list[str]:
+    """Every form a keyword word matches as a whole title word: itself, its singulars and their plurals
+    (candle and candles both give candle, candles), longest first."""
+    word = word.lower()
+    singles = _singulars(word)
+    forms = set(singles)
+    for single in singles - {word} or singles:  # a word read as a plural is not made plural again (candleses)
+        forms |= _plurals(single)
+    return sorted(forms, key=lambda f: (-len(f), f))
 
 
 def keyword_pattern(keyword: str) -> re.Pattern[str]:
-    """Case-insensitive whole-word match of every word of a keyword, singular or plural."""
-    return re.compile(r"\b" + r"\W+".join(regex for _, regex in _keyword_parts(keyword)) + r"\b", re.IGNORECASE)
+    """Case-insensitive whole-word match of every word of a keyword, singular or plural (:func:`word_forms`)."""
+    return re.compile(r"\b" + r"\W+".join("(?:" + "|".join(map(re.escape, word_forms(w))) + ")"
+                                         for w in keyword.lower().split()) + r"\b", re.IGNORECASE)
 
 
 class ProductSearch:
@@ -83,15 +116,20 @@ class ProductSearch:
         i = bisect.bisect_left(self._vocab, word)
         return self._rows[i] if i < len(self._vocab) and self._vocab[i] == word else np.zeros(0, dtype=np.int64)
 
-    def _words_like(self, literal: str, regex: str) -> np.ndarray:
-        """Rows with a title word that ``regex`` matches whole (only the vocabulary's words that begin with
-        ``literal`` can)."""
-        whole = re.compile(regex)
-        vocab = self._vocab
-        lo = bisect.bisect_left(vocab, literal)
-        hi = bisect.bisect_left(vocab, literal + "\uffff")
-        found = [self._rows[i] for i in range(lo, hi) if whole.fullmatch(vocab[i])]
-        return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
+    @staticmethod
+    def _union(arrays: list[np.ndarray]) -> np.ndarray:
+        arrays = [a for a in arrays if len(a)]
+        if len(arrays) == 1:
+            return arrays[0]
+        return np.unique(np.concatenate(arrays)) if arrays else np.zeros(0, dtype=np.int64)
+
+    def _all_words(self, text: str) -> np.ndarray:
+        """Rows whose titles hold every word of ``text`` whole (all rows when it has none)."""
+        found = None
+        for word in WORD.findall(text):
+            rows = self._exact(word)
+            found = rows if found is None else np.intersect1d(found, rows, assume_unique=True)
+        return np.arange(len(self._titles)) if found is None else found
 
     def title_matches(self, keyword: str) -> np.ndarray:
         """Sorted rows whose titles match :func:`keyword_pattern` (every word whole, singular or plural, in
@@ -101,17 +139,18 @@ class ProductSearch:
         if found is not None:
             return found
         self.warm()
-        parts = _keyword_parts(key)
-        if len(parts) == 1 and WORD.fullmatch(parts[0][0]):  # one word: a title matches iff one of its words does
-            found = self._words_like(*parts[0])
-        else:  # the rows with a word beginning like each word of the keyword, then the regex on their titles
-            for literal, _ in parts:
-                for word in WORD.findall(literal):
-                    rows = self._prefixed(word)
-                    found = rows if found is None else np.intersect1d(found, rows, assume_unique=True)
-            candidates = np.arange(len(self._titles)) if found is None else found
+        words = key.split()
+        if not words:
+            found = np.zeros(0, dtype=np.int64)
+        elif len(words) == 1 and all(WORD.fullmatch(f) for f in word_forms(words[0])):
+            # one word: a title matches iff one of its words is one of the forms
+            found = self._union([self._exact(f) for f in word_forms(words[0])])
+        else:  # every form's words are whole title words: the rows holding them, then the regex on their titles
+            for w in words:
+                rows = self._union([self._all_words(f) for f in word_forms(w)])
+                found = rows if found is None else np.intersect1d(found, rows, assume_unique=True)
             pattern, titles = keyword_pattern(key), self._titles
-            found = np.asarray([r for r in candidates.tolist() if pattern.search(titles[r].lower())], dtype=np.int64)
+            found = np.asarray([r for r in found.tolist() if pattern.search(titles[r].lower())], dtype=np.int64)
         with self._lock:
             if len(self._matches) >= KEYWORD_CACHE:
                 self._matches.pop(next(iter(self._matches)))
