@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .constants import EVENT_COLUMNS, TS
+from .constants import EVENT_COLUMNS, EVENT_ID, TS
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def read_events(path: str | Path) -> pd.DataFrame:
 
 def messages(events: pd.DataFrame) -> list[tuple[str, str]]:
     """(key, JSON value) per event; timestamps as ISO text."""
-    cols = [c for c in EVENT_COLUMNS if c in events.columns]
+    cols = [c for c in (*EVENT_COLUMNS, EVENT_ID) if c in events.columns]
     out = []
     for rec in events[cols].to_dict("records"):
         if TS in rec and rec[TS] is not None and not pd.isna(rec[TS]):

@@ -201,15 +201,17 @@ class EventLog:
         return (pd.concat([pd.read_json(f, lines=True, dtype=False) for f in files], ignore_index=True)
                 if files else pd.DataFrame())
 
-    def event_ids(self) -> set[str]:
-        """Every ``event_id`` in the event log (events without one are not de-duplicated)."""
+    def event_ids(self) -> dict[str, int]:
+        """Every ``event_id`` in the event log and the batch that holds it (events without one are not
+        de-duplicated)."""
         import pyarrow.parquet as pq
 
-        ids: set[str] = set()
+        ids: dict[str, int] = {}
         for f in self.events.glob("date=*/batch-*.parquet"):
             if EVENT_ID in pq.read_schema(f).names:
+                batch = int(BATCH_FILE.search(f.name).group(1))
                 col = pd.read_parquet(f, columns=[EVENT_ID])[EVENT_ID]
-                ids.update(col.dropna().astype(str))
+                ids.update(dict.fromkeys(col.dropna().astype(str), batch))
         return ids
 
 
@@ -368,9 +370,11 @@ class StreamJob:
         products[PRICE] = products[PRICE].astype(float)
         dead = out[out[kind] == "dead"][[RAW, REJECT_REASON]].reset_index(drop=True)
         gap_list = [json.loads(g) for g in out.loc[out[kind] == "gap", GAP]]
-        # an event_id seen before (in this batch, or logged by an earlier one) is a duplicate delivery
+        # an event_id seen before (in this batch, or logged by an earlier one) is a duplicate delivery; a replayed
+        # batch finds its own first attempt's ids in the log: those are not
         ids = events[EVENT_ID]
-        repeat = ids.notna() & (ids.duplicated() | ids.astype(str).isin(self._event_ids))
+        logged = ids.astype(str).map(self._event_ids)
+        repeat = ids.notna() & (ids.duplicated() | (logged.notna() & (logged != batch_id)))
         if repeat.any():
             dead = pd.concat([dead, pd.DataFrame({RAW: events.loc[repeat, RAW], REJECT_REASON: rules.DUPLICATE_EVENT_ID})],
                              ignore_index=True)
@@ -399,7 +403,7 @@ class StreamJob:
             self._ledger[batch_id] = entry
             if self.db is not None:
                 self._db_write(entry, events_pdf)
-            self._event_ids.update(events_pdf[EVENT_ID].dropna().astype(str))
+            self._event_ids.update(dict.fromkeys(events_pdf[EVENT_ID].dropna().astype(str), batch_id))
             if len(products_pdf):
                 self._known = (self._known or set()) | set(products_pdf[PRODUCT_ID].astype(str))
                 if self._known_df is not None:

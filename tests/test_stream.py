@@ -173,6 +173,7 @@ def test_kafka_stream_counts_every_event_once_across_crashes(live_root, kafka, t
     base = fmt.resolve(live_root)
     ev = _events(base).tail(3000).reset_index(drop=True)
     ev["ts"] = pd.Timestamp("2012-01-01") + pd.to_timedelta(np.arange(len(ev)), unit="s")  # each event unique
+    ev["event_id"] = [f"e{i}" if i % 2 else None for i in range(len(ev))]  # a replayed batch is not its own duplicate
     src = tmp_path / "events.parquet"
     ev.to_parquet(src)
     topic = "events-once"
@@ -203,6 +204,7 @@ def test_kafka_stream_counts_every_event_once_across_crashes(live_root, kafka, t
     stored = log.read_events()
     assert len(stored) == len(ev)
     assert not stored.duplicated(["user_id", "product_id", "ts"]).any()
+    assert log.read_dead_letters().empty
     assert Database(db_url).count_events() == len(ev)
     manifest = fmt.read_manifest(fmt.resolve(live_root))
     assert manifest["stream"]["events_total"] == len(ev)
