@@ -5,20 +5,37 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-NUM = r"(\d+(?:[.,]\d{1,2})?)"
-CUR = r"(?:£|\$|€|gbp\s*|usd\s*|eur\s*)?"
-UNIT = r"(?:\s*(?:pounds?|quid|gbp|dollars?|bucks|euros?|£|p\b))?"
+# a price: currency, number, unit, each a named group (tag c, n, u) so that one pattern can hold two prices
+_CUR = r"£|\$|€|gbp\s*|usd\s*|eur\s*"
+# 1,299.99 / 1.299,99 / 10,000 (a separator before exactly three digits groups thousands) / 12,50 / 3.5 / 50
+_NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d{1,2})?|\d{1,3}(?:\.\d{3})+(?:,\d{1,2})?|\d+(?:[.,]\d{1,2})?"
+_UNITS = r"pounds?|quid|gbp|dollars?|bucks|euros?|pence|cents?|£|p\b"
+_PENCE = {"p", "pence", "cent", "cents"}
 
-_BETWEEN = re.compile(rf"\bbetween\s+{CUR}{NUM}{UNIT}\s*(?:and|to|-)\s*{CUR}{NUM}{UNIT}")
-_RANGE = re.compile(rf"{CUR}{NUM}{UNIT}\s*(?:-|to)\s*{CUR}{NUM}{UNIT}(?=\s|$|[,.!?])")
+
+def _price(tag: str) -> str:
+    return rf"(?P<{tag}c>{_CUR})?(?P<{tag}n>{_NUM})(?!\d)(?P<{tag}u>\s*(?:{_UNITS}))?"
+
+
+_BETWEEN = re.compile(rf"\bbetween\s+{_price('a')}\s*(?:and|to|-)\s*{_price('b')}")
+_RANGE = re.compile(rf"{_price('a')}\s*(?:-|to)\s*{_price('b')}(?=\s|$|[,.!?])")
 _MAX = re.compile(
     rf"(?:\bunder|\bbelow|\bless than|\bcheaper than|\bno more than|\bnot more than|\bup to|\bmax(?:imum)?|"
-    rf"\bat most|\bwithin|<=?)\s*(?:a\s+)?{CUR}{NUM}{UNIT}"
+    rf"\bat most|\bwithin|<=?)\s*(?:a\s+)?{_price('a')}"
 )
-_MAX_AFTER = re.compile(rf"{CUR}{NUM}{UNIT}\s*(?:or less|or under|or cheaper|max\b|tops\b)")
+_MAX_AFTER = re.compile(rf"{_price('a')}\s*(?:or less|or under|or cheaper|max\b|tops\b)")
 _MIN = re.compile(
-    rf"(?:\bover|\babove|\bmore than|\bat least|\bmin(?:imum)?|\bpricier than|>=?)\s*{CUR}{NUM}{UNIT}"
+    rf"(?:\bover|\babove|\bmore than|\bat least|\bmin(?:imum)?|\bpricier than|>=?)\s*{_price('a')}"
 )
+# an age is not a price: "5 to 10 year olds", "a 3-year-old", "ages 3-5", "aged 4 to 6", "kids 8-12", "kids under 5"
+_AGE_UNIT = r"(?:years?|yrs?|y/o|yo)\b(?:[\s-]*olds?\b)?"
+_AGE = re.compile(
+    rf"\b\d+(?:\s*(?:-|–|to)\s*\d+)?\s*\+?\s*-?\s*{_AGE_UNIT}|"
+    r"\b(?:ages?|aged)\s+\d+(?:\s*(?:-|–|to)\s*\d+)?(?:\s*\+)?|"
+    r"\b(?:kids?|children|child|boys?|girls?|toddlers?|teens?|teenagers?|babies|baby)\s+(?:aged?\s+|ages\s+)?"
+    r"(?:(?:under|over|below|above)\s+)?\d+(?:\s*(?:-|–|to)\s*\d+)?(?:\s*\+)?"
+)
+_PRICE_NEXT = re.compile(rf"\s*(?:[.,]\d|{_UNITS}|{_CUR})")  # "kids under 5 pounds" is a price after all
 _CHEAPER = re.compile(r"\b(cheaper|less expensive|lower price|more affordable|budget|inexpensive|too expensive|too pricey)\b")
 _PRICIER = re.compile(r"\b(more expensive|pricier|fancier|premium|higher end|more upmarket|too cheap)\b")
 
@@ -41,8 +58,9 @@ _STOP = {"a", "an", "the", "some", "any", "more", "of", "for", "me", "please", "
          "items", "products", "product", "item", "ones", "one", "thing", "show", "just", "only", "anything",
          "with", "i", "want", "like", "really", "so", "that", "this", "these", "those", "it"}
 _KW_END = r"(?=$|[,.!?;:]|\s+(?:but|please|under|below|over|above|less|more|cheaper|at|for|with|between)\b)"
-_EXCLUDE = re.compile(r"\b(?:not interested in|don'?t (?:want|like|show(?: me)?)|nothing with|no more|without|except|"
-                      r"excluding|exclude|hate|avoid|skip|no|not)\s+(?:any\s+)?([a-z][a-z' -]*?)" + _KW_END)
+_EXCLUDE = re.compile(r"\b(?:(?:anything|everything|all)\s+(?:but|except(?: for)?|other than|apart from|besides|bar)|"
+                      r"other than|apart from|not interested in|don'?t (?:want|like|show(?: me)?)|nothing with|no more|"
+                      r"without|except|excluding|exclude|hate|avoid|skip|no|not)\s+(?:any\s+)?([a-z][a-z' -]*?)" + _KW_END)
 _INCLUDE = re.compile(r"\b(?:only|just|nothing but|strictly)\s+(?:show\s+(?:me\s+)?)?(?:the\s+)?([a-z][a-z' -]*?)" + _KW_END)
 _ASK_FOR = re.compile(r"\b(?:recommend|suggest|find|show)\s+(?:me\s+|us\s+)?(?:a|an|some|any)\s+(.+)")
 _NEED = re.compile(r"\b(?:gifts?|presents?|something|anything)\s+for\s+(.+)|"
@@ -66,7 +84,26 @@ class Intent:
 
 
 def _num(text: str) -> float:
-    return float(text.replace(",", "."))
+    """A number as typed: 1,299.99, 1.299,99, 1,000, 12,50, 3.5 (one or two digits after the last separator are
+    decimals; three are a thousands group)."""
+    whole, frac = text, ""
+    if m := re.search(r"[.,](\d{1,2})$", text):
+        whole, frac = text[: m.start()], m.group(1)
+    return float(re.sub(r"[.,]", "", whole) + ("." + frac if frac else ""))
+
+
+def _value(m: re.Match[str], tag: str, pence: bool = False) -> float:
+    """The price a match's ``tag`` group holds, in pounds (50p: 0.5, but £5 p&p is £5); ``pence``: a bare number
+    is pence too."""
+    unit, sign = (m.group(tag + "u") or "").strip(), m.group(tag + "c")
+    value = _num(m.group(tag + "n"))
+    return value / 100 if not sign and (unit in _PENCE or (pence and not unit)) else value
+
+
+def _bounds(m: re.Match[str]) -> tuple[float, float]:
+    """A range's two prices, low first; "20 to 80p" is in pence at both ends."""
+    hi_pence = (m.group("bu") or "").strip() in _PENCE
+    return tuple(sorted((_value(m, "a", pence=hi_pence), _value(m, "b"))))
 
 
 def _keywords(text: str) -> list[str]:
@@ -79,13 +116,17 @@ def _keywords(text: str) -> list[str]:
 
 
 def _clean_need(text: str) -> str:
-    need = text.strip(" ?!.")
+    """What a need asks for, without the refinements said with it ("something cheaper", "mugs, no bags",
+    "candles but pricier"): those are filters, and words such as "cheaper" or "bags" would mislead the search."""
+    need = _PRICIER.sub(" ", _CHEAPER.sub(" ", _EXCLUDE.sub(" ", text)))
+    need = " ".join(need.split()).strip(" ?!.,;:")
+    need = re.sub(r"(?:\s+|^)(?:but|and|or|please|though)$", "", need).strip(" ?!.,;:")
     return re.sub(r"^(?:a|an|the|some|my)\s+", "", need)
 
 
 def parse_message(message: str) -> Intent:
     """Turn one chat message into an :class:`Intent` (no model, no state: pure and deterministic)."""
-    text = " ".join((message or "").lower().replace("’", "'").split())
+    text = " ".join(re.sub(r"[\ue000-\uf8ff]", " ", (message or "").lower().replace("’", "'")).split())  # private use: the ages' marks
     intent = Intent()
     if not text:
         intent.kind = "empty"
@@ -94,17 +135,28 @@ def parse_message(message: str) -> Intent:
         intent.kind = "greeting"
         return intent
 
+    # ages are set aside (a private-use character each) while prices are read, then put back for the need
+    ages = [m for m in _AGE.finditer(text) if not _PRICE_NEXT.match(text, m.end())]
     rest = text
+    for i, m in reversed(list(enumerate(ages))):
+        rest = rest[: m.start()] + chr(0xE000 + i) + rest[m.end():]
     if m := _BETWEEN.search(rest) or _RANGE.search(rest):
-        lo, hi = sorted((_num(m.group(1)), _num(m.group(2))))
-        intent.min_price, intent.max_price = lo, hi
+        intent.min_price, intent.max_price = _bounds(m)
         rest = rest.replace(m.group(0), " ")
     if m := _MAX.search(rest) or _MAX_AFTER.search(rest):
-        intent.max_price = _num(m.group(1))
+        intent.max_price = _value(m, "a")
         rest = rest.replace(m.group(0), " ")
     if m := _MIN.search(rest):
-        intent.min_price = _num(m.group(1))
+        intent.min_price = _value(m, "a")
         rest = rest.replace(m.group(0), " ")
+    masked = rest
+
+    def unmask(text: str) -> str:
+        for i, m in enumerate(ages):
+            text = text.replace(chr(0xE000 + i), m.group(0))
+        return text
+
+    rest = unmask(masked)
     if intent.max_price is None and _CHEAPER.search(rest):
         intent.cheaper = True
     if intent.min_price is None and _PRICIER.search(rest):
@@ -120,8 +172,10 @@ def parse_message(message: str) -> Intent:
         intent.exclude += _keywords(m.group(1))
     for m in _INCLUDE.finditer(rest):
         intent.include += _keywords(m.group(1))
-    intent.exclude = [k for k in dict.fromkeys(intent.exclude) if not re.fullmatch(r"[\d.]+|thanks?", k)]
-    intent.include = [k for k in dict.fromkeys(intent.include) if k not in intent.exclude]
+    # a number, a thanks or a shown item ("not the first one") is no keyword
+    intent.exclude = [k for k in dict.fromkeys(intent.exclude)
+                      if not (re.fullmatch(r"[\d.]+|thanks?", k) or _REF_WORD.fullmatch(k))]
+    intent.include = [k for k in dict.fromkeys(intent.include) if k not in intent.exclude and not _REF_WORD.fullmatch(k)]
 
     if _RESET.search(rest):
         intent.kind = "reset"
@@ -134,17 +188,16 @@ def parse_message(message: str) -> Intent:
     elif (m := _ASK_FOR.search(rest)) and _keywords(_clean_need(m.group(1))):  # "recommend me a book"
         intent.kind, intent.query = "need", _clean_need(m.group(1))
     elif (m := _NEED.search(rest)) and not _RECOMMEND.search(rest):
-        need = (m.group(1) or m.group(2) or "").strip(" ?!.")
-        need = re.sub(r"^(?:a|an|the|some|my)\s+", "", need)
-        if _keywords(need):
+        need = _clean_need(m.group(1) or m.group(2) or "")
+        if _keywords(need):  # "I need something cheaper" asks for no new thing: a refinement
             intent.kind, intent.query = "need", need
     elif _HELP.search(rest) and not _RECOMMEND.search(rest):
         intent.kind = "help"
     elif not (_RECOMMEND.search(rest) or intent.include or intent.exclude or intent.cheaper or intent.pricier
               or intent.ref is not None):
-        words = _keywords(re.sub(r"[^a-z' -]", " ", rest))
-        if words:  # a bare need such as "candles", "tea lover gift" or "napkins under £1"
-            intent.kind, intent.query = "need", " ".join(words)
+        words = _keywords(re.sub(r"[^a-z' \ue000-\ue0ff-]", " ", masked))  # an age keeps its digits
+        if words:  # a bare need such as "candles", "tea lover gift", "napkins under £1" or "toys for ages 3-5"
+            intent.kind, intent.query = "need", unmask(" ".join(words))
     if intent.kind == "recommend" and intent.ref is not None and not _RECOMMEND.search(rest):
         intent.kind = "more_like"  # "#3" or "the second one" alone: more like it
     return intent
