@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .search import word_forms
+
 _SEGMENT_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=\S)|\n")
 _BRACKET = re.compile(r"\[([^\[\]\n]{1,60})\]")
 _BOLD = re.compile(r"\*\*([^*\n]{1,200})\*\*")
@@ -127,8 +129,8 @@ class Grounder:
         self._mentionable_words = {w for m in self._mentionable for w in m.split()}
         # where a candidate is named in plain text: its title's words, any separators, singular or plural
         self._title_res = [(re.compile(r"\b" + r"[\W_]+".join(
-            re.escape(w) + ("(?:e?s)?" if i == len(t.split()) - 1 else "") for i, w in enumerate(t.split())) + r"\b",
-            re.IGNORECASE), c) for t, c in self._by_title.items() if t]
+            "(?:" + "|".join(map(re.escape, word_forms(w))) + ")" if i == len(t.split()) - 1 else re.escape(w)
+            for i, w in enumerate(t.split())) + r"\b", re.IGNORECASE), c) for t, c in self._by_title.items() if t]
         self._forbidden_forms = {singular(squash(w)) for w in self.forbidden if len(squash(w)) >= 4}
         self._held: tuple[str, str] | None = None  # (raw, checked) of a line that may continue on the next
         self._last: Candidate | None = None  # the product the latest segment named (for a price after it)
