@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,19 +38,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from poison_corpus import poison_records  # noqa: E402
+from stream_latency import copy_root  # noqa: E402
 
 from index_builder import bundle as fmt  # noqa: E402
 from index_builder.stream import EventLog  # noqa: E402
 
 BATCH = 10_000  # records per micro-batch in the rate runs: several batches, the first (JVM warm-up) left out
-
-
-def copy_root(src: Path, dst: Path) -> Path:
-    folder = fmt.resolve(src)
-    dst.mkdir(parents=True)
-    shutil.copytree(folder, dst / folder.name)
-    fmt.set_current(dst, folder.name)
-    return dst
 
 
 class Feed:

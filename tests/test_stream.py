@@ -27,6 +27,12 @@ def _lines(records) -> str:
     return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records)
 
 
+def _records(folder: Path, n: int) -> list[dict]:
+    """The bundle's last ``n`` events as stream records."""
+    return [{"user_id": r.user_id, "product_id": r.product_id, "event_type": r.event_type, "value": r.value,
+             "ts": str(r.ts)} for r in _events(folder).tail(n).itertuples()]
+
+
 def _far_products(folder: Path, user: str, n: int) -> list[str]:
     """Best sellers of a cluster the user never bought from: buying them must change the user's answer."""
     products = pd.read_parquet(folder / fmt.PRODUCTS)
@@ -123,9 +129,7 @@ def test_folder_stream_dead_letters_and_publishes(spark, live_root, tmp_path):
     from index_builder.stream import EventLog, StreamConfig, run_stream
 
     base = fmt.resolve(live_root)
-    ev = _events(base).tail(300)
-    good = [{"user_id": r.user_id, "product_id": r.product_id, "event_type": r.event_type, "value": r.value,
-             "ts": str(r.ts)} for r in ev.itertuples()]
+    good = _records(base, 300)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     bad = ["{not json", '{"user_id": "u1", "product_id": "NO-SUCH-PRODUCT"}', '{"user_id": "u1", "product_id": "'
@@ -301,9 +305,7 @@ def test_a_batch_that_fails_unforeseen_is_dead_lettered_whole_and_the_stream_goe
     from index_builder.stream import FAIL_ENV, EventLog, StreamConfig, run_stream
 
     base = fmt.resolve(live_root)
-    ev = _events(base).tail(30)
-    good = [{"user_id": r.user_id, "product_id": r.product_id, "event_type": r.event_type, "value": r.value,
-             "ts": str(r.ts)} for r in ev.itertuples()]
+    good = _records(base, 30)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     cfg = StreamConfig(bundle=str(live_root), source="dir", path=str(inbox), until_idle_s=3, publish_every=10_000,
