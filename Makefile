@@ -6,7 +6,7 @@ OUT    ?= artifacts
 # Datasets are looked for here first (this repo's sibling shared/data), then in ~/.cache/cartwise.
 DATA_DIR ?= $(firstword $(CARTWISE_DATA_DIR) $(wildcard ../shared/data))
 
-.PHONY: run test build lint bench setup setup-dev clean
+.PHONY: run test test-fast build lint bench setup setup-dev clean
 
 setup: $(VENV)/.installed
 setup-dev: $(VENV)/.installed-dev
@@ -30,6 +30,11 @@ build: setup
 
 test: setup-dev
 	CARTWISE_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q
+
+# The quick loop: everything that needs no Spark, browser, server, local LLM or seconds of model loading
+# (markers in pyproject.toml, set by tests/conftest.py and the test modules). CI runs the whole suite.
+test-fast: setup-dev
+	CARTWISE_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q -m "not spark and not browser and not servers and not llm and not slow"
 
 lint: setup-dev
 	$(VENV)/bin/ruff check .

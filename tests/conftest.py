@@ -12,6 +12,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+# Test tiers. A test is marked by what it needs; most marks follow from the fixtures it uses (a test that
+# asks for a fixture built on Spark needs Spark), the rest are set in the test modules. `make test-fast`
+# runs what needs none of them.
+TIER_FIXTURES = {
+    "spark": {"spark", "uci_bundle", "live_root", "app_url"},
+    "servers": {"kafka"},
+    "llm": {"local_llm"},
+    "slow": {"onnx_embedder"},
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        needs = set(getattr(item, "fixturenames", ()))
+        for mark, fixtures in TIER_FIXTURES.items():
+            if needs & fixtures:
+                item.add_marker(mark)
+
+
 def shared_data_dir() -> Path | None:
     """Where the real datasets are: $CARTWISE_DATA_DIR, else ../shared/data beside the checkout."""
     env = os.environ.get("CARTWISE_DATA_DIR")

@@ -60,6 +60,7 @@ def test_a_corrupt_bundle_is_refused_with_the_file_and_the_fix_not_rebuilt(tmp_p
     assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {folder.name, "current"}
 
 
+@pytest.mark.spark  # app.py builds the bundle with Spark
 def test_the_first_run_builds_a_bundle_then_serves(data_dir, tmp_path):
     """`python app.py` on a machine without a bundle: it builds one (here from a 40-customer sample of UCI),
     publishes it under --out and serves the chat on it."""

@@ -11,6 +11,8 @@ import pytest
 from assistant.text import readable_title
 from index_builder import bundle
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = os.environ.get("CARTWISE_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 

@@ -12,6 +12,8 @@ import uuid
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.servers
+
 MARIADB = "mysql+pymysql://root@127.0.0.1:3306/test"
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

@@ -115,6 +115,7 @@ def test_graph_csvs_namespaced_and_grounded_in_the_catalog(built):
     assert top["x"] == sorted(top["x"]) and top["x"][-1] == edges.dst.value_counts().iloc[0]
 
 
+@pytest.mark.slow
 def test_a_100k_product_catalog_gets_a_sampled_map_and_a_small_page(tmp_path):
     rng = np.random.default_rng(0)
     n, k = 100_000, 30
