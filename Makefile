@@ -12,10 +12,11 @@ setup: $(VENV)/.installed
 setup-dev: $(VENV)/.installed-dev
 
 # torch is pinned and installed first: any other spec pulls a multi-GB CUDA build.
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
@@ -40,10 +41,10 @@ lint: setup-dev
 	$(VENV)/bin/ruff check .
 
 bench: setup-dev
-	$(PY) bench/embed_throughput.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
-	$(PY) bench/chat_latency.py --bundle $(OUT)
-	$(PY) bench/cf_vs_implicit.py --bundle $(OUT)
-	$(PY) bench/llm_grounding.py --bundle $(OUT)
+	$(PY) -m bench.embed_throughput $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+	$(PY) -m bench.chat_latency --bundle $(OUT)
+	$(PY) -m bench.cf_vs_implicit --bundle $(OUT)
+	$(PY) -m bench.llm_grounding --bundle $(OUT)
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -1,6 +1,6 @@
 """Build time by stage: the UCI Online Retail build and a 100,000-product catalog, in one run.
 
-    .venv/bin/python bench/build_scale.py --data-dir ../shared/data [--n 100000] [--only uci|big]
+    .venv/bin/python -m bench.build_scale --data-dir ../shared/data [--n 100000] [--only uci|big]
 
 The big catalog is made from the 2,000-product catalog in ../shared/data/datacamp-products (see
 ``synthesize``): product i takes the title of a seeded random source product plus one of 24 variant words
@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

@@ -1,6 +1,6 @@
 """Peer benchmark: the builder's collaborative models against the `implicit` library, same split, one run.
 
-    python bench/cf_vs_implicit.py --bundle artifacts/ [--eval-cutoff 2011-11-09] [--rank 32] [--iterations 10]
+    python -m bench.cf_vs_implicit --bundle artifacts/ [--eval-cutoff 2011-11-09] [--rank 32] [--iterations 10]
 
 Reads a built bundle's own events (events.parquet), makes the evaluation's time split, then fits on
 train and scores on test with the evaluation's metric code (NDCG@10, HR@10, the same users and filter):
@@ -12,11 +12,7 @@ cosine. Prints fit seconds and quality side by side.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Chaos: concurrent API clients against the real app (python app.py) with the LLM limits on.
 
 20 clients for --minutes, over HTTP (Gradio's ``/gradio_api/call/...``), against an app whose LLM writer
-streams from a local OpenAI-compatible server (tests/fault_server.py in its "script" mode: a real HTTP
+streams from a local OpenAI-compatible server (tests/support/fault_server.py in its "script" mode: a real HTTP
 server answering on the real prompt at once, so the limits bite; --llm qwen uses scripts/local_llm.py):
 
 - conversers hold conversations and switch customer mid-conversation (the same session id, another
@@ -16,7 +16,7 @@ server's own request log, per rolling minute, against the per-client and global 
 is 127.0.0.1, one client); token usage counted for every LLM stream (a "llm tokens" line in the app's log
 for each request the server got, abandoned ones included); the app's RSS sampled throughout.
 
-    .venv/bin/python bench/chaos.py --bundle artifacts/ [--minutes 2] [--clients 20]
+    .venv/bin/python -m bench.chaos --bundle artifacts/ [--minutes 2] [--clients 20]
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pandas as pd  # noqa: E402
@@ -175,8 +174,7 @@ def rss_mb(pid: int) -> float:
 
 
 def start_app(bundle: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import free_port
+    from tests.support.procs import free_port
 
     port = free_port()
     out = open(log, "w")  # noqa: SIM115 (lives as long as the app)
@@ -208,9 +206,8 @@ def main() -> None:
                         help="the app's per-client session cap (every client here is 127.0.0.1: the flood shares it)")
     args = parser.parse_args()
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from fault_server import FaultServer
-    from test_chat_safety import HOSTILE_MESSAGES
+    from tests.support.fault_server import FaultServer
+    from tests.support.hostile import HOSTILE_MESSAGES
 
     folder = fmt.resolve(args.bundle)
     products = pd.read_parquet(folder / fmt.PRODUCTS)
@@ -226,8 +223,7 @@ def main() -> None:
         server.reply = SCRIPT
         base_url = server.url("script")
     else:
-        sys.path.insert(0, str(ROOT / "scripts"))
-        import local_llm
+        from scripts import local_llm
 
         llm_proc, base_url = local_llm.start(threads=1)
     env = {**os.environ, "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "", "OPENAI_MODEL": "chaos",

@@ -2,7 +2,7 @@
 100k- and 1M-product bundles, time to the first streamed chunk through the Gradio HTTP API, the app's
 RSS, and the product picker's server-side search.
 
-    .venv/bin/python bench/chat_latency.py --bundle artifacts/ [--big 100000,1000000]
+    .venv/bin/python -m bench.chat_latency --bundle artifacts/ [--big 100000,1000000]
 
 The big bundles are made from the UCI one: each product is copied (26 or 263 times) with its embedding
 perturbed (then re-normalised), its price jittered and its ALS factors copied with noise, each copy in its
@@ -26,7 +26,6 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 

@@ -8,18 +8,16 @@ and warm (a second pass: workers are reused and keep the model). The CUDA rows (
 appear where torch sees a GPU. Each row gives texts/s, the ratio to bare torch fp32 and the mean / min cosine
 to the torch fp32 vectors. Goals: ONNX >= 2x torch at mean cosine >= 0.99; cold Spark >= 0.9 x its bare backend.
 
-    .venv/bin/python bench/embed_throughput.py --data-dir ../shared/data
+    .venv/bin/python -m bench.embed_throughput --data-dir ../shared/data
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 

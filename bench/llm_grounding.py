@@ -1,4 +1,4 @@
-"""The scripted conversations (tests/conversations.json) with a real local LLM writing the replies.
+"""The scripted conversations (tests/support/conversations.json) with a real local LLM writing the replies.
 
 Starts llama.cpp's server with Qwen2.5 0.5B (scripts/local_llm.py) unless --base-url is given, runs the
 suite through the Assistant with the LLM writer, and prints:
@@ -8,7 +8,7 @@ suite through the Assistant with the LLM writer, and prints:
 - the expected-outcome failures of the suite (products, filters and reasons are the recommender's, so
   these should match the template run).
 
-    python bench/llm_grounding.py --bundle artifacts/ [--limit 10] [--threads 2]
+    python -m bench.llm_grounding --bundle artifacts/ [--limit 10] [--threads 2]
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 
 def pct(values, q):
@@ -41,12 +40,12 @@ def main() -> int:
     from assistant.bundle_reader import load_bundle
     from assistant.chat import Assistant
     from assistant.llm import LLMSettings, make_writer
-    from tests.conversation_suite import run_suite
+    from tests.support.conversation_suite import run_suite
 
     proc = None
     url = a.base_url
     if not url:
-        import local_llm
+        from scripts import local_llm
 
         proc, url = local_llm.start(threads=a.threads, log_path=Path("/tmp") / "cartwise_local_llm.log")
     try:

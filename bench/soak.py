@@ -2,7 +2,7 @@
 and a real app (python app.py) hot-reloads each version, on a real Kafka-protocol broker (Tansu).
 
 1. clean vs poisoned ingest: a backlog of good events, then the same number with the poison corpus mixed
-   in (tests/poison_corpus.py, ~5% of the records), each read by a fresh stream job: events/s of each,
+   in (tests/support/poison_corpus.py, ~5% of the records), each read by a fresh stream job: events/s of each,
    measured in one sitting;
 2. soak: for --minutes, waves of good events (each with a unique event_id and time), one redelivered event,
    new products and price updates and the whole poison corpus, produced at --rate records/s into a running
@@ -11,7 +11,7 @@ and a real app (python app.py) hot-reloads each version, on a real Kafka-protoco
    produced), every poison record is in the dead letters with its reason, the app serves the last
    published version and answers throughout.
 
-    .venv/bin/python bench/soak.py --bundle artifacts/ [--minutes 5] [--rate 1000] [--backlog 40000]
+    .venv/bin/python -m bench.soak --bundle artifacts/ [--minutes 5] [--rate 1000] [--backlog 40000]
 
 Goals (issue 19): the job never stops; 0 good events lost or doubled; every publish applied; the
 poisoned ingest rate within 20% of the clean rate.
@@ -30,18 +30,15 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from poison_corpus import poison_records  # noqa: E402
-from stream_latency import copy_root  # noqa: E402
 
+from bench.stream_latency import copy_root  # noqa: E402
 from index_builder import bundle as fmt  # noqa: E402
 from index_builder.stream import EventLog  # noqa: E402
+from tests.support.poison_corpus import poison_records  # noqa: E402
 
 BATCH = 10_000  # records per micro-batch in the rate runs: several batches, the first (JVM warm-up) left out
 
@@ -146,9 +143,8 @@ def app_answers(url: str) -> str | None:
 
 
 def soak(bundle: Path, bootstrap: str, tmp: Path, minutes: float, rate: float, publish_interval: float) -> dict:
-    from conftest import free_port
-
     from index_builder.produce import ensure_topic
+    from tests.support.procs import free_port
 
     root = copy_root(bundle, tmp / "soak")
     feed = Feed(bundle, seed=3)
@@ -276,7 +272,7 @@ def main() -> None:
     parser.add_argument("--publish-interval", type=float, default=10.0)
     args = parser.parse_args()
 
-    import kafka_broker
+    from scripts import kafka_broker
 
     bundle = fmt.resolve(args.bundle)
     proc, bootstrap = kafka_broker.start()

@@ -6,7 +6,7 @@
    producing that event to the chat (a LiveAssistant following the bundle root, as app.py does) no
    longer recommending it, with no restart and no retrain. p50/p95 over --events events.
 
-    .venv/bin/python bench/stream_latency.py --bundle artifacts/ [--ingest 100000] [--events 20]
+    .venv/bin/python -m bench.stream_latency --bundle artifacts/ [--ingest 100000] [--events 20]
 
 Goals (issue 10): >= 5,000 events/s ingested; a purchase changes the next answer within 60 s.
 """
@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
@@ -164,9 +162,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20, help="purchases timed end to end")
     args = parser.parse_args()
 
-    import kafka_broker
-
     from index_builder.session import make_spark
+    from scripts import kafka_broker
 
     bundle = fmt.resolve(args.bundle)
     proc, bootstrap = kafka_broker.start()

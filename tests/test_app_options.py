@@ -26,7 +26,7 @@ def test_auth_guards_the_running_app(uci_bundle, tmp_path):
     from gradio_client import Client
     from gradio_client.exceptions import AuthenticationError
 
-    from tests.conftest import start_app, stop
+    from tests.support.procs import start_app, stop
 
     folder, _ = uci_bundle
     env = {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": "", "CARTWISE_AUTH": ""}
@@ -74,7 +74,7 @@ def test_the_first_run_builds_a_bundle_then_serves(data_dir, tmp_path):
     from gradio_client import Client
 
     from index_builder import bundle
-    from tests.conftest import free_port, stop
+    from tests.support.procs import free_port, stop
 
     root = Path(__file__).resolve().parents[1]
     port = free_port()

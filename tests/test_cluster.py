@@ -18,8 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def spark_cluster(tmp_path_factory):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import spark_cluster as sc
+    from scripts import spark_cluster as sc
 
     procs, url = sc.start(tmp_path_factory.mktemp("spark-cluster"))
     yield url

@@ -1,4 +1,4 @@
-"""The scripted conversation suite (tests/conversations.json) with the template writer on the real UCI
+"""The scripted conversation suite (tests/support/conversations.json) with the template writer on the real UCI
 bundle, one test per conversation; plus the session API and the conversation-level fixes."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from assistant.chat import Assistant
 from assistant.errors import UnknownUser
 from assistant.session import SessionStore
-from tests.conversation_suite import active_user, load, run_conversation
+from tests.support.conversation_suite import active_user, load, run_conversation
 
 CONVERSATIONS = load()
 

@@ -87,7 +87,7 @@ class OwnMariaDB:
     def __init__(self, folder):
         self.data = folder / "data"
         self.sock = folder / "mysqld.sock"
-        from tests.conftest import free_port
+        from tests.support.procs import free_port
 
         self.port = free_port()
         self.proc = None

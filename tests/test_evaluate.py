@@ -203,7 +203,7 @@ def test_the_evaluation_scores_the_chats_own_recommender(tmp_path, monkeypatch):
     from assistant.chat import Assistant
     from assistant.recommender import Recommender
     from assistant.session import SessionState
-    from tests.tiny_bundle import fake_encode, write_tiny_bundle
+    from tests.support.tiny_bundle import fake_encode, write_tiny_bundle
 
     b = load_bundle(write_tiny_bundle(tmp_path))
     inter = pd.read_parquet(b.folder / bundle.INTERACTIONS)
@@ -246,7 +246,7 @@ def test_the_content_baseline_scores_users_in_blocks_as_one_by_one(tmp_path, mon
     block of users in one matrix product must give every user the ranking the definition gives."""
     from assistant.bundle_reader import load_bundle
     from index_builder import evaluate as ev
-    from tests.tiny_bundle import write_tiny_bundle
+    from tests.support.tiny_bundle import write_tiny_bundle
 
     b = load_bundle(write_tiny_bundle(tmp_path))
     inter = pd.read_parquet(b.folder / bundle.INTERACTIONS)

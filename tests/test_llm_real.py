@@ -5,7 +5,6 @@ catalog, and a server killed mid-stream ends in the template reply."""
 from __future__ import annotations
 
 import re
-import sys
 import threading
 import time
 
@@ -18,8 +17,8 @@ from assistant.grounding import audit
 from assistant.llm import LLMSettings, catalog_titles, make_writer
 from assistant.session import SessionState
 from assistant.writers import accumulate
-from tests.conftest import ROOT, start_app, stop
-from tests.conversation_suite import active_user
+from tests.support.conversation_suite import active_user
+from tests.support.procs import start_app, stop
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +53,7 @@ def test_a_streamed_grounded_reply_through_the_app(llm_app, uci_bundle):
 
 
 def test_killing_the_server_mid_stream_falls_back_to_the_template(uci_bundle, tmp_path):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import local_llm as server
+    from scripts import local_llm as server
 
     proc, url = server.start(threads=2, log_path=tmp_path / "llm.log")
     try:

@@ -13,7 +13,7 @@ import pytest
 from assistant.grounding import norm
 from assistant.llm import Limits, LLMSettings, LLMWriter
 from assistant.writers import ReplyContext, accumulate
-from tests.fault_server import FaultServer
+from tests.support.fault_server import FaultServer
 
 SNAPSHOTS = Path(__file__).with_name("snapshots")
 PRODUCTS = [

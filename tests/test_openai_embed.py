@@ -14,8 +14,8 @@ import pytest
 
 from index_builder.embed import embed_column, make_embedder
 from index_builder.openai_embed import MAX_INPUTS, EmbeddingCache, OpenAIEmbedder, batches
-from tests.conftest import free_port, stop
-from tests.fault_server import FaultServer
+from tests.support.fault_server import FaultServer
+from tests.support.procs import free_port, stop
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +116,4 @@ def test_the_manifest_names_the_embedder_and_a_mismatch_is_refused(e5_url, monke
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ModelFitError, match="OPENAI_API_KEY"):
         make_embedder("openai").encode(["x"])
+

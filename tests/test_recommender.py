@@ -9,7 +9,7 @@ from assistant.chat import Assistant
 from assistant.errors import UnknownProduct, UnknownUser
 from assistant.recommender import Request
 from assistant.session import SessionState
-from tests.tiny_bundle import fake_encode, write_tiny_bundle
+from tests.support.tiny_bundle import fake_encode, write_tiny_bundle
 
 
 @pytest.fixture(scope="module")

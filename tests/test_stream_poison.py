@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from poison_corpus import good_records, poison_records
 
 from index_builder import bundle as fmt
+from tests.support.poison_corpus import good_records, poison_records
 
 ROOT = Path(__file__).resolve().parents[1]
 

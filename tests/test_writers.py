@@ -75,7 +75,7 @@ CATALOG = ["RED HANGING HEART T-LIGHT HOLDER", "REGENCY CAKESTAND 3 TIER", "JUMB
 
 @pytest.fixture(scope="module")
 def fault_server():
-    from tests.fault_server import FaultServer
+    from tests.support.fault_server import FaultServer
 
     server = FaultServer()
     server.reply = ("A few ideas, plus the Party Bunting everyone loves.\n"

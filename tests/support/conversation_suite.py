@@ -1,4 +1,4 @@
-"""Runs the scripted conversations of ``tests/conversations.json`` against an Assistant and checks each
+"""Runs the scripted conversations of ``tests/support/conversations.json`` against an Assistant and checks each
 turn's expected outcome. Used by tests/test_conversations.py (template writer) and bench/llm_grounding.py
 (a real LLM), so both hold the chat to the same expectations."""
 
