@@ -39,6 +39,7 @@ test-fast: setup-dev
 
 lint: setup-dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 bench: setup-dev
 	$(PY) -m bench.embed_throughput $(if $(DATA_DIR),--data-dir $(DATA_DIR))

@@ -15,6 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from assistant.session import PER_CLIENT_ENV, SESSIONS_PER_CLIENT  # noqa: E402 - after the offline switches
+from index_builder.core.settings import DEFAULT_ENV_FILE, number, read_env  # noqa: E402
+
 log = logging.getLogger("app")
 UI_SESSIONS = 2_000  # Gradio sessions kept in memory ($CARTWISE_UI_SESSIONS)
 
@@ -30,16 +33,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="ask Gradio for a public link (use --auth with it)")
-    p.add_argument("--auth", default=os.environ.get("CARTWISE_AUTH"),
-                   help="USER:PASS login in front of the page and the API (default: $CARTWISE_AUTH)")
+    p.add_argument("--auth", help="USER:PASS login in front of the page and the API (default: $CARTWISE_AUTH)")
     p.add_argument("--reload-interval", type=float, default=2.0,
                    help="seconds between checks of the bundle root's `current` for a new version, swapped in "
                         "without a restart (0: never; a version folder given to --bundle is never reloaded)")
-    p.add_argument("--db", default=os.environ.get("CARTWISE_DB"), metavar="URL",
+    p.add_argument("--db", metavar="URL",
                    help="keep the shoppers' views and clicks in this database (SQLAlchemy URL, e.g. "
                         "mysql+pymysql://root@127.0.0.1:3306/test; default: $CARTWISE_DB, else BUNDLE_ROOT/events.sqlite)")
-    p.add_argument("--env-file", default=".env", help="file with OPENAI_API_KEY / OPENAI_BASE_URL / OPENAI_MODEL")
-    return p.parse_args(argv)
+    p.add_argument("--env-file", default=DEFAULT_ENV_FILE,
+                   help="file with settings the environment lacks: OPENAI_API_KEY / OPENAI_BASE_URL / OPENAI_MODEL and "
+                        "the CARTWISE_* variables (README; the environment wins)")
+    args = p.parse_args(argv)
+    env = read_env(env_file=args.env_file)
+    args.auth = args.auth or env.get("CARTWISE_AUTH")
+    args.db = args.db or env.get("CARTWISE_DB")
+    args.ui_sessions = number(env, "CARTWISE_UI_SESSIONS", UI_SESSIONS)
+    args.sessions_per_client = number(env, PER_CLIENT_ENV, SESSIONS_PER_CLIENT)
+    return args
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
@@ -54,8 +64,8 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
 
 def ensure_bundle(args: argparse.Namespace):
     """Return (folder, manifest) of a verified bundle, building one first when needed."""
-    from index_builder.bundle import resolve, verify
-    from index_builder.errors import BundleError
+    from index_builder.core.bundle import resolve, verify
+    from index_builder.core.errors import BundleError
 
     if args.bundle:
         return verify(args.bundle)
@@ -83,33 +93,35 @@ def build_assistant(folder, env_file: str | None = ".env", *, store=None, sessio
     writer when OPENAI_API_KEY or OPENAI_BASE_URL is set (environment or ``env_file``). ``store``,
     ``sessions`` and ``limits`` are the app's own: a hot reload passes the first assistant's on, so the
     shoppers' sessions and the day's LLM usage outlive every bundle version."""
-    from assistant.bundle_reader import load_bundle
     from assistant.chat import Assistant
     from assistant.events import open_store
     from assistant.llm import Limits, LLMSettings, make_writer
     from assistant.recommender import Request
+    from index_builder.core.bundle_reader import load_bundle
+    from index_builder.core.embedders.query import query_encoder
 
     store = store or open_store(db, folder.parent / "events.sqlite")
     bundle = load_bundle(folder)
     settings = LLMSettings.from_env(env_file=env_file)
     writer = make_writer(bundle, settings, limits=limits or Limits(settings))
     print(f"replies: {'LLM ' + settings.model + ' at ' + settings.host if settings.enabled else 'template writer (no OPENAI_API_KEY or OPENAI_BASE_URL)'}")
-    assistant = Assistant(bundle, store=store, writer=writer, sessions=sessions)
+    assistant = Assistant(bundle, encode=query_encoder(bundle, env_file), store=store, writer=writer, sessions=sessions)
     assistant.recommender.encode(["warm-up"])  # load the query model now, not on the first message
     bundle.search.warm()  # the title index of the picker and the keyword filters (2-3 s at a million products)
     assistant.recommender.recommend(Request(n=3))  # a bundle that cannot answer is refused before it serves
     return assistant
 
 
-def serve_assistant(folder, root, env_file: str | None, reload_interval: float, db: str | None = None):
+def serve_assistant(folder, root, env_file: str | None, reload_interval: float, db: str | None = None,
+                    sessions_per_client: int = SESSIONS_PER_CLIENT):
     """The assistant for ``folder``; when it is ``root``'s current version and reloading is on, a
     :class:`~assistant.live.LiveAssistant` that swaps in each new version published under ``root``."""
     from pathlib import Path
 
-    from assistant.session import session_store
-    from index_builder import bundle as fmt
+    from assistant.session import SessionStore
+    from index_builder.core import bundle as fmt
 
-    first = build_assistant(folder, env_file, db=db, sessions=session_store())
+    first = build_assistant(folder, env_file, db=db, sessions=SessionStore(per_client=max(1, sessions_per_client)))
     follows = reload_interval > 0 and not (Path(root) / fmt.MANIFEST).is_file()
     if not follows:
         return first
@@ -126,7 +138,8 @@ def serve_assistant(folder, root, env_file: str | None, reload_interval: float, 
     return live
 
 
-def launch(demo, *, host: str, port: int, share: bool, auth: tuple[str, str] | None = None) -> None:
+def launch(demo, *, host: str, port: int, share: bool, auth: tuple[str, str] | None = None,
+           capacity: int = UI_SESSIONS) -> None:
     """Serve the app; without internet a share link cannot be made, so say so and keep serving locally."""
     from assistant.ui import CSS
 
@@ -134,7 +147,6 @@ def launch(demo, *, host: str, port: int, share: bool, auth: tuple[str, str] | N
         print("warning: --share without --auth lets anyone with the link use the app (and the LLM budget)")
     # Gradio keeps a copy of the page's config for every session it has seen, and every API call is a session
     # of its own: ~0.2 MB each on UCI. The cap bounds that memory (the least recently used go first).
-    capacity = int(os.environ.get("CARTWISE_UI_SESSIONS") or UI_SESSIONS)
     try:
         demo.queue(default_concurrency_limit=8).launch(server_name=host, server_port=port, share=share,
                                                        prevent_thread_lock=share, css=CSS, auth=auth,
@@ -155,7 +167,7 @@ def launch(demo, *, host: str, port: int, share: bool, auth: tuple[str, str] | N
 
 def main(argv: list[str] | None = None) -> int:
     from index_builder.cli import setup_logging
-    from index_builder.errors import BuilderError
+    from index_builder.core.errors import BuilderError
 
     args = parse_args(argv)
     auth = parse_auth(args.auth)
@@ -165,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         c = manifest["counts"]
         print(f"bundle {folder}: {c['products']:,} products, {c['users']:,} users, "
               f"k={manifest['kmeans']['k']} clusters, ALS {'skipped' if 'skipped' in manifest['als'] else 'trained'}")
-        assistant = serve_assistant(folder, args.bundle or args.out, args.env_file, args.reload_interval, args.db)
+        assistant = serve_assistant(folder, args.bundle or args.out, args.env_file, args.reload_interval, args.db,
+                                    args.sessions_per_client)
     except BuilderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -174,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     global demo
     demo = build_demo(assistant)
     print(f"chat at http://{args.host}:{args.port}")
-    launch(demo, host=args.host, port=args.port, share=args.share, auth=auth)
+    launch(demo, host=args.host, port=args.port, share=args.share, auth=auth, capacity=args.ui_sessions)
     return 0
 
 

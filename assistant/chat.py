@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .bundle_reader import Bundle, load_bundle
-from .config import RecommenderConfig
-from .errors import BundleError, UnknownProduct, UnknownUser
-from .events import EventStore
-from .parsing import Intent, parse_message
-from .recommender import Recommendation, Recommender, Request
-from .safety import catalog_urls, screened, without_markup
-from .session import SessionState, SessionStore
-from .text import money
-from .writers import ReplyContext, ReplyWriter, TemplateWriter, accumulate, final_text, last
+from assistant.config import RecommenderConfig
+from assistant.events import EventStore
+from assistant.parsing import Intent, parse_message
+from assistant.recommender import Recommendation, Recommender, Request
+from assistant.safety import catalog_urls, screened, without_markup
+from assistant.session import SessionState, SessionStore
+from assistant.writers import ReplyContext, ReplyWriter, TemplateWriter, accumulate, final_text, last
+from index_builder.core.bundle_reader import Bundle, load_bundle
+from index_builder.core.embedders.query import query_encoder
+from index_builder.core.errors import UnknownProduct, UnknownUser
+from index_builder.core.text import money
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +28,6 @@ NO_PRODUCT_KINDS = {"greeting", "help", "empty", "reset"}
 MAX_MESSAGE_CHARS = 500  # a longer message is cut (and the shopper told): parsing and prompts stay small
 MAX_QUERY_WORDS = 12  # words of a stated need kept (a pasted essay is not a search)
 WEAK_MATCH = 0.45  # a stated need whose best catalog match is below this cosine is "not really in this shop"
-ENCODE_CACHE = 2048  # shopper texts whose query vectors are kept
 SWITCHED = ("You are now shopping as {who}, so this is a fresh conversation: nothing from the previous one "
             "(the products shown, filters or views) carries over.")
 
@@ -42,58 +40,15 @@ class Turn:
     chunks: Iterator[str]
 
 
-def query_encoder(bundle: Bundle):
-    """Embed shopper text with the model the bundle was built with (checked by name and dimension)."""
-    return encoder_for(bundle.folder, bundle.manifest)
-
-
-def encoder_for(folder: Path, manifest: dict[str, Any]):
-    """Texts -> unit vectors with the model of the bundle in ``folder`` (its manifest given); cached per text."""
-    from index_builder.embed import make_embedder
-
-    ident = manifest["embedding"]
-    params = manifest.get("params", {})
-    name = params.get("embedder", "minilm")
-    if name == "openai":
-        embedder = make_embedder("openai", model=ident["model"], dim=params.get("embedding_dim"))
-    elif ident.get("folder"):  # the bundle carries its exported ONNX encoder
-        from index_builder.onnx_embed import OnnxEmbedder
-
-        embedder = OnnxEmbedder(Path(folder) / ident["folder"], model=ident["model"])
-    else:  # torch on the CPU: a GPU-built bundle (float16) is within cosine 0.999 of it
-        embedder = make_embedder(name)
-    if embedder.model != ident["model"] or embedder.dim != ident["dim"]:
-        raise BundleError(f"bundle {folder} was embedded with {ident}, but {name!r} gives "
-                             f"{embedder.identity()}; rebuild the bundle or install that model")
-    return cached_encoder(embedder.encode)
-
-
-def cached_encoder(encode: Callable[[list[str]], np.ndarray], size: int = ENCODE_CACHE) -> Callable[[Sequence[str]], np.ndarray]:
-    """``encode`` with a thread-safe LRU cache of ``size`` texts. A call's vectors come from what it computed
-    and what it found, never from the cache after its inserts (a call of more texts than the cache holds,
-    or inserts that evict the texts it found, used to raise KeyError)."""
-    cache: OrderedDict[str, np.ndarray] = OrderedDict()
-    lock = threading.Lock()
-
-    def cached(texts: Sequence[str]) -> np.ndarray:
-        texts = list(texts)
-        with lock:
-            found = {t: cache[t] for t in dict.fromkeys(texts) if t in cache}
-            for t in found:
-                cache.move_to_end(t)
-        missing = [t for t in dict.fromkeys(texts) if t not in found]
-        if missing:  # outside the lock: a slow model never blocks the cache hits of other threads
-            computed = dict(zip(missing, encode(missing), strict=True))
-            found.update(computed)
-            with lock:
-                for t, v in computed.items():
-                    cache[t] = v
-                    cache.move_to_end(t)
-                while len(cache) > size:
-                    cache.popitem(last=False)
-        return np.stack([found[t] for t in texts])
-
-    return cached
+def pick_scored(rec: Recommender, found: tuple[np.ndarray, dict[str, np.ndarray], Request] | None
+                ) -> list[tuple[int, float]]:
+    """``rec``'s picks from :meth:`Assistant.user_candidates` as (row, score), best first."""
+    if found is None:
+        return []
+    rows, terms, req = found
+    score, picks = rec.pick(rows, terms, req)
+    at = {int(r): i for i, r in enumerate(rows)}
+    return [(int(r), float(score[at[r]])) for r in picks]
 
 
 class Assistant:
@@ -217,7 +172,7 @@ class Assistant:
             client=state.client,
         )
         if self.writer.name == "template" and not state.hint_shown:
-            from .llm import SWITCH_ON_HINT
+            from assistant.llm import SWITCH_ON_HINT
 
             ctx.meta["notice"] = SWITCH_ON_HINT
             state.hint_shown = True
@@ -292,6 +247,27 @@ class Assistant:
         if intent.pricier and last_prices:
             state.min_price = round(float(np.median(last_prices)) / self.cfg.cheaper_factor, 2)
             state.max_price = None
+
+    def user_request(self, user_id: str, k: int, *, include_had: bool = False) -> Request:
+        """The request behind a known user's "what should I buy next?" with nothing said or viewed yet: what
+        the evaluation scores, the recommendation graph draws and the database export writes."""
+        req = self.next_request(SessionState(user_id=user_id))
+        req.n, req.include_had = k, include_had
+        return req
+
+    def user_candidates(self, user_id: str, k: int, *, include_had: bool = False
+                        ) -> tuple[np.ndarray, dict[str, np.ndarray], Request] | None:
+        """(rows, blend terms, request) of :meth:`user_request` (None: no candidate); :meth:`user_top_n` picks
+        from them, and the evaluation keeps them to try many blend weights on one computation."""
+        req = self.user_request(user_id, k, include_had=include_had)
+        found = self.recommender.scored_candidates(req)
+        return (found[0], found[1], req) if found is not None else None
+
+    def user_top_n(self, user_id: str, k: int, *, include_had: bool = False) -> list[tuple[int, float]]:
+        """A known user's top ``k`` as (bundle row, blended score), best first: the chat's own ranking
+        (``recommend()`` without the reasons it writes for the chat)."""
+        found = self.user_candidates(user_id, k, include_had=include_had)
+        return pick_scored(self.recommender, found)
 
     def next_request(self, state: SessionState, anchor_row: int | None = None, *, different: bool = False) -> Request:
         """The request behind "what should I buy next?" in this session (the evaluation scores exactly this)."""

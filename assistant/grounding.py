@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .search import word_forms
+from index_builder.core.search import word_forms
 
 _SEGMENT_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=\S)|\n")
 _BRACKET = re.compile(r"\[([^\[\]\n]{1,60})\]")
@@ -328,7 +328,7 @@ class Grounder:
 
 def _strip_links(seg: str) -> tuple[str, int]:
     """The segment without Markdown links or images (their text stays) and without bare URLs; how many."""
-    from .safety import _ANGLE_LINK, _IMAGE, _LINK, _REFERENCE, _URL
+    from assistant.safety import _ANGLE_LINK, _IMAGE, _LINK, _REFERENCE, _URL
 
     n = 0
 
@@ -360,7 +360,7 @@ def _looks_like_id(text: str) -> bool:
 
 def candidates_from(products: Sequence[dict[str, Any]], money: Callable[[float | None], str]) -> list[Candidate]:
     """Candidates from the writer's product dicts (``product_id``, ``title``, ``price``)."""
-    from .text import readable_title
+    from index_builder.core.text import readable_title
 
     return [Candidate(product_id=p["product_id"], title=readable_title(p["title"]), price_text=money(p["price"]),
                       aliases=(p["title"],)) for p in products]

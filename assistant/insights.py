@@ -1,7 +1,7 @@
 """The app's Insights tab: the bundle's report figures, and the product map with one shopper's products marked.
 
 Reads what the build wrote (``report/map.parquet``, ``graph/edges.csv``, the manifest) and draws with the
-same figure functions as ``report/report.html``, so the tab and the page always agree.
+same figure functions as ``report/figures.html``, so the tab and the page always agree.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from index_builder import report
-from index_builder.graph import EDGES, GRAPH_DIR, PRODUCT_NS, USER_NS
-
-from .bundle_reader import Bundle
+from index_builder.core import figures
+from index_builder.core.bundle import EDGES, GRAPH_DIR, MAP_POINTS, PRODUCT_NS, REPORT_DIR, REPORT_HTML, USER_NS
+from index_builder.core.bundle_reader import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ class Insights:
     @classmethod
     def load(cls, b: Bundle) -> Insights | None:
         """None when the bundle predates the report (rebuild it to get one)."""
-        path = b.folder / report.REPORT_DIR / report.MAP_POINTS
+        path = b.folder / REPORT_DIR / MAP_POINTS
         if not path.is_file():
             return None
         points = pd.read_parquet(path)
@@ -48,7 +47,7 @@ class Insights:
             raw = pd.read_csv(edges_path, dtype={"src": str, "dst": str})
             edges = pd.DataFrame({"user_id": raw["src"].str.removeprefix(USER_NS),
                                   "product_id": raw["dst"].str.removeprefix(PRODUCT_NS)})
-        counts = report.recommended_counts(edges, len(b.product_ids), b.row_of)
+        counts = figures.recommended_counts(edges, len(b.product_ids), b.row_of)
         picks = {} if edges is None else edges.groupby("user_id", sort=False)["product_id"].apply(list).to_dict()
         return cls(bundle=b, points=points.set_index("product_id", drop=False), labels=labels,
                    share=list(info.get("pca_variance", [0.0, 0.0])), counts=counts, graph_users=len(picks),
@@ -56,7 +55,7 @@ class Insights:
 
     @property
     def html_path(self) -> Path | None:
-        path = self.bundle.folder / report.REPORT_DIR / report.REPORT_HTML
+        path = self.bundle.folder / REPORT_DIR / REPORT_HTML
         return path if path.is_file() else None
 
     def marks(self, user_id: str | None, viewed: Sequence[str] = ()) -> dict[str, pd.DataFrame]:
@@ -76,25 +75,25 @@ class Insights:
         return out
 
     def map_figure(self, user_id: str | None = None, viewed: Sequence[str] = ()):
-        fig = report.fig_map(self.points, self.labels, self.share, currency=self.bundle.currency,
+        fig = figures.fig_map(self.points, self.labels, self.share, currency=self.bundle.currency,
                              marks=self.marks(user_id, viewed))
         fig.update_layout(height=620)
         return fig
 
     def kmeans_figure(self):
         km = self.bundle.manifest.get("kmeans", {})
-        return report.fig_kmeans(km["sweep"], km["k"], km["elbow_k"]) if km.get("sweep") else None
+        return figures.fig_kmeans(km["sweep"], km["k"], km["elbow_k"]) if km.get("sweep") else None
 
     def metrics_table(self) -> pd.DataFrame:
-        return report.metrics_table(self.bundle.manifest.get("metrics")).round(4)
+        return figures.metrics_table(self.bundle.manifest.get("metrics")).round(4)
 
     def top_figure(self):
         if not self.graph_users:
             return None
-        return report.fig_top_recommended(self.counts, self.bundle.titles, self.bundle.product_ids, self.graph_users)
+        return figures.fig_top_recommended(self.counts, self.bundle.titles, self.bundle.product_ids, self.graph_users)
 
     def degree_figure(self):
-        return report.fig_degree(self.counts, self.graph_users) if self.graph_users else None
+        return figures.fig_degree(self.counts, self.graph_users) if self.graph_users else None
 
     def summary(self) -> str:
         m: dict[str, Any] = self.bundle.manifest

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from index_builder import bundle as fmt
+from index_builder.core import bundle as fmt
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from . import tokens
-from .grounding import CatalogTitles, Grounder, as_catalog, candidates_from, context_titles, norm
-from .writers import PROMPTS, Replace, ReplyContext, ReplyWriter, TemplateWriter, prompt_environment, tidy
+from assistant.grounding import CatalogTitles, Grounder, as_catalog, candidates_from, context_titles, norm
+from assistant.writers import (
+    PROMPTS,
+    Replace,
+    ReplyContext,
+    ReplyWriter,
+    TemplateWriter,
+    prompt_environment,
+    tidy,
+)
+from index_builder.core import tokens
+from index_builder.core.settings import DEFAULT_ENV_FILE, number, read_env
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +43,6 @@ SWITCH_ON_HINT = ("Replies are written by the built-in template. To have an LLM 
 _INJECTION = re.compile(r"\b(ignore|disregard|override|forget)\b.{0,40}\b(rules?|instructions?|prompt|above)\b|"
                         r"system prompt|your (rules|instructions)|pretend|you are now|jailbreak|developer mode",
                         re.IGNORECASE)
-
-
-def _env_number(values: Mapping[str, str], name: str, default, kind=int):
-    """``values[name]`` as ``kind`` (int or float); the default when unset; a clear error when malformed."""
-    raw = values.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a {'whole number' if kind is int else 'number'}") from None
 
 
 @dataclass(frozen=True)
@@ -76,26 +74,21 @@ class LLMSettings:
         return urlparse(self.base_url).netloc if self.base_url else "api.openai.com"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | os.PathLike | None = ".env") -> LLMSettings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | os.PathLike | None = DEFAULT_ENV_FILE) -> LLMSettings:
         """Read ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_MODEL`` and the ``CARTWISE_LLM_*`` limits."""
-        values: dict[str, str] = {}
-        if env_file and Path(env_file).is_file():
-            from dotenv import dotenv_values
-
-            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-        values.update(os.environ if environ is None else environ)
+        values = read_env(environ, env_file)
         d = cls()
         return cls(
             api_key=values.get("OPENAI_API_KEY") or None,
             base_url=(values.get("OPENAI_BASE_URL") or "").rstrip("/") or None,
             model=values.get("OPENAI_MODEL") or DEFAULT_MODEL,
-            prompt_budget=_env_number(values, "CARTWISE_LLM_PROMPT_BUDGET", d.prompt_budget),
-            max_tokens=_env_number(values, "CARTWISE_LLM_MAX_TOKENS", d.max_tokens),
-            read_timeout=_env_number(values, "CARTWISE_LLM_TIMEOUT", d.read_timeout, float),
-            session_per_minute=_env_number(values, "CARTWISE_LLM_SESSION_PER_MINUTE", d.session_per_minute),
-            client_per_minute=_env_number(values, "CARTWISE_LLM_CLIENT_PER_MINUTE", d.client_per_minute),
-            global_per_minute=_env_number(values, "CARTWISE_LLM_GLOBAL_PER_MINUTE", d.global_per_minute),
-            daily_tokens=_env_number(values, "CARTWISE_LLM_DAILY_TOKENS", d.daily_tokens),
+            prompt_budget=number(values, "CARTWISE_LLM_PROMPT_BUDGET", d.prompt_budget),
+            max_tokens=number(values, "CARTWISE_LLM_MAX_TOKENS", d.max_tokens),
+            read_timeout=number(values, "CARTWISE_LLM_TIMEOUT", d.read_timeout, float),
+            session_per_minute=number(values, "CARTWISE_LLM_SESSION_PER_MINUTE", d.session_per_minute),
+            client_per_minute=number(values, "CARTWISE_LLM_CLIENT_PER_MINUTE", d.client_per_minute),
+            global_per_minute=number(values, "CARTWISE_LLM_GLOBAL_PER_MINUTE", d.global_per_minute),
+            daily_tokens=number(values, "CARTWISE_LLM_DAILY_TOKENS", d.daily_tokens),
         )
 
 

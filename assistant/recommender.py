@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .bundle_reader import Bundle
-from .config import RecommenderConfig
+from assistant.config import RecommenderConfig
+from index_builder.core.bundle_reader import Bundle
 
 MIN_REASON_SIMILARITY = 0.3  # a weaker similarity is not given as a reason when another signal is there
 

@@ -64,6 +64,7 @@ class SessionState:
 
 
 PER_CLIENT_ENV = "CARTWISE_SESSIONS_PER_CLIENT"  # a shop's backend calling the API for all its shoppers is one client
+SESSIONS_PER_CLIENT = 1_000
 
 
 class SessionStore:
@@ -73,7 +74,7 @@ class SessionStore:
     other people's. Expiry pops the least recently used from the front (no scan of every session).
     Thread-safe."""
 
-    def __init__(self, ttl_s: float = 1800.0, max_sessions: int = 10_000, per_client: int = 1_000,
+    def __init__(self, ttl_s: float = 1800.0, max_sessions: int = 10_000, per_client: int = SESSIONS_PER_CLIENT,
                  clock=time.monotonic) -> None:
         self.ttl_s, self.max_sessions, self.per_client, self.clock = ttl_s, max_sessions, per_client, clock
         self._sessions: OrderedDict[str, tuple[SessionState, float]] = OrderedDict()  # least recently used first
@@ -120,15 +121,3 @@ class SessionStore:
             while len(self._sessions) > self.max_sessions:
                 self._drop(next(iter(self._sessions)))
             return state, (f"session {sid!r} has expired or is unknown, so a new one was started" if sid else None)
-
-
-def session_store(environ=None) -> SessionStore:
-    """The app's store, its per-client cap from ``$CARTWISE_SESSIONS_PER_CLIENT`` (default 1,000)."""
-    import os
-
-    raw = (environ if environ is not None else os.environ).get(PER_CLIENT_ENV, "")
-    try:
-        per_client = int(raw) if raw.strip() else 1_000
-    except ValueError:
-        raise ValueError(f"{PER_CLIENT_ENV}={raw!r} is not a whole number") from None
-    return SessionStore(per_client=max(1, per_client))

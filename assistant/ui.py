@@ -10,15 +10,15 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
-from .bundle_reader import Bundle
-from .chat import MAX_MESSAGE_CHARS, Assistant
-from .errors import AssistantError
-from .insights import Insights
-from .safety import screen
-from .session import SessionState
-from .text import money as format_money
-from .text import readable_title
-from .writers import ReplyContext
+from assistant.chat import MAX_MESSAGE_CHARS, Assistant
+from assistant.insights import Insights
+from assistant.safety import screen
+from assistant.session import SessionState
+from assistant.writers import ReplyContext
+from index_builder.core.bundle_reader import Bundle
+from index_builder.core.errors import AssistantError
+from index_builder.core.text import money as format_money
+from index_builder.core.text import readable_title
 
 log = logging.getLogger(__name__)
 

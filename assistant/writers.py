@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .text import money, readable_title
+from index_builder.core.text import money, readable_title
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 

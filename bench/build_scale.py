@@ -36,7 +36,7 @@ VARIANTS = ["Black", "White", "Navy", "Red", "Green", "Grey", "Small", "Medium",
 
 def synthesize(data_dir: Path, out: Path, n: int, seed: int = 7) -> tuple[Path, Path]:
     """products.csv (n rows, ~30-word descriptions) and events.csv from the datacamp catalog (module docstring)."""
-    from index_builder.datasets import get_spec, locate
+    from index_builder.stages.datasets import get_spec, locate
 
     rng = np.random.default_rng(seed)
     src = pd.read_csv(locate(get_spec("datacamp-products"), data_dir, download=False))

@@ -19,14 +19,22 @@ def main() -> None:
     import numpy as np
     import scipy.sparse as sp
 
-    from index_builder import bundle
-    from index_builder.als import ALSParams
-    from index_builder.constants import PRODUCT_IDX, USER_IDX, WEIGHT
-    from index_builder.evaluate import EvalSettings, Fitted, Scorer, choose_cutoffs, fit_als, make_split, time_bounds
-    from index_builder.itemitem import ease_weights, gram_matrix, prune
-    from index_builder.metrics import summarize
+    from index_builder.core import bundle
+    from index_builder.core.constants import PRODUCT_IDX, USER_IDX, WEIGHT
+    from index_builder.evaluation.evaluate import (
+        EvalSettings,
+        Fitted,
+        Scorer,
+        choose_cutoffs,
+        fit_als,
+        make_split,
+        time_bounds,
+    )
+    from index_builder.evaluation.metrics import summarize
     from index_builder.pipeline import bundle_frames
-    from index_builder.session import make_spark
+    from index_builder.stages.als import ALSParams
+    from index_builder.stages.itemitem import ease_weights, gram_matrix, prune
+    from index_builder.stages.session import make_spark
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", default="artifacts")

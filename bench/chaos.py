@@ -41,8 +41,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pandas as pd  # noqa: E402
 
-from assistant.text import readable_title  # noqa: E402
-from index_builder import bundle as fmt  # noqa: E402
+from index_builder.core import bundle as fmt  # noqa: E402
+from index_builder.core.text import readable_title  # noqa: E402
 
 CLIENT_ERRORS = ("unknown customer id", "unknown product id")
 RAW_MARKUP = re.compile(r"<\s*/?\s*[a-zA-Z!?]")

@@ -32,7 +32,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from index_builder import bundle as fmt  # noqa: E402
+from index_builder.core import bundle as fmt  # noqa: E402
 
 SCRIPT = ["what should I buy next?", "something cheaper", "only candles", "more like the second one",
           "why the first one?", "no bags", "show me something different", "a gift for a tea lover",
@@ -41,7 +41,7 @@ SCRIPT = ["what should I buy next?", "something cheaper", "only candles", "more 
 
 def synthesize(src: Path, out: Path, n_target: int, seed: int = 0) -> Path:
     """A bigger bundle from a real one: perturbed copies of every product (see module docstring)."""
-    from index_builder.faiss_index import LARGE, build_index
+    from index_builder.stages.faiss_index import LARGE, build_index
 
     rng = np.random.default_rng(seed)
     folder, manifest = fmt.verify(src)
@@ -180,8 +180,8 @@ def pct(values: list[float], q: float) -> float:
 
 def search_latency(folder: Path) -> dict[str, float]:
     """The picker's search: index build time (s) and ms per query for prefixes of catalog words."""
-    from assistant.bundle_reader import load_bundle
-    from assistant.search import ProductSearch
+    from index_builder.core.bundle_reader import load_bundle
+    from index_builder.core.search import ProductSearch
 
     b = load_bundle(folder)
     t = time.perf_counter()

@@ -32,10 +32,11 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
-    from index_builder.datasets import get_spec, locate
-    from index_builder.embed import SentenceTransformerEmbedder, embed_column
+    from index_builder.core.embedders.torch_backend import SentenceTransformerEmbedder
     from index_builder.pipeline import BuildConfig, _embed_threads
-    from index_builder.session import make_spark
+    from index_builder.stages.datasets import get_spec, locate
+    from index_builder.stages.embedding import embed_column
+    from index_builder.stages.session import make_spark
 
     path = locate(get_spec("datacamp-products"), Path(args.data_dir) if args.data_dir else None)
     df = pd.read_csv(path).head(args.n)
@@ -45,7 +46,8 @@ def main() -> None:
 
     import torch
 
-    from index_builder.embed import make_embedder, resolve_backend
+    from index_builder.core.embedders.base import resolve_backend
+    from index_builder.core.embedders.factory import make_embedder
 
     torch.set_num_threads(args.threads)
 

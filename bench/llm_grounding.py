@@ -37,9 +37,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
 
-    from assistant.bundle_reader import load_bundle
     from assistant.chat import Assistant
     from assistant.llm import LLMSettings, make_writer
+    from index_builder.core.bundle_reader import load_bundle
     from tests.support.conversation_suite import run_suite
 
     proc = None

@@ -36,8 +36,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.stream_latency import copy_root  # noqa: E402
-from index_builder import bundle as fmt  # noqa: E402
-from index_builder.stream import EventLog  # noqa: E402
+from index_builder.core import bundle as fmt  # noqa: E402
+from index_builder.live.stream import EventLog  # noqa: E402
 from tests.support.poison_corpus import poison_records  # noqa: E402
 
 BATCH = 10_000  # records per micro-batch in the rate runs: several batches, the first (JVM warm-up) left out
@@ -93,7 +93,7 @@ def env() -> dict[str, str]:
 
 def backlog_rate(bundle: Path, bootstrap: str, tmp: Path, n: int, poisoned: bool) -> dict:
     """Produce ``n`` good events (and with ``poisoned`` the corpus every 1,000), then time one job reading them."""
-    from index_builder.produce import ensure_topic
+    from index_builder.live.produce import ensure_topic
 
     name = "poisoned" if poisoned else "clean"
     topic = f"{name}-{tmp.name}"  # a topic per run: a fresh job reads only its own backlog
@@ -143,7 +143,7 @@ def app_answers(url: str) -> str | None:
 
 
 def soak(bundle: Path, bootstrap: str, tmp: Path, minutes: float, rate: float, publish_interval: float) -> dict:
-    from index_builder.produce import ensure_topic
+    from index_builder.live.produce import ensure_topic
     from tests.support.procs import free_port
 
     root = copy_root(bundle, tmp / "soak")

@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from index_builder import bundle as fmt  # noqa: E402
+from index_builder.core import bundle as fmt  # noqa: E402
 
 
 def copy_root(src: Path, dst: Path) -> Path:
@@ -41,8 +41,8 @@ def copy_root(src: Path, dst: Path) -> Path:
 
 
 def ingest(bundle: Path, bootstrap: str, n: int, tmp: Path, spark) -> dict:
-    from index_builder.produce import produce
-    from index_builder.stream import EventLog, StreamConfig, run_stream
+    from index_builder.live.produce import produce
+    from index_builder.live.stream import EventLog, StreamConfig, run_stream
 
     root = copy_root(bundle, tmp / "ingest")
     events = pd.read_parquet(fmt.resolve(root) / fmt.EVENTS)
@@ -85,7 +85,7 @@ def where_the_time_goes(entries: list[dict], progress: list) -> dict[str, float]
 
 
 def foldin_vs_refit(bundle: Path, tmp: Path, spark, n_events: int = 1000) -> dict:
-    from index_builder.foldin import fold_in
+    from index_builder.live.foldin import fold_in
 
     out = {}
     for refit in (False, True):
@@ -110,7 +110,7 @@ def purchase_latency(bundle: Path, bootstrap: str, n: int, tmp: Path) -> dict:
 
     from assistant.chat import Assistant
     from assistant.live import LiveAssistant
-    from index_builder.produce import ensure_topic
+    from index_builder.live.produce import ensure_topic
 
     root = copy_root(bundle, tmp / "latency")
     ensure_topic(bootstrap, "purchases", 1)
@@ -162,7 +162,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20, help="purchases timed end to end")
     args = parser.parse_args()
 
-    from index_builder.session import make_spark
+    from index_builder.stages.session import make_spark
     from scripts import kafka_broker
 
     bundle = fmt.resolve(args.bundle)

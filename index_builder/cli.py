@@ -8,16 +8,16 @@ import logging
 import re
 import sys
 
-from . import rules
-from .cluster import SAMPLE_SIZE
-from .constants import DEFAULT_EVENT_WEIGHTS, DEFAULT_HAD_TYPES, EVENT_TYPES
-from .datasets import DATASETS
-from .embed import BACKENDS, DEVICES
-from .errors import BuilderError
-from .faiss_index import KINDS
-from .graph import DEFAULT_MAX_USERS
-from .itemitem import MAX_ITEMS
-from .readers import parse_mapping
+from index_builder.core.constants import DEFAULT_EVENT_WEIGHTS, DEFAULT_HAD_TYPES, EVENT_TYPES
+from index_builder.core.embedders.base import BACKENDS, DEVICES
+from index_builder.core.errors import BuilderError
+from index_builder.insights.graph import DEFAULT_MAX_USERS
+from index_builder.stages import rules
+from index_builder.stages.cluster import SAMPLE_SIZE
+from index_builder.stages.datasets import DATASETS
+from index_builder.stages.faiss_index import KINDS
+from index_builder.stages.itemitem import MAX_ITEMS
+from index_builder.stages.readers import parse_mapping
 
 log = logging.getLogger("index_builder")
 
@@ -195,8 +195,8 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def _print_metrics(folder) -> None:
-    from .bundle import read_manifest
-    from .evaluate import format_table
+    from index_builder.core.bundle import read_manifest
+    from index_builder.evaluation.evaluate import format_table
 
     manifest = read_manifest(folder)
     if "models" in manifest.get("metrics", {}):
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(getattr(args, "verbose", False))
     try:
         if args.command == "build":
-            from .pipeline import BuildConfig, build
+            from index_builder.pipeline import BuildConfig, build
 
             if not args.dataset and not args.products:
                 raise BuilderError("pass --dataset NAME or --products FILE [--events FILE]")
@@ -238,16 +238,16 @@ def main(argv: list[str] | None = None) -> int:
             folder = build(cfg)
             _print_metrics(folder)
             if args.export_db:
-                from .db import export_recommendations
+                from index_builder.storage.export import export_recommendations
 
                 export_recommendations(folder, args.export_db, args.export_top)
             print(folder)
         elif args.command == "export-db":
-            from .db import export_recommendations
+            from index_builder.storage.export import export_recommendations
 
             print(f"{export_recommendations(args.bundle, args.db, args.top)} rows")
         elif args.command == "stream":
-            from .stream import StreamConfig, run_stream
+            from index_builder.live.stream import StreamConfig, run_stream
 
             job = run_stream(StreamConfig(
                 bundle=args.bundle, source=args.source, path=args.path, bootstrap=args.bootstrap, topic=args.topic,
@@ -258,18 +258,18 @@ def main(argv: list[str] | None = None) -> int:
                 oldest_event=args.oldest_event, future_hours=args.future_hours, db=args.db, master=args.master, driver_memory=args.driver_memory))
             print(json.dumps({"batches": job.batches_seen, "publishes": job.published}, indent=2, default=str))
         elif args.command == "produce":
-            from .produce import produce
+            from index_builder.live.produce import produce
 
             print(f"{produce(args.source, args.bootstrap, args.topic, rate=args.rate, limit=args.limit, partitions=args.partitions)} events sent")
         elif args.command == "evaluate":
-            from .evaluate import format_table
-            from .pipeline import evaluate_bundle
+            from index_builder.evaluation.evaluate import format_table
+            from index_builder.pipeline import evaluate_bundle
 
             metrics = evaluate_bundle(args.bundle, cutoff=args.eval_cutoff, tune=args.tune, master=args.master,
                                       driver_memory=args.driver_memory)
             print(format_table(metrics))
         else:
-            from .bundle import verify
+            from index_builder.core.bundle import verify
 
             folder, manifest = verify(args.bundle)
             summary = {k: manifest.get(k) for k in ("version", "created_at", "dataset", "counts", "embedding", "als", "timings_s")}

@@ -19,11 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import bundle, rules
-from .adapters import Source, datacamp_products, from_files, online_retail
-from .als import ALSParams, factor_matrix, train_als
-from .cluster import K_RULE, SAMPLE_SIZE, SILHOUETTE_SIZE, fit_all, restarts_for, sweep_kmeans, widen_while_at_edge
-from .constants import (
+from index_builder.core import bundle
+from index_builder.core.constants import (
     CLUSTER,
     DEFAULT_EVENT_WEIGHTS,
     DEFAULT_HAD_TYPES,
@@ -41,23 +38,28 @@ from .constants import (
     USER_IDX,
     WEIGHT,
 )
-from .datasets import get_spec, locate
-from .embed import (
-    DRIVER_MAX,
-    Preload,
-    SentenceTransformerEmbedder,
-    embed_column,
-    encode_chunks,
-    local_cores,
-    make_embedder,
-    resolve_backend,
-    resolve_device,
+from index_builder.core.embedders.base import encode_chunks, resolve_backend, resolve_device
+from index_builder.core.embedders.factory import DRIVER_MAX, Preload, local_cores, make_embedder
+from index_builder.core.embedders.torch_backend import SentenceTransformerEmbedder
+from index_builder.core.errors import InputError
+from index_builder.core.progress import Stages, reported
+from index_builder.evaluation.evaluate import EvalSettings, evaluate
+from index_builder.insights.graph import DEFAULT_MAX_USERS
+from index_builder.stages import rules
+from index_builder.stages.adapters import Source, datacamp_products, from_files, online_retail
+from index_builder.stages.als import ALSParams, factor_matrix, train_als
+from index_builder.stages.cluster import (
+    K_RULE,
+    SAMPLE_SIZE,
+    SILHOUETTE_SIZE,
+    fit_all,
+    restarts_for,
+    sweep_kmeans,
+    widen_while_at_edge,
 )
-from .errors import InputError
-from .evaluate import EvalSettings, evaluate
-from .graph import DEFAULT_MAX_USERS
-from .itemitem import MAX_ITEMS, fit_item_item
-from .progress import Stages, reported
+from index_builder.stages.datasets import get_spec, locate
+from index_builder.stages.embedding import embed_column
+from index_builder.stages.itemitem import MAX_ITEMS, fit_item_item
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +180,9 @@ def build(cfg: BuildConfig, spark=None) -> Path:
     """Run the whole build and publish ``cfg.out/<version>`` (+ ``current``); returns the version folder."""
     from pyspark.sql import functions as F
 
-    from .faiss_index import LARGE, build_index, effective_kind
-    from .session import make_spark
-    from .transforms import (
+    from index_builder.stages.faiss_index import LARGE, build_index, effective_kind
+    from index_builder.stages.session import make_spark
+    from index_builder.stages.transforms import (
         add_popularity,
         aggregate_interactions,
         event_weights,
@@ -527,10 +529,9 @@ def write_insights(folder: Path, body: dict[str, Any], products_pdf, embeddings,
                    item_factors, user_factors, item_neighbours, item_weights, cfg: BuildConfig,
                    st: Stages) -> dict[str, Any]:
     """The recommendation graph (the finished bundle's own picks for each user) and the insights report."""
-    from assistant.bundle_reader import assemble_bundle
-
-    from .graph import graph_users, recommendation_edges, write_graph
-    from .report import ReportInputs, write_report
+    from index_builder.core.bundle_reader import assemble_bundle
+    from index_builder.insights.graph import graph_users, recommendation_edges, write_graph
+    from index_builder.insights.report import ReportInputs, write_report
 
     edges = None
     graph: dict[str, Any] = {"skipped": "no customers with a history"}
@@ -576,7 +577,7 @@ def evaluate_bundle(path: str | Path, *, cutoff: str | None = None, tune: bool =
     By default it scores the settings the bundle serves (its ALS parameters, EASE lambda and blend);
     ``tune=True`` re-tunes them on the validation window as a build does (the bundle keeps serving its own).
     """
-    from .session import make_spark
+    from index_builder.stages.session import make_spark
 
     folder, manifest = bundle.verify(path)
     if not (folder / bundle.EVENTS).is_file():

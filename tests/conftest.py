@@ -38,7 +38,7 @@ def data_dir() -> Path | None:
 
 @pytest.fixture(scope="session")
 def spark():
-    from index_builder.session import make_spark
+    from index_builder.stages.session import make_spark
 
     session = make_spark(master="local[2]", app_name="cartwise-tests", driver_memory="3g")
     yield session
@@ -48,8 +48,8 @@ def spark():
 @pytest.fixture(scope="session")
 def uci_bundle(spark, data_dir, tmp_path_factory):
     """A real bundle: UCI Online Retail, 200 sampled users, whole catalog (built once per test run)."""
-    from index_builder import bundle
     from index_builder.cli import main
+    from index_builder.core import bundle
 
     out = tmp_path_factory.mktemp("uci")
     args = ["build", "--dataset", "online-retail", "--out", str(out), "--sample-users", "200",
@@ -98,7 +98,7 @@ def live_root(uci_bundle, tmp_path):
     """A bundle root of its own holding a copy of the sampled UCI bundle (streams publish into it)."""
     import shutil
 
-    from index_builder import bundle as fmt
+    from index_builder.core import bundle as fmt
 
     folder, _ = uci_bundle
     root = tmp_path / "live"

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from gradio_client import Client
 
-from assistant.text import readable_title
-from index_builder import bundle
+from index_builder.core import bundle
+from index_builder.core.text import readable_title
 
 
 @pytest.fixture(scope="module")

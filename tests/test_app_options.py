@@ -49,8 +49,8 @@ def test_a_corrupt_bundle_is_refused_with_the_file_and_the_fix_not_rebuilt(tmp_p
     import numpy as np
 
     from app import ensure_bundle
-    from index_builder import bundle
-    from index_builder.errors import BundleError
+    from index_builder.core import bundle
+    from index_builder.core.errors import BundleError
 
     folder = bundle.publish(tmp_path, lambda f: (bundle.save_array(f, bundle.EMBEDDINGS, np.eye(2, dtype=np.float32)),
                                                  {"dataset": "x"})[1])
@@ -73,7 +73,7 @@ def test_the_first_run_builds_a_bundle_then_serves(data_dir, tmp_path):
 
     from gradio_client import Client
 
-    from index_builder import bundle
+    from index_builder.core import bundle
     from tests.support.procs import free_port, stop
 
     root = Path(__file__).resolve().parents[1]
@@ -101,3 +101,24 @@ def test_the_first_run_builds_a_bundle_then_serves(data_dir, tmp_path):
         assert "no bundle in" in log.read_text()
     finally:
         stop(proc)
+
+
+def test_the_apps_settings_come_from_the_env_file_unless_the_environment_or_a_flag_says(tmp_path, monkeypatch):
+    """``--env-file`` serves every CARTWISE_* setting of the app, as it serves OPENAI_* (one reader)."""
+    import app
+
+    names = ("CARTWISE_AUTH", "CARTWISE_DB", "CARTWISE_UI_SESSIONS", "CARTWISE_SESSIONS_PER_CLIENT")
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    env = tmp_path / ".env"
+    env.write_text("CARTWISE_AUTH=shop:secret\nCARTWISE_DB=sqlite:///kept.db\nCARTWISE_UI_SESSIONS=50\n"
+                   "CARTWISE_SESSIONS_PER_CLIENT=7\n")
+    args = app.parse_args(["--env-file", str(env)])
+    assert (args.auth, args.db, args.ui_sessions, args.sessions_per_client) == ("shop:secret", "sqlite:///kept.db", 50, 7)
+    monkeypatch.setenv("CARTWISE_UI_SESSIONS", "9")  # the environment wins over the file
+    assert app.parse_args(["--env-file", str(env)]).ui_sessions == 9
+    assert app.parse_args(["--env-file", str(env), "--auth", "a:b"]).auth == "a:b"  # and a flag over both
+    assert app.parse_args(["--env-file", str(tmp_path / "none")]).auth is None
+    monkeypatch.setenv("CARTWISE_UI_SESSIONS", "lots")
+    with pytest.raises(ValueError, match="CARTWISE_UI_SESSIONS='lots' is not a whole number"):
+        app.parse_args(["--env-file", str(env)])

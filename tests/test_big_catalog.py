@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from assistant.bundle_reader import assemble_bundle
 from assistant.recommender import Recommender
-from assistant.search import ProductSearch, keyword_pattern
-from index_builder.faiss_index import build_index
+from index_builder.core.bundle_reader import assemble_bundle
+from index_builder.core.search import ProductSearch, keyword_pattern
+from index_builder.stages.faiss_index import build_index
 
 
 def _clustered(n: int = 20_000, k: int = 20, d: int = 64, seed: int = 0):
@@ -142,7 +142,7 @@ def _bundle_titled(x, labels, titles):
 
 
 def test_item_item_arrays_are_stored_for_the_modelled_products_only(tmp_path):
-    from index_builder import bundle as fmt
+    from index_builder.core import bundle as fmt
 
     n, k = 1000, 4
     nb = np.full((n, k), -1, dtype=np.int32)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from assistant.text import readable_title
-from index_builder import bundle
+from index_builder.core import bundle
+from index_builder.core.text import readable_title
 
 pytestmark = pytest.mark.browser
 

@@ -6,8 +6,8 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from index_builder import bundle
 from index_builder.cli import main
+from index_builder.core import bundle
 
 
 def test_manifest_describes_the_build(uci_bundle):

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from index_builder import bundle
 from index_builder.cli import main
-from index_builder.errors import InputError
+from index_builder.core import bundle
+from index_builder.core.errors import InputError
 from index_builder.pipeline import BuildConfig, build
 
 THEMES = {
@@ -181,7 +181,7 @@ def test_every_faiss_kind_builds_loads_and_answers(spark, tiny_files, tmp_path, 
 def test_an_ivf_index_over_one_cluster_is_a_flat_one_and_says_so(spark, tmp_path):
     """Two products cannot be clustered (k = 1): --faiss ivf builds a flat index, the manifest says flat
     (it said ivf, and loading the bundle crashed)."""
-    from assistant.bundle_reader import load_bundle
+    from index_builder.core.bundle_reader import load_bundle
 
     pd.DataFrame({"product_id": ["a", "b"], "title": ["Red mug", "Blue mug"]}).to_csv(tmp_path / "p.csv", index=False)
     folder = build(BuildConfig(out=str(tmp_path / "out"), products=str(tmp_path / "p.csv"), faiss="ivf"), spark=spark)

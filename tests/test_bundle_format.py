@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from index_builder import bundle
-from index_builder.errors import BundleError, ModelFitError
+from index_builder.core import bundle
+from index_builder.core.errors import BundleError, ModelFitError
 
 
 def _fill(folder):

@@ -8,12 +8,13 @@ import threading
 
 import pytest
 
-from assistant.chat import Assistant, cached_encoder
+from assistant.chat import Assistant
 from assistant.llm import Limits, LLMSettings, LLMWriter, catalog_titles
 from assistant.safety import screen
 from assistant.session import SessionState, SessionStore
-from assistant.text import readable_title
 from assistant.writers import last
+from index_builder.core.embedders.query import cached_encoder
+from index_builder.core.text import readable_title
 from tests.support.fault_server import FaultServer
 from tests.support.hostile import HOSTILE_MESSAGES, HOSTILE_OUTPUTS
 
@@ -129,7 +130,7 @@ def test_hostile_messages_never_put_markup_or_links_on_screen(assistant, two_cus
 
 @pytest.fixture(scope="module")
 def llm_assistant(uci_bundle):
-    from assistant.bundle_reader import load_bundle
+    from index_builder.core.bundle_reader import load_bundle
 
     folder, _ = uci_bundle
     bundle = load_bundle(folder)
@@ -262,7 +263,7 @@ def test_a_hot_reload_keeps_the_days_usage_and_the_sessions(live_root, monkeypat
     import shutil
 
     from app import serve_assistant
-    from index_builder import bundle as fmt
+    from index_builder.core import bundle as fmt
 
     server = FaultServer()
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from index_builder import bundle as fmt
+from index_builder.core import bundle as fmt
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """The k-choice rule on hand-made sweeps (pure logic, no Spark)."""
 
-from index_builder.cluster import choose_k, elbow_k, widen_while_at_edge
+from index_builder.stages.cluster import choose_k, elbow_k, widen_while_at_edge
 
 
 def test_elbow_is_the_knee_of_a_convex_curve():

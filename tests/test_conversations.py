@@ -8,8 +8,8 @@ import time
 import pytest
 
 from assistant.chat import Assistant
-from assistant.errors import UnknownUser
 from assistant.session import SessionStore
+from index_builder.core.errors import UnknownUser
 from tests.support.conversation_suite import active_user, load, run_conversation
 
 CONVERSATIONS = load()

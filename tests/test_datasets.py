@@ -12,8 +12,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pandas as pd
 import pytest
 
-from index_builder.datasets import DATASETS, fetch, locate
-from index_builder.errors import DatasetUnavailable
+from index_builder.core.errors import DatasetUnavailable
+from index_builder.stages.datasets import DATASETS, fetch, locate
 
 
 @pytest.fixture()

@@ -48,7 +48,8 @@ def server_db(request):
 
 def test_export_db_writes_every_users_top_n(uci_bundle, server_db):
     from index_builder.cli import main
-    from index_builder.db import Database, top_n_rows
+    from index_builder.storage.db import Database
+    from index_builder.storage.export import top_n_rows
 
     folder, _ = uci_bundle
     assert main(["export-db", "--bundle", str(folder), "--db", server_db, "--top", "5"]) == 0
@@ -68,7 +69,7 @@ def test_export_db_writes_every_users_top_n(uci_bundle, server_db):
 
 
 def test_event_batches_are_stored_once(server_db):
-    from index_builder.db import Database
+    from index_builder.storage.db import Database
 
     db = Database(server_db)
     db.create()
@@ -121,7 +122,7 @@ class OwnMariaDB:
 def test_writes_reconnect_after_the_server_restarts(tmp_path):
     from sqlalchemy import create_engine, text
 
-    from index_builder.db import Database
+    from index_builder.storage.db import Database
 
     server = OwnMariaDB(tmp_path)
     server.start()

@@ -9,10 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from index_builder.cluster import choose_k, fit_all, sweep_kmeans
-from index_builder.embed import SentenceTransformerEmbedder, make_embedder, resolve_backend, resolve_device
-from index_builder.errors import ModelFitError
-from index_builder.onnx_embed import META_FILE, OnnxEmbedder, export_onnx
+from index_builder.core.embedders.base import resolve_backend, resolve_device
+from index_builder.core.embedders.factory import make_embedder
+from index_builder.core.embedders.onnx_backend import META_FILE, OnnxEmbedder, export_onnx
+from index_builder.core.embedders.torch_backend import SentenceTransformerEmbedder
+from index_builder.core.errors import ModelFitError
+from index_builder.stages.cluster import choose_k, fit_all, sweep_kmeans
 
 
 def _real_texts(data_dir, n: int = 300) -> list[str]:
@@ -57,7 +59,9 @@ def test_the_export_is_a_cached_build_step(onnx_embedder, tmp_path):
 
 def test_the_driver_and_the_executors_embed_alike(spark, data_dir):
     """A local build of a small catalog embeds in the driver (model preloaded); a big one in the executors."""
-    from index_builder.embed import Preload, embed_column, encode_chunks, local_cores
+    from index_builder.core.embedders.base import encode_chunks
+    from index_builder.core.embedders.factory import Preload, local_cores
+    from index_builder.stages.embedding import embed_column
 
     texts = _real_texts(data_dir, 150)
     preload = Preload("minilm", device="cpu", threads=2)
@@ -149,9 +153,9 @@ def test_fit_all_converges_from_the_sample_centroids():
 
 
 def test_an_onnx_build_carries_its_encoder_and_the_assistant_embeds_queries_with_it(spark, tmp_path):
-    from assistant.bundle_reader import load_bundle
-    from assistant.chat import query_encoder
-    from index_builder import bundle
+    from index_builder.core import bundle
+    from index_builder.core.bundle_reader import load_bundle
+    from index_builder.core.embedders.query import query_encoder
     from index_builder.pipeline import BuildConfig, build
 
     titles = [t for ts in THEMES.values() for t in ts]

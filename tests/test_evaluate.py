@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from index_builder import bundle
 from index_builder.cli import main
-from index_builder.evaluate import (
+from index_builder.core import bundle
+from index_builder.evaluation.evaluate import (
     EvalSettings,
     Scorer,
     Split,
@@ -83,8 +83,8 @@ def test_known_answer_the_hybrid_is_perfect_and_popularity_is_not(known_answer_b
             assert 0.0 <= models["hybrid"][f"{name}@{k}"] <= 1.0
     # the published bundle carries what the evaluation chose, and the chat reads it
     assert manifest["recommender"] and manifest["item_item"]["model"] == "ease"
-    from assistant.bundle_reader import load_bundle
     from assistant.config import RecommenderConfig
+    from index_builder.core.bundle_reader import load_bundle
 
     b = load_bundle(folder)
     assert RecommenderConfig.from_manifest(b.manifest).w_item == manifest["recommender"]["w_item"]
@@ -132,9 +132,9 @@ def test_split_never_leaks_a_test_event_into_training():
 def test_split_interactions_equal_the_builds_spark_aggregation(spark):
     """The evaluation (and the live fold-in) aggregate events with pandas; the build, the whole log with Spark:
     the same rows."""
-    from index_builder.constants import DEFAULT_EVENT_WEIGHTS
-    from index_builder.foldin import aggregate
-    from index_builder.transforms import aggregate_interactions, event_weights
+    from index_builder.core.constants import DEFAULT_EVENT_WEIGHTS
+    from index_builder.stages.interactions import aggregate
+    from index_builder.stages.transforms import aggregate_interactions, event_weights
 
     rng = np.random.default_rng(5)
     n = 3000
@@ -199,10 +199,10 @@ def test_coordinate_search_scores_each_setting_once():
 
 def test_the_evaluation_scores_the_chats_own_recommender(tmp_path, monkeypatch):
     """The hybrid's ranking is the list the chat shows for "what should I buy next?", via Recommender.recommend."""
-    from assistant.bundle_reader import load_bundle
     from assistant.chat import Assistant
     from assistant.recommender import Recommender
     from assistant.session import SessionState
+    from index_builder.core.bundle_reader import load_bundle
     from tests.support.tiny_bundle import fake_encode, write_tiny_bundle
 
     b = load_bundle(write_tiny_bundle(tmp_path))
@@ -210,7 +210,7 @@ def test_the_evaluation_scores_the_chats_own_recommender(tmp_path, monkeypatch):
     users = pd.read_parquet(b.folder / bundle.USERS)
     split = Split("tiny", dt.datetime(2011, 2, 1), None, inter, users,
                   truth={"u_candle": {1}, "u_mug": {2}}, truth_repeat={}, left_out={})
-    from index_builder.evaluate import Fitted
+    from index_builder.evaluation.evaluate import Fitted
 
     scorer = Scorer(split, b.products, b.embeddings, b.index, Fitted(b.item_factors, b.user_factors, None, None), {}, 42)
     calls = []
@@ -244,8 +244,8 @@ def test_the_evaluation_scores_the_chats_own_recommender(tmp_path, monkeypatch):
 def test_the_content_baseline_scores_users_in_blocks_as_one_by_one(tmp_path, monkeypatch):
     """The content model ranks by each product's best cosine to the user's 5 most recent products; computing a
     block of users in one matrix product must give every user the ranking the definition gives."""
-    from assistant.bundle_reader import load_bundle
-    from index_builder import evaluate as ev
+    from index_builder.core.bundle_reader import load_bundle
+    from index_builder.evaluation import evaluate as ev
     from tests.support.tiny_bundle import write_tiny_bundle
 
     b = load_bundle(write_tiny_bundle(tmp_path))
@@ -264,7 +264,7 @@ def test_the_content_baseline_scores_users_in_blocks_as_one_by_one(tmp_path, mon
     monkeypatch.setattr(ev, "CONTENT_BLOCK", ev.RECENT * len(e) * 2)  # two users a block
     got = {u: scorer.rank("content", u, 3) for u in ids + ["nobody"]}
     assert got == want
-    from index_builder.metrics import summarize
+    from index_builder.evaluation.metrics import summarize
 
     assert scorer.score("content", ids, k=3, ks=(3,)) == summarize(
         {u: want[u] for u in ids}, {u: {0} for u in ids}, n_catalog=len(e), ks=(3,))

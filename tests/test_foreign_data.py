@@ -8,10 +8,10 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from index_builder import bundle
-from index_builder.errors import InputError
+from index_builder.core import bundle
+from index_builder.core.errors import InputError
 from index_builder.pipeline import BuildConfig, build
-from index_builder.transforms import _timestamp
+from index_builder.stages.transforms import _timestamp
 from tests.test_build_small import THEMES
 
 UTC = dt.UTC

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from index_builder.itemitem import ease_weights, gram_matrix
+from index_builder.stages.itemitem import ease_weights, gram_matrix
 
 
 def _frame(pairs, weights=None):

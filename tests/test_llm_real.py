@@ -11,12 +11,12 @@ import time
 import pytest
 from gradio_client import Client
 
-from assistant.bundle_reader import load_bundle
 from assistant.chat import Assistant
 from assistant.grounding import audit
 from assistant.llm import LLMSettings, catalog_titles, make_writer
 from assistant.session import SessionState
 from assistant.writers import accumulate
+from index_builder.core.bundle_reader import load_bundle
 from tests.support.conversation_suite import active_user
 from tests.support.procs import start_app, stop
 

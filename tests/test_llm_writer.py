@@ -234,7 +234,7 @@ def test_prompt_template_raises_on_a_missing_variable():
 
 
 def test_prompt_fits_the_budget_by_dropping_old_turns_then_trimming_descriptions():
-    from assistant import tokens
+    from index_builder.core import tokens
 
     def total(msgs):
         return sum(tokens.count(m["content"], "test-model") + 4 for m in msgs) + 3
@@ -270,7 +270,7 @@ def test_settings_from_env_file_and_environment(tmp_path):
 
 
 def test_token_counting_offline_per_model_family():
-    from assistant import tokens
+    from index_builder.core import tokens
 
     assert tokens.encoding_name("gpt-4o-mini") == "o200k_base" and tokens.encoding_name("qwen2.5") == "cl100k_base"
     assert tokens.count("hello world", "gpt-4o") == 2

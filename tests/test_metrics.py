@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from index_builder.metrics import (
+from index_builder.evaluation.metrics import (
     average_precision_at_k,
     hit_at_k,
     ndcg_at_k,

@@ -12,8 +12,9 @@ import urllib.request
 import numpy as np
 import pytest
 
-from index_builder.embed import embed_column, make_embedder
-from index_builder.openai_embed import MAX_INPUTS, EmbeddingCache, OpenAIEmbedder, batches
+from index_builder.core.embedders.factory import make_embedder
+from index_builder.core.embedders.openai_backend import MAX_INPUTS, EmbeddingCache, OpenAIEmbedder, batches
+from index_builder.stages.embedding import embed_column
 from tests.support.fault_server import FaultServer
 from tests.support.procs import free_port, stop
 
@@ -98,8 +99,8 @@ def test_backoff_honours_retry_after_and_retries_5xx(tmp_path):
 
 
 def test_the_manifest_names_the_embedder_and_a_mismatch_is_refused(e5_url, monkeypatch, tmp_path):
-    from assistant.chat import query_encoder
-    from index_builder.errors import BundleError, ModelFitError
+    from index_builder.core.embedders.query import query_encoder
+    from index_builder.core.errors import BundleError, ModelFitError
 
     monkeypatch.setenv("OPENAI_BASE_URL", e5_url)
     emb = make_embedder("openai", model="multilingual-e5-small-q4")
@@ -117,3 +118,33 @@ def test_the_manifest_names_the_embedder_and_a_mismatch_is_refused(e5_url, monke
     with pytest.raises(ModelFitError, match="OPENAI_API_KEY"):
         make_embedder("openai").encode(["x"])
 
+
+def test_a_key_kept_in_dotenv_serves_an_openai_bundle(e5_url, monkeypatch, tmp_path):
+    """The chat embeds the shopper's words with the settings the LLM writer reads: the environment, else
+    ``.env`` (the embedder read only the environment, so a key kept in ``.env`` could not serve the bundle)."""
+    from assistant.llm import LLMSettings
+    from index_builder.core.embedders.query import query_encoder
+    from index_builder.core.errors import ModelFitError
+
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    env = tmp_path / ".env"
+    env.write_text(f"OPENAI_BASE_URL={e5_url}\nOPENAI_API_KEY=sk-kept-in-dotenv\n")
+
+    class OpenAIBundle:
+        folder = tmp_path
+        manifest = {"embedding": {"model": "multilingual-e5-small-q4", "dim": 384, "backend": "openai"},
+                    "params": {"embedder": "openai"}}
+
+    vectors = query_encoder(OpenAIBundle(), env_file=env)(["a tea cup", "red candles"])
+    assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    assert LLMSettings.from_env(env_file=env).base_url == e5_url  # one reader: both see the same values
+    # the builder's default is .env in the working directory, like the app's --env-file
+    monkeypatch.chdir(tmp_path)
+    assert make_embedder("openai", model="multilingual-e5-small-q4").encode(["mug"]).shape == (1, 384)
+    # the environment wins over the file, and no file means only the environment
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    assert OpenAIEmbedder(env_file=env).base_url == "http://127.0.0.1:9/v1"
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    with pytest.raises(ModelFitError, match="OPENAI_API_KEY"):
+        OpenAIEmbedder(env_file="").encode(["x"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from index_builder.errors import InputError
-from index_builder.readers import check_utf8, parse_mapping, read_table
+from index_builder.core.errors import InputError
+from index_builder.stages.readers import check_utf8, parse_mapping, read_table
 
 
 def test_parse_mapping():

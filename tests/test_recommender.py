@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.bundle_reader import load_bundle
 from assistant.chat import Assistant
-from assistant.errors import UnknownProduct, UnknownUser
 from assistant.recommender import Request
 from assistant.session import SessionState
+from index_builder.core.bundle_reader import load_bundle
+from index_builder.core.errors import UnknownProduct, UnknownUser
 from tests.support.tiny_bundle import fake_encode, write_tiny_bundle
 
 

@@ -7,18 +7,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from index_builder import bundle
-from index_builder.graph import EDGES, GRAPH_DIR, PRODUCT_NS, USER_NS, VERTICES
-from index_builder.report import (
+from index_builder.core import bundle
+from index_builder.core.bundle import (
+    EDGES,
+    GRAPH_DIR,
     MAP_POINTS,
+    PRODUCT_NS,
     REPORT_DIR,
     REPORT_HTML,
-    ReportInputs,
-    cluster_labels,
-    pca_2d,
-    read_figure_json,
-    write_report,
+    USER_NS,
+    VERTICES,
 )
+from index_builder.insights.report import ReportInputs, cluster_labels, pca_2d, read_figure_json, write_report
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +97,9 @@ def test_graph_csvs_namespaced_and_grounded_in_the_catalog(built):
                   strict=True))
     assert not had & set(zip(edges.src, edges.dst, strict=True)), "nobody is recommended what they already have"
     assert manifest["report"]["graph"]["edges"] == len(edges)
-    from assistant.bundle_reader import load_bundle
     from assistant.chat import Assistant
     from assistant.session import SessionState
+    from index_builder.core.bundle_reader import load_bundle
 
     chat = Assistant(load_bundle(folder), encode=lambda texts: None)
     for src in sorted(set(edges.src))[:3]:  # each user's edges are the chat's own answer, in order, with its scores

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from assistant.search import ProductSearch, keyword_pattern
+from index_builder.core.search import ProductSearch, keyword_pattern
 
 # (keyword, a title it must match, a title it must not match)
 PAIRS = [

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from index_builder import shards
-from index_builder.shards import _shares, user_shards
+from index_builder.scoring import shards
+from index_builder.scoring.shards import _shares, user_shards
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="the workers are forked (Linux only)")
 
@@ -83,7 +83,7 @@ def test_a_worker_that_dies_is_an_error_not_a_hang(monkeypatch):
 @linux_only
 def test_the_evaluation_gives_the_same_metrics_in_one_process_and_in_two(spark, uci_bundle, monkeypatch):
     """Blend search, test scoring: users shared out over forked workers change no number (real UCI bundle)."""
-    from index_builder.evaluate import EvalSettings, evaluate
+    from index_builder.evaluation.evaluate import EvalSettings, evaluate
     from index_builder.pipeline import bundle_frames
 
     monkeypatch.setattr(shards, "MIN_SHARE", 5)

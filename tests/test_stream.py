@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from index_builder import bundle as fmt
+from index_builder.core import bundle as fmt
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def _far_products(folder: Path, user: str, n: int) -> list[str]:
 def test_fold_in_reproduces_spark_user_factors(uci_bundle):
     """Spark's implicit ALS ends on a user half-step: re-solving a user against the final item factors with
     the fold-in's equations must give back that user's factors."""
-    from index_builder.foldin import solve_users
+    from index_builder.live.foldin import solve_users
 
     folder, manifest = uci_bundle
     items = fmt.load_array(folder, fmt.ITEM_FACTORS)
@@ -65,7 +65,7 @@ def test_fold_in_reproduces_spark_user_factors(uci_bundle):
 def test_fold_in_publishes_new_users_purchases_and_products(live_root):
     from assistant.chat import Assistant
     from assistant.session import SessionState
-    from index_builder.foldin import fold_in
+    from index_builder.live.foldin import fold_in
 
     base = fmt.resolve(live_root)
     user = str(pd.read_parquet(base / fmt.USERS)["user_id"].iloc[0])
@@ -108,8 +108,8 @@ def test_fold_in_publishes_new_users_purchases_and_products(live_root):
 
 def test_full_refit_fits_als_and_ease_again(spark, live_root):
     """The scheduled refit (``refit_every``): Spark ALS and EASE on every interaction, the new purchases included."""
-    from assistant.bundle_reader import load_bundle
-    from index_builder.foldin import fold_in
+    from index_builder.core.bundle_reader import load_bundle
+    from index_builder.live.foldin import fold_in
 
     base = fmt.resolve(live_root)
     user = str(pd.read_parquet(base / fmt.USERS)["user_id"].iloc[0])
@@ -126,7 +126,7 @@ def test_full_refit_fits_als_and_ease_again(spark, live_root):
 
 
 def test_folder_stream_dead_letters_and_publishes(spark, live_root, tmp_path):
-    from index_builder.stream import EventLog, StreamConfig, run_stream
+    from index_builder.live.stream import EventLog, StreamConfig, run_stream
 
     base = fmt.resolve(live_root)
     good = _records(base, 300)
@@ -170,9 +170,9 @@ def _stream_cmd(root: Path, bootstrap: str, topic: str, *extra: str) -> list[str
 def test_kafka_stream_counts_every_event_once_across_crashes(live_root, kafka, tmp_path):
     """A crash after a batch's files are written but before Spark commits it, then a kill -9 at a random
     moment: after a restart every event is in the log, the database and the bundle exactly once."""
-    from index_builder.db import Database
-    from index_builder.produce import produce
-    from index_builder.stream import CRASH_ENV, EventLog
+    from index_builder.live.produce import produce
+    from index_builder.live.stream import CRASH_ENV, EventLog
+    from index_builder.storage.db import Database
 
     base = fmt.resolve(live_root)
     ev = _events(base).tail(3000).reset_index(drop=True)
@@ -219,7 +219,7 @@ def test_assistant_swaps_in_new_versions_and_refuses_broken_ones(live_root):
     from assistant.chat import Assistant
     from assistant.live import LiveAssistant
     from assistant.session import SessionState
-    from index_builder.foldin import fold_in
+    from index_builder.live.foldin import fold_in
 
     base = fmt.resolve(live_root)
     user = str(pd.read_parquet(base / fmt.USERS)["user_id"].iloc[3])
@@ -269,7 +269,7 @@ def test_folder_stream_price_updates_extra_columns_and_one_count_per_event(spark
     """In one micro-batch: two price records for a product (the newer wins, neither is a dead letter), an event
     next to a price record of its product (one event, not two), and a new product in a catalog with a
     ``brand`` column (it takes the record's brand)."""
-    from index_builder.stream import EventLog, StreamConfig, run_stream
+    from index_builder.live.stream import EventLog, StreamConfig, run_stream
 
     base = _with_brand(live_root)
     known = str(pd.read_parquet(base / fmt.PRODUCTS)["product_id"].iloc[0])
@@ -301,8 +301,8 @@ def test_a_batch_that_fails_unforeseen_is_dead_lettered_whole_and_the_stream_goe
                                                                                     monkeypatch):
     """A failure no rule foresaw (injected into batch 0) dead-letters that batch with its error; batch 1 is
     stored and published. Then a fold-in that fails for one batch quarantines only that batch."""
-    import index_builder.foldin as foldin
-    from index_builder.stream import FAIL_ENV, EventLog, StreamConfig, run_stream
+    import index_builder.live.foldin as foldin
+    from index_builder.live.stream import FAIL_ENV, EventLog, StreamConfig, run_stream
 
     base = fmt.resolve(live_root)
     good = _records(base, 30)
@@ -412,7 +412,7 @@ class _GoneOffsets:
 def test_kafka_offsets_removed_by_retention_are_reported_not_skipped(monkeypatch):
     """The checkpoint says offset 100, retention has removed everything before 250: the reader resumes at
     250 (not at the end), and says so in a gap row that the stream writes into its ledger."""
-    from index_builder import kafka_source
+    from index_builder.live import kafka_source
 
     monkeypatch.setattr(kafka_source, "partitions", lambda bootstrap, topic, timeout=10.0: [0])
     reader = kafka_source.KafkaStreamReader({"bootstrap": "stand-in:9092", "topic": "events"})
@@ -429,7 +429,7 @@ def test_kafka_offsets_removed_by_retention_are_reported_not_skipped(monkeypatch
 
 
 def test_the_stream_ledger_keeps_offset_gaps(spark, live_root):
-    from index_builder.stream import EventLog, StreamConfig, StreamJob
+    from index_builder.live.stream import EventLog, StreamConfig, StreamJob
 
     base = fmt.resolve(live_root)
     ev = _events(base).tail(3)
@@ -469,8 +469,8 @@ def test_a_version_refused_while_half_written_is_served_once_complete(live_root)
 def test_a_database_outage_never_stops_the_stream_and_the_batch_catches_up(spark, live_root, tmp_path, monkeypatch):
     """The event log is the source of truth: a batch the database refused is marked in the ledger and written
     with the next batch once the database answers."""
-    from index_builder.db import Database
-    from index_builder.stream import EventLog, StreamConfig, run_stream
+    from index_builder.live.stream import EventLog, StreamConfig, run_stream
+    from index_builder.storage.db import Database
 
     base = fmt.resolve(live_root)
     ev = _events(base).tail(20)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from index_builder import bundle as fmt
+from index_builder.core import bundle as fmt
 from tests.support.poison_corpus import good_records, poison_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def send(bootstrap: str, topic: str, payloads: list[bytes], partitions: int = 2) -> None:
     from confluent_kafka import Producer
 
-    from index_builder.produce import ensure_topic
+    from index_builder.live.produce import ensure_topic
 
     ensure_topic(bootstrap, topic, partitions)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
@@ -33,7 +33,7 @@ def send(bootstrap: str, topic: str, payloads: list[bytes], partitions: int = 2)
 
 
 def ledger_records(state: Path) -> tuple[int, int]:
-    from index_builder.stream import EventLog
+    from index_builder.live.stream import EventLog
 
     entries = EventLog(state).entries()
     return (sum(e["events"] + e["products"] + e["dead_letters"] for e in entries),
@@ -78,7 +78,7 @@ def stream_job(live_root, kafka, tmp_path):
 
 
 def test_poison_records_are_dead_lettered_and_the_stream_goes_on(live_root, kafka, stream_job, tmp_path):
-    from index_builder.stream import EventLog
+    from index_builder.live.stream import EventLog
 
     base = fmt.resolve(live_root)
     events = pd.read_parquet(base / fmt.EVENTS).tail(40).reset_index(drop=True)

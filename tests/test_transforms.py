@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from index_builder.constants import DEFAULT_EVENT_WEIGHTS, ROW_ID
-from index_builder.transforms import (
+from index_builder.core.constants import DEFAULT_EVENT_WEIGHTS, ROW_ID
+from index_builder.stages.transforms import (
     aggregate_interactions,
     event_weights,
     product_text,
@@ -137,7 +137,7 @@ def test_validate_events_bounds_every_field(spark):
     with their reason; the edge values inside the bounds pass."""
     from pyspark.sql import functions as F
 
-    from index_builder.rules import Bounds
+    from index_builder.stages.rules import Bounds
 
     products = spark.createDataFrame([("A",), ("{3F2504E0-4F89}",)], "product_id string")
     rows = [
@@ -178,7 +178,7 @@ def test_numeric_timestamps_and_ids_out_of_range_are_rejected_not_a_crash(spark)
     """Spark's ANSI casts raise on overflow: an infinite epoch or a huge float id must be a reject."""
     from pyspark.sql import functions as F
 
-    from index_builder.rules import Bounds
+    from index_builder.stages.rules import Bounds
 
     products = spark.createDataFrame([("A",)], "product_id string")
     events = spark.createDataFrame([(1.0, "A", "view", 1.0, 964980499.0), (1e300, "A", "view", 1.0, float("inf")),
@@ -194,7 +194,7 @@ def test_numeric_timestamps_and_ids_out_of_range_are_rejected_not_a_crash(spark)
 
 
 def test_validate_products_bounds_prices_and_texts(spark):
-    from index_builder.rules import Bounds
+    from index_builder.stages.rules import Bounds
 
     df = _products(spark, [
         ("A", "Sofa", "", "1,299.00", None),

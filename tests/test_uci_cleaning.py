@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pyspark.sql import functions as F
 
-from index_builder.adapters import clean_online_retail
-from index_builder.constants import ROW_ID
+from index_builder.core.constants import ROW_ID
+from index_builder.stages.adapters import clean_online_retail
 
 COLS = ("InvoiceNo string, StockCode string, Description string, Quantity long, InvoiceDate string, "
         "UnitPrice double, CustomerID double, Country string")

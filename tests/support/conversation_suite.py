@@ -12,9 +12,9 @@ from typing import Any
 from assistant.chat import Assistant
 from assistant.grounding import audit
 from assistant.llm import catalog_titles
-from assistant.search import keyword_pattern
 from assistant.session import SessionState
 from assistant.writers import accumulate
+from index_builder.core.search import keyword_pattern
 
 SUITE = Path(__file__).with_name("conversations.json")
 LONG_MESSAGE = "candles " * 130_000  # about 1 MB

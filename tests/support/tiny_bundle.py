@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from index_builder import bundle as fmt
+from index_builder.core import bundle as fmt
 
 THEME_AXIS = {"candle": 0, "mug": 1, "bag": 2, "tea": 3}
 

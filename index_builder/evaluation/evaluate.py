@@ -1,0 +1,633 @@
+"""Offline evaluation on a time split: baselines, each model the hybrid blends, and the hybrid itself.
+
+Protocol (fixed, so numbers compare across versions):
+
+- train = every event before the cut-off; test = the "have" events (purchases, ratings) from the cut-off
+  on. The default cut-off leaves the last 10% of the time span for the test. Events without a
+  timestamp cannot be placed on either side and are left out (counted).
+- Evaluated users: those with a positive interaction in train and at least one test product they did
+  not have in train (the truth: discovery). Products they had in train are never recommended. Users
+  left out (no train history, nothing new) are counted. A labelled variant lets repeat purchases count.
+- Tuning runs on a validation split carved from the end of train (a window as long as the test's),
+  never on test: ALS regularisation and alpha, the EASE lambda, then the hybrid's blend settings.
+- The hybrid is scored by the chat's own ranking (``Assistant.user_candidates`` + ``pick_scored``: what
+  ``Assistant.user_top_n`` returns; the candidates are kept to try many blend weights on them) on a bundle assembled in memory from the train split (the assistant is imported inside the functions
+  that run it, so ``index_builder`` does not import ``assistant`` at import time).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import zlib
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from index_builder.core.constants import (
+    DEFAULT_EVENT_WEIGHTS,
+    DEFAULT_HAD_TYPES,
+    EVENT_TYPE,
+    HAD,
+    POPULARITY,
+    PRODUCT_ID,
+    PRODUCT_IDX,
+    TS,
+    USER_ID,
+    USER_IDX,
+    WEIGHT,
+)
+from index_builder.core.errors import InputError
+from index_builder.evaluation.metrics import KS, ndcg_at_k, summarize
+from index_builder.scoring.shards import user_shards
+from index_builder.stages.als import ALSParams, factor_matrix, train_als
+from index_builder.stages.interactions import aggregate
+from index_builder.stages.itemitem import MAX_ITEMS, TOP_K, ease_weights, gram_matrix, prune
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+log = logging.getLogger(__name__)
+
+MODELS = ("popularity", "random_in_cluster", "content", "als", "item_item", "trending", "hybrid")
+DEFAULT_TEST_SHARE = 0.10
+
+
+@dataclass
+class EvalSettings:
+    """What the evaluation needs besides the data; ``build`` fills it from its own config."""
+
+    cutoff: str | None = None  # ISO date; default: the last 10% of the time span is the test
+    seed: int = 42
+    als: ALSParams = field(default_factory=ALSParams)
+    event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    had_types: tuple[str, ...] = DEFAULT_HAD_TYPES
+    ease_lambda: float = 200.0
+    item_item_max_items: int = MAX_ITEMS
+    item_item_top_k: int = TOP_K
+    tune: bool = True
+    recommender: dict[str, Any] | None = None  # blend settings to evaluate (or start tuning from); None: defaults
+    als_grid: tuple[tuple[float, float], ...] = ((0.1, 1.0), (0.1, 10.0), (1.0, 1.0), (1.0, 10.0))  # (reg, alpha)
+    ease_grid: tuple[float, ...] = (50.0, 100.0, 200.0, 400.0, 800.0)
+    max_tune_users: int = 2000  # validation users the blend search scores per setting (UCI has ~1,000)
+    max_test_users: int = 5000  # test users scored (a seeded sample beyond; UCI has 1,294): +-0.004 NDCG@10 at 5,000
+    ease_tune_max_items: int = 4000  # the EASE lambda is tuned on the Gram of the most bought products only
+    ks: tuple[int, ...] = KS
+    processes: int | None = None  # processes that rank users at once (None: the cores this process may use)
+
+
+@dataclass
+class Split:
+    """One time split, on the driver: what train holds and what each user then had."""
+
+    name: str
+    train_end: dt.datetime
+    test_end: dt.datetime | None
+    interactions: pd.DataFrame  # train (user, product) pairs: weight, purchased, had, last_ts, user_idx, product_idx
+    users: pd.DataFrame  # user_id -> user_idx over train
+    truth: dict[str, set[int]]  # product rows new to the user
+    truth_repeat: dict[str, set[int]]  # every test product, repeats included
+    left_out: dict[str, int]
+    spark: Any = None  # the session ALS fits in
+    _frame: Any = None
+
+    def train_frame(self) -> DataFrame:
+        """The train pairs as a cached Spark frame (user_idx, product_idx, weight): what ALS fits on."""
+        if self._frame is None:
+            self._frame = self.spark.createDataFrame(self.interactions[[USER_IDX, PRODUCT_IDX, WEIGHT]]).cache()
+        return self._frame
+
+    def release(self) -> None:
+        if self._frame is not None:
+            self._frame.unpersist()
+
+
+@dataclass
+class Fitted:
+    """The collaborative models fitted on one split's train part."""
+
+    item_factors: np.ndarray | None
+    user_factors: np.ndarray | None
+    item_neighbours: np.ndarray | None
+    item_weights: np.ndarray | None
+
+
+# ---------------------------------------------------------------------------------------------------
+# splitting (pandas, on the events the build collects for the bundle anyway)
+# ---------------------------------------------------------------------------------------------------
+def _to_datetime(value: Any) -> dt.datetime:
+    ts = pd.Timestamp(value)
+    return (ts.tz_convert("UTC") if ts.tzinfo else ts.tz_localize("UTC")).to_pydatetime()
+
+
+def _utc(ts: pd.Series) -> pd.Series:
+    return pd.to_datetime(ts, utc=True)
+
+
+def time_bounds(events: pd.DataFrame) -> tuple[dt.datetime | None, dt.datetime | None, int]:
+    """(first, last) event timestamps and the number of events without one."""
+    dated = events[TS].dropna()
+    if not len(dated):
+        return None, None, len(events)
+    ts = _utc(dated)
+    return _to_datetime(ts.min()), _to_datetime(ts.max()), len(events) - len(dated)
+
+
+def choose_cutoffs(lo: dt.datetime, hi: dt.datetime, cutoff: str | None) -> tuple[dt.datetime, dt.datetime]:
+    """(validation cut-off, test cut-off). The validation window is as long as the test window."""
+    if cutoff:
+        try:
+            test_cut = _to_datetime(cutoff)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"--eval-cutoff {cutoff!r} is not a date (use YYYY-MM-DD)") from exc
+    else:
+        test_cut = lo + (hi - lo) * (1 - DEFAULT_TEST_SHARE)
+    if not lo < test_cut <= hi:
+        raise InputError(f"--eval-cutoff {test_cut:%Y-%m-%d} is outside the events' time span "
+                         f"({lo:%Y-%m-%d} .. {hi:%Y-%m-%d}); pick a date inside it")
+    val_cut = test_cut - (hi - test_cut)
+    if val_cut <= lo + (test_cut - lo) / 2:  # keep at least half of train for the validation fit
+        val_cut = lo + (test_cut - lo) * (1 - DEFAULT_TEST_SHARE)
+    return val_cut, test_cut
+
+
+def make_split(name: str, events: pd.DataFrame, products: pd.DataFrame, train_end: dt.datetime,
+               test_end: dt.datetime | None, s: EvalSettings, spark: Any = None) -> Split:
+    """Train interactions before ``train_end``; truth = "have" events in [train_end, test_end).
+
+    ``events``: the canonical events (user_id, product_id, event_type, value, ts); ``products``: the
+    bundle's product table, whose row is the product_idx. ``spark`` is where ALS will fit the train pairs.
+    """
+    ts = _utc(events[TS])
+    train_mask = (ts < train_end).to_numpy()
+    test_mask = (ts >= train_end).to_numpy()  # undated events (NaT) are on neither side
+    if test_end is not None:
+        test_mask &= (ts < test_end).to_numpy()
+    row_of = pd.Series(np.arange(len(products)), index=products[PRODUCT_ID].astype(str))
+    inter = aggregate(events[train_mask], s.event_weights, tuple(s.had_types))
+    inter[PRODUCT_IDX] = inter[PRODUCT_ID].map(row_of)
+    inter = inter[inter[PRODUCT_IDX].notna()].astype({PRODUCT_IDX: "int64"})
+    user_ids = np.sort(inter.loc[inter[WEIGHT] > 0, USER_ID].unique())
+    users_pdf = pd.DataFrame({USER_ID: user_ids, USER_IDX: np.arange(len(user_ids), dtype=np.int32)})
+    inter[USER_IDX] = inter[USER_ID].map(pd.Series(users_pdf[USER_IDX].to_numpy(), index=user_ids))
+    test = events[test_mask]
+    test = test[test[EVENT_TYPE].isin(list(s.had_types))]
+    test_pdf = pd.DataFrame({USER_ID: test[USER_ID].astype(str), PRODUCT_IDX: test[PRODUCT_ID].astype(str).map(row_of)})
+    test_pdf = test_pdf.dropna().drop_duplicates()
+    with_history = set(user_ids)
+    had = inter[inter[HAD].astype(bool)].groupby(USER_ID)[PRODUCT_IDX].agg(set).to_dict()
+    truth: dict[str, set[int]] = {}
+    truth_repeat: dict[str, set[int]] = {}
+    left = {"no_train_history": 0, "nothing_new": 0}
+    for uid, rows in test_pdf.groupby(USER_ID)[PRODUCT_IDX]:
+        uid, rows = str(uid), {int(r) for r in rows}
+        if uid not in with_history:
+            left["no_train_history"] += 1
+            continue
+        truth_repeat[uid] = rows
+        new = rows - had.get(uid, set())
+        if new:
+            truth[uid] = new
+        else:
+            left["nothing_new"] += 1
+    log.info("evaluate: %s split at %s: %d train pairs, %d users evaluated, left out %s",
+             name, f"{train_end:%Y-%m-%d %H:%M}", len(inter), len(truth), left)
+    inter = inter[inter[USER_IDX].notna()].astype({USER_IDX: "int32"}).reset_index(drop=True)
+    return Split(name, train_end, test_end, inter, users_pdf, truth, truth_repeat, left, spark=spark)
+
+
+# ---------------------------------------------------------------------------------------------------
+# fitting (Spark for ALS, the driver for EASE)
+# ---------------------------------------------------------------------------------------------------
+def fit_als(split: Split, n_products: int, params: ALSParams) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    if len(split.users) < 2:
+        return None, None
+    model = train_als(split.train_frame(), params)
+    return (factor_matrix(model.itemFactors, n_products, params.rank, name="item factors"),
+            factor_matrix(model.userFactors, len(split.users), params.rank, name="user factors"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# scoring
+# ---------------------------------------------------------------------------------------------------
+CANDIDATE_KEYS = 12
+CONTENT_BLOCK = 16_000_000  # similarities the content model computes at once (64 MB of float32)
+RECENT = 5  # the recent products a user's content and random-in-cluster baselines start from
+CONTENT_MARGIN = 1e-4  # cosines this close to the k-th are scored again exactly (float32 noise is ~1e-6)
+
+
+class Scorer:
+    """A train-split bundle (assembled in memory) and the chat's assistant on it; ranks for every model."""
+
+    def __init__(self, split: Split, products: pd.DataFrame, embeddings: np.ndarray, index: Any,
+                 fitted: Fitted, recommender: dict[str, Any] | None, seed: int):
+        from assistant.chat import Assistant
+        from index_builder.core.bundle_reader import assemble_bundle
+
+        inter = split.interactions
+        pop = inter[inter[WEIGHT] > 0].groupby(PRODUCT_IDX)[USER_ID].nunique()
+        prods = products.copy()
+        prods[POPULARITY] = pop.reindex(range(len(prods)), fill_value=0).to_numpy(dtype=np.int64)
+        manifest = {"version": f"eval-{split.name}", "recommender": recommender or {}}
+        self.bundle = assemble_bundle(
+            folder=Path("."), manifest=manifest, products=prods, embeddings=embeddings, index=index,
+            users=split.users, interactions=inter, item_factors=fitted.item_factors, user_factors=fitted.user_factors,
+            item_neighbours=fitted.item_neighbours, item_weights=fitted.item_weights)
+        self.assistant = Assistant(self.bundle, encode=_no_text)
+        # the seeds' nearest products, shared by every config tried: the vectors and the index never change here
+        self._neighbours: dict[tuple, Any] = {}
+        self.assistant.recommender.neighbours_memo = self._neighbours
+        self.split = split
+        self.seed = seed
+        self.n = len(prods)
+        # the hybrid's filtered candidates and their terms, by candidate_key() and then by (user, k, repeat):
+        # the blend search tries many weights on the same candidates; the CANDIDATE_KEYS last used keys are kept
+        # (a coordinate-search round visits 8 with the default grid: ~15 MB each on 2,000 users)
+        self._candidates: dict[Any, dict[tuple[str, int, bool], Any]] = {}
+        self._candidates_of: Any = None  # the bundle they were computed on
+        self._key_of: Any = None  # the recommender whose candidate key ``_key`` is
+        self._key: Any = None
+        self._vectors32: np.ndarray | None = None  # the content baseline's float32 vectors
+
+    def configure(self, recommender: dict[str, Any]) -> None:
+        from assistant.config import RecommenderConfig
+        from assistant.recommender import Recommender
+
+        cfg = RecommenderConfig.from_manifest({"recommender": recommender})
+        self.assistant.recommender = Recommender(self.bundle, _no_text, cfg)
+        self.assistant.recommender.neighbours_memo = self._neighbours
+        self.assistant.cfg = cfg
+
+    # -- the models ---------------------------------------------------------------------------------
+    def _top(self, scores: np.ndarray, uid: str, k: int, repeat: bool) -> list[int]:
+        from assistant.recommender import top_k
+
+        s = np.asarray(scores, dtype=np.float64).copy()
+        if not repeat:
+            had = list(self.bundle.had.get(uid, ()))
+            s[had] = -np.inf
+        picks = top_k(s, k)
+        return [int(r) for r in picks if np.isfinite(s[r])]
+
+    def _scored_candidates(self, uid: str, k: int, repeat: bool) -> Any:
+        """(rows, terms, request) of the hybrid for this user (None: no candidate), computed once per candidate key."""
+        if self._candidates_of is not self.bundle:
+            self._candidates, self._candidates_of = {}, self.bundle
+        rec = self.assistant.recommender
+        if self._key_of is not rec:  # one key per configuration (computing it costs as much as a cache hit)
+            self._key_of, self._key = rec, rec.cfg.candidate_key()
+        key = self._key
+        cache = self._candidates.pop(key, {})
+        self._candidates[key] = cache  # the most recently used last
+        while len(self._candidates) > CANDIDATE_KEYS:
+            del self._candidates[next(iter(self._candidates))]
+        if (uid, k, repeat) not in cache:
+            cache[(uid, k, repeat)] = self.assistant.user_candidates(uid, k, include_had=repeat)
+        return cache[(uid, k, repeat)]
+
+    def _recent(self, uid: str, n: int = RECENT) -> np.ndarray:
+        rows, _ = self.bundle.profile.get(uid, (np.zeros(0, dtype=np.int64), None))
+        return rows[:n]
+
+    def rank(self, model: str, uid: str, k: int, repeat: bool = False) -> list[int]:
+        b = self.bundle
+        rec = self.assistant.recommender
+        if model == "hybrid":
+            from assistant.chat import pick_scored
+
+            return [r for r, _ in pick_scored(rec, self._scored_candidates(uid, k, repeat))]
+        if model == "popularity":
+            return self._top(b.popularity, uid, k, repeat)
+        if model == "trending":
+            return self._top(rec.popularity, uid, k, repeat)
+        if model == "als":
+            als = rec.als_scores(uid)
+            return self._top(als, uid, k, repeat) if als is not None else []
+        if model == "item_item":
+            item = rec.item_scores(uid, recency=False).item  # plain binary EASE
+            return self._top(item, uid, k, repeat) if item is not None else []
+        if model == "content":
+            scores = next(self._content_scores([uid]))[1]
+            return self._content_top(scores, uid, k, repeat) if scores is not None else []
+        recent = self._recent(uid)
+        if not len(recent):
+            return []
+        if model == "random_in_cluster":  # the tutorials: random products from the clusters of the recent items
+            rng = np.random.default_rng([self.seed, zlib.crc32(uid.encode())])
+            in_pool = np.zeros(self.n, dtype=bool)
+            in_pool[np.concatenate([b.members[int(c)] for c in np.unique(b.clusters[recent])])] = True
+            return self._top(rng.random(self.n) * in_pool, uid, k, repeat)
+        raise ValueError(f"unknown model {model!r}")
+
+    def _content_scores(self, users: list[str]) -> Iterable[tuple[str, np.ndarray | None]]:
+        """(user, each product's best cosine to the user's recent products; None: no history), in order.
+
+        The similarities of a block of users come from one matrix product (one per user read the whole
+        embedding matrix for five columns: 23 ms a user at 100,000 products)."""
+        if self._vectors32 is None:  # a big bundle's float16 vectors: one float32 copy makes the products 4x faster
+            self._vectors32 = np.asarray(self.bundle.embeddings, dtype=np.float32)
+        emb = self._vectors32
+        block = max(1, CONTENT_BLOCK // (RECENT * max(1, self.n)))
+        for lo in range(0, len(users), block):
+            part = users[lo:lo + block]
+            recent = [self._recent(u) for u in part]
+            sims = np.asarray(emb[np.concatenate(recent)], dtype=np.float32) @ emb.T if any(map(len, recent)) else None
+            at = 0
+            for u, rows in zip(part, recent, strict=True):
+                yield u, sims[at:at + len(rows)].max(axis=0) if len(rows) else None
+                at += len(rows)
+
+    def _content_top(self, scores: np.ndarray, uid: str, k: int, repeat: bool) -> list[int]:
+        """The content baseline's top ``k``, the same on every CPU and however the users were split up.
+
+        The blocked float32 product of :meth:`_content_scores` computes a pair's cosine with a BLAS kernel
+        that depends on the pair's place in the block (and on the CPU's instruction set), so near-equal
+        cosines (two products with the same text) could swap places between a run in one process and one
+        in two. The blocked scores only shortlist: every product within ``CONTENT_MARGIN`` of the k-th is
+        scored again exactly (float32 products are exact in float64, summed in one fixed order), and ties
+        go to the lower row."""
+        s = np.asarray(scores, dtype=np.float64).copy()
+        if not repeat:
+            s[list(self.bundle.had.get(uid, ()))] = -np.inf
+        finite = np.isfinite(s)
+        if not finite.any():
+            return []
+        from assistant.recommender import top_k
+
+        kth = s[top_k(s, k)[-1]]
+        short = np.flatnonzero(finite & (s >= kth - CONTENT_MARGIN))
+        recent = np.asarray(self._vectors32[self._recent(uid)], dtype=np.float64)
+        exact = np.einsum("ij,kj->ik", recent, np.asarray(self._vectors32[short], dtype=np.float64),
+                          optimize=False).max(axis=0)
+        order = np.lexsort((short, -exact))[:k]
+        return [int(r) for r in short[order]]
+
+    def per_user(self, model: str, users: Iterable[str], k: int = 10) -> np.ndarray:
+        """NDCG@k of each user, in the order given."""
+        truth = self.split.truth
+        return np.array([ndcg_at_k(self.rank(model, u, k), truth[u], k) for u in users])
+
+    def rankings(self, model: str, users: Iterable[str], k: int = max(KS), repeat: bool = False) -> list[list[int]]:
+        """Each user's top ``k`` rows by ``model``, in the order given."""
+        if model == "content":
+            return [self._content_top(v, u, k, repeat) if v is not None else []
+                    for u, v in self._content_scores(list(users))]
+        return [self.rank(model, u, k, repeat) for u in users]
+
+    def score(self, model: str, users: Iterable[str] | None = None, *, k: int = max(KS), repeat: bool = False,
+              ks: Iterable[int] = KS, run: Callable[[tuple], list[list[int]]] | None = None) -> dict[str, float]:
+        """The metrics of ``model`` over ``users`` (default: every user with a truth). ``run``: the
+        :func:`~.shards.user_shards` runner of :meth:`rankings` over these same users, to rank them in parallel."""
+        truth = self.split.truth_repeat if repeat else self.split.truth
+        users = list(truth) if users is None else list(users)
+        ranked = run((model, k, repeat)) if run is not None else self.rankings(model, users, k, repeat)
+        return summarize(dict(zip(users, ranked, strict=True)), {u: truth[u] for u in users}, n_catalog=self.n, ks=ks)
+
+
+def _no_text(texts):
+    raise RuntimeError("the offline evaluation embeds no text")
+
+
+# ---------------------------------------------------------------------------------------------------
+# tuning on the validation split
+# ---------------------------------------------------------------------------------------------------
+def blend_grid(window_days: float) -> dict[str, list[Any]]:
+    """The values tried for each blend setting; half-lives scale with the test window's length."""
+    w = max(window_days, 1.0)
+    return {
+        # w_item stays 1: the collaborative weights only matter relative to each other (blend divides by their sum)
+        "w_als": [0.0, 0.15, 0.3, 0.5, 1.0],
+        "w_popularity": [0.0, 0.25, 0.5, 1.0, 1.5],
+        "popularity_half_life_days": [None, round(w / 4, 1), round(w / 2, 1), round(w, 1), round(3 * w, 1)],
+        "history_half_life_days": [None, round(w, 1), round(2 * w, 1), round(6 * w, 1)],
+        "w_content_history": [0.0, 0.05, 0.1, 0.2],
+        "mmr_lambda": [1.0, 0.9, 0.75],
+    }
+
+
+def setting_key(settings: dict[str, Any]) -> tuple:
+    """One blend setting as a hashable key (a trace row's score left out)."""
+    return tuple(sorted((k, v) for k, v in settings.items() if k != "ndcg@10"))
+
+
+def coordinate_search(objective: Callable[[dict[str, Any]], np.ndarray], start: dict[str, Any],
+                      grid: dict[str, list[Any]], rounds: int = 3, z: float = 1.0
+                      ) -> tuple[dict[str, Any], float, list[dict]]:
+    """Improve one setting at a time over its grid; stop when a round changes nothing.
+
+    ``objective`` returns one score per user (the same users every call). A change is kept only when
+    its mean per-user gain exceeds ``z`` standard errors of the paired differences: a few hundred
+    users make NDCG@10 move by chance, and a setting chosen on noise does not carry over to the test.
+    A setting met again in a later round (a round that changes nothing revisits most of the previous
+    one's) is not scored again: ``objective`` is deterministic. The trace lists every setting visited.
+    """
+    scored: dict[tuple, np.ndarray] = {}
+
+    def score(settings: dict[str, Any]) -> np.ndarray:
+        key = setting_key(settings)
+        if key not in scored:
+            scored[key] = np.asarray(objective(settings), dtype=np.float64)
+        return scored[key]
+
+    best = dict(start)
+    current = score(best)
+    trace = [{**best, "ndcg@10": round(float(current.mean()), 5)}]
+    for _ in range(rounds):
+        changed = False
+        for name, values in grid.items():
+            for value in values:
+                if value == best[name]:
+                    continue
+                trial = {**best, name: value}
+                got = score(trial)
+                trace.append({**trial, "ndcg@10": round(float(got.mean()), 5)})
+                gain = got - current
+                se = gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else 0.0
+                if gain.mean() > 0 and gain.mean() > z * se:
+                    best, current, changed = trial, got, True
+        if not changed:
+            break
+    return best, float(current.mean()), trace
+
+
+def _sample(users: list[str], n: int, seed: int) -> list[str]:
+    if len(users) <= n:
+        return users
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(users, size=n, replace=False).tolist())
+
+
+# ---------------------------------------------------------------------------------------------------
+# the whole evaluation
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class EvalResult:
+    metrics: dict[str, Any]  # the manifest's "metrics" section
+    als: ALSParams  # chosen on validation: what the published bundle is fitted with
+    ease_lambda: float
+    recommender: dict[str, Any]  # the blend settings chosen on validation (manifest["recommender"])
+
+
+def evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embeddings: np.ndarray,
+             index: Any, s: EvalSettings, say: Callable[..., None] = log.info,
+             als_chosen: Callable[[ALSParams], None] | None = None) -> EvalResult | None:
+    """Tune on validation, score every model on test; None (with a logged reason) when there is no time split.
+
+    ``events``: the canonical events on the driver (the build collects them for the bundle); the splits are
+    made there, ALS fits in ``spark``. ``als_chosen(params)`` is called as soon as the ALS parameters are
+    settled, so that the caller can start its final fit while the blend search works in Python.
+
+    The Spark fits overlap the driver's Python work: the ALS grid runs while the EASE lambdas are scored,
+    and the test split's ALS fit while the blend is searched (in :func:`~.shards.user_shards` processes).
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-als") as background:
+        return _evaluate(spark, events, products_pdf, embeddings, index, s, say, als_chosen, background)
+
+
+def _evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embeddings: np.ndarray, index: Any,
+              s: EvalSettings, say: Callable[..., None], als_chosen: Callable[[ALSParams], None] | None,
+              background: ThreadPoolExecutor) -> EvalResult | None:
+    from assistant.config import RecommenderConfig
+
+    lo, hi, undated = time_bounds(events)
+    if lo is None or lo == hi:
+        say("evaluate: skipped: the events carry no usable timestamps, so there is no time split")
+        return None
+    val_cut, test_cut = choose_cutoffs(lo, hi, s.cutoff)
+    window = (hi - test_cut).total_seconds() / 86400
+    n = len(products_pdf)
+    rec_cfg = RecommenderConfig.from_manifest({"recommender": s.recommender}).tuned()
+    als, lam = s.als, s.ease_lambda
+    tuning: dict[str, Any] = {"split": {"train_end": val_cut.isoformat(), "test_end": test_cut.isoformat()}}
+    test = make_split("test", events, products_pdf, test_cut, None, s, spark)
+    test_fit: Any = None
+
+    def settle_als(params: ALSParams) -> None:
+        nonlocal test_fit
+        test_fit = background.submit(fit_als, test, n, params)
+        if als_chosen is not None:
+            als_chosen(params)
+
+    if s.tune:
+        val = make_split("validation", events, products_pdf, val_cut, test_cut, s, spark)
+        if len(val.truth) >= 10:
+            tune_users = _sample(sorted(val.truth), s.max_tune_users, s.seed)
+            tuning["users"] = len(tune_users)
+            # each lambda tried inverts the Gram: 30 s at 10,000 products, 2 s at 4,000
+            gram = gram_matrix(val.interactions, max_items=min(s.item_item_max_items, s.ease_tune_max_items))
+            base = Fitted(None, None, None, None)
+            scorer = Scorer(val, products_pdf, embeddings, index, base, rec_cfg, s.seed)
+            # the ALS grid fits in Spark while the EASE lambdas are scored here (submitted together, the small
+            # jobs of the four fits also fill each other's scheduling gaps)
+            grid_pool = ThreadPoolExecutor(max_workers=len(s.als_grid), thread_name_prefix="als-grid")
+            grid_fits = {ra: grid_pool.submit(fit_als, val, n, ALSParams(
+                rank=s.als.rank, reg_param=ra[0], alpha=ra[1], max_iter=s.als.max_iter, seed=s.seed)) for ra in s.als_grid}
+            grid_pool.shutdown(wait=False)
+
+            if len(gram.rows) >= 2 and s.ease_grid:
+                ease_scores: dict[float, float] = {}
+                best: tuple | None = None  # ((ndcg, -lambda), lambda, its pruned weights): the best kept, not all five
+                for lam_ in s.ease_grid:
+                    pruned = prune(ease_weights(gram.matrix, lam_), gram.rows, n, s.item_item_top_k)
+                    scorer.bundle = _with(scorer.bundle, item_neighbours=pruned[0], item_weights=pruned[1])
+                    scorer.configure(rec_cfg)
+                    ease_scores[lam_] = scorer.score("item_item", tune_users, ks=(10,))["ndcg@10"]
+                    if best is None or (ease_scores[lam_], -lam_) > best[0]:
+                        best = ((ease_scores[lam_], -lam_), lam_, pruned)
+                assert best is not None
+                lam, (nb, wt) = best[1], best[2]
+                tuning["item_item_lambda"] = {str(k): v for k, v in ease_scores.items()}
+                say("evaluate: EASE lambda on validation %s -> %s", tuning["item_item_lambda"], lam)
+            else:
+                nb, wt = prune(ease_weights(gram.matrix, lam), gram.rows, n, s.item_item_top_k)
+
+            als_scores = {}
+            fits = {ra: future.result() for ra, future in grid_fits.items()}
+            for reg, alpha in s.als_grid:
+                scorer.bundle = _with(scorer.bundle, item_factors=fits[(reg, alpha)][0],
+                                      user_factors=fits[(reg, alpha)][1])
+                scorer.configure(rec_cfg)
+                als_scores[(reg, alpha)] = scorer.score("als", tune_users, ks=(10,))["ndcg@10"]
+            best_reg, best_alpha = max(als_scores, key=lambda k: als_scores[k])
+            als = ALSParams(rank=s.als.rank, reg_param=best_reg, alpha=best_alpha, max_iter=s.als.max_iter, seed=s.seed)
+            tuning["als"] = [{"reg_param": r, "alpha": a, "ndcg@10": v} for (r, a), v in als_scores.items()]
+            say("evaluate: ALS on validation %s -> regParam %s alpha %s", tuning["als"], best_reg, best_alpha)
+            settle_als(als)
+
+            scorer.bundle = _with(scorer.bundle, item_factors=fits[(best_reg, best_alpha)][0],
+                                  user_factors=fits[(best_reg, best_alpha)][1], item_neighbours=nb, item_weights=wt)
+
+            def hybrid_ndcg(users: list[str], settings: dict[str, Any]) -> np.ndarray:
+                scorer.configure(settings)
+                return scorer.per_user("hybrid", users)
+
+            grid = blend_grid(window)
+            # the users are shared out over the cores: each process keeps its users' candidates between settings
+            with user_shards(hybrid_ndcg, tune_users, s.processes) as objective:
+                rec_cfg, best, trace = coordinate_search(objective, rec_cfg, grid)
+            scored = len({setting_key(t) for t in trace})
+            tuning["blend"] = {"chosen": rec_cfg, "ndcg@10": round(best, 5), "tried": len(trace), "scored": scored}
+            say("evaluate: blend on validation (%d settings tried, %d scored) -> %s, ndcg@10 %.4f", len(trace), scored,
+                rec_cfg, best)
+        else:
+            tuning["skipped"] = f"only {len(val.truth)} validation users; defaults kept"
+            say("evaluate: tuning skipped (%s)", tuning["skipped"])
+        val.release()
+    if test_fit is None:  # not tuned: the given parameters
+        settle_als(als)
+
+    item_f, user_f = test_fit.result()
+    gram = gram_matrix(test.interactions, max_items=s.item_item_max_items)
+    nb, wt = prune(ease_weights(gram.matrix, lam), gram.rows, n, s.item_item_top_k) if len(gram.rows) >= 2 else (None, None)
+    scorer = Scorer(test, products_pdf, embeddings, index, Fitted(item_f, user_f, nb, wt), rec_cfg, s.seed)
+    models: dict[str, Any] = {}
+    repeat: dict[str, Any] = {}
+    test_users = _sample(sorted(test.truth), s.max_test_users, s.seed)
+    repeat_users = _sample(sorted(test.truth_repeat), s.max_test_users, s.seed)
+
+    def ranked(users: list[str], job: tuple[str, int, bool]) -> list[list[int]]:
+        return scorer.rankings(job[0], users, job[1], job[2])
+
+    with user_shards(ranked, test_users, s.processes) as run, user_shards(ranked, repeat_users, s.processes) as run_repeat:
+        for model in MODELS:
+            models[model] = scorer.score(model, test_users, ks=s.ks, run=run)
+            repeat[model] = scorer.score(model, repeat_users, repeat=True, ks=(10,), run=run_repeat)
+            say("evaluate: %-17s ndcg@10 %.4f  hr@10 %.3f  (repeats counted: ndcg@10 %.4f)", model,
+                models[model]["ndcg@10"], models[model]["hr@10"], repeat[model]["ndcg@10"])
+    test.release()
+    metrics = {
+        "protocol": {
+            "split": "time", "cutoff": test_cut.isoformat(), "test_end": hi.isoformat(),
+            "train_start": lo.isoformat(), "validation_cutoff": val_cut.isoformat(),
+            "truth": f"products from {', '.join(s.had_types)} events at or after the cut-off that the user did not have before it",
+            "filtered": "products the user had in train are never recommended",
+            "users_evaluated": len(test_users), "users_left_out": test.left_out, "undated_events_left_out": undated,
+            "users_with_truth": len(test.truth), "users_evaluated_repeats": len(repeat_users), "ks": list(s.ks),
+        },
+        "models": models,
+        "repeats_counted": {"note": "truth = every test product, repeats included; nothing filtered", "models": repeat},
+        "tuning": {**tuning, "chosen": {"als": als.as_dict(), "item_item_lambda": lam, "recommender": rec_cfg}},
+    }
+    return EvalResult(metrics=metrics, als=als, ease_lambda=lam, recommender=rec_cfg)
+
+
+def _with(bundle, **changes):
+    import dataclasses
+
+    return dataclasses.replace(bundle, **changes)
+
+
+def format_table(metrics: dict[str, Any], k: int = 10) -> str:
+    """The metrics as a text table, one model a row."""
+    cols = [f"ndcg@{k}", f"hr@{k}", f"precision@{k}", f"recall@{k}", f"map@{k}", f"coverage@{k}"]
+    lines = [f"{'model':<18}" + "".join(f"{c:>14}" for c in cols)]
+    for name, row in metrics["models"].items():
+        lines.append(f"{name:<18}" + "".join(f"{row.get(c, float('nan')):>14.4f}" for c in cols))
+    p = metrics["protocol"]
+    lines.append(f"cut-off {p['cutoff'][:10]}, {p['users_evaluated']} users evaluated, left out {p['users_left_out']}")
+    return "\n".join(lines)

@@ -1,0 +1,178 @@
+"""Adapters: turn each supported input into canonical products and events (DESIGN.md schema).
+
+Each adapter returns a :class:`Source`; the common validation in ``transforms`` runs afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+
+from index_builder.core.constants import (
+    CATEGORY,
+    DESCRIPTION,
+    EVENT_REQUIRED,
+    EVENT_TYPE,
+    PRICE,
+    PRODUCT_ID,
+    PRODUCT_REQUIRED,
+    REJECT_REASON,
+    ROW_ID,
+    TITLE,
+    TS,
+    USER_ID,
+    VALUE,
+)
+from index_builder.stages.readers import read_table
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+
+@dataclass
+class Source:
+    """Canonical frames from one input, plus rows the adapter itself could not use."""
+
+    name: str
+    products: DataFrame
+    events: DataFrame | None
+    files: list[str]
+    rejects: dict[str, DataFrame] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    currency: str | None = None  # ISO code of the prices, when known
+    defaults: dict[str, str] = field(default_factory=dict)  # column -> what was assumed for it (manifest, log)
+
+
+def from_files(
+    spark: SparkSession,
+    products: str,
+    events: str | None = None,
+    *,
+    mapping: dict[str, str] | None = None,
+    encoding: str = "utf-8",
+    name: str = "custom",
+    event_type: str = "purchase",
+) -> Source:
+    """Generic adapter: a products file and an optional events file, columns renamed by ``mapping``.
+
+    Most order exports have no event type: every row of such a file is an ``event_type`` event
+    (``--event-type``, purchase by default), and a missing ``value`` counts 1; both are recorded.
+    """
+    prod = read_table(spark, products, mapping=mapping, required=PRODUCT_REQUIRED, encoding=encoding, role="products")
+    ev = None
+    defaults: dict[str, str] = {}
+    if events:
+        ev = read_table(spark, events, mapping=mapping, required=EVENT_REQUIRED, encoding=encoding, role="events")
+        if EVENT_TYPE not in ev.columns:
+            ev = ev.withColumn(EVENT_TYPE, F.lit(event_type))
+            defaults[EVENT_TYPE] = f"no event type column in {events}: every row is a {event_type!r} (--event-type)"
+        if VALUE not in ev.columns:
+            defaults[VALUE] = f"no value column in {events}: every event counts 1"
+    return Source(name=name, products=prod, events=ev, files=[str(p) for p in (products, events) if p],
+                  defaults=defaults)
+
+
+# UCI stock codes of real products start with five digits (85123A, 22423); the rest are
+# postage, fees and manual adjustments: POST, DOT, M, BANK CHARGES, C2, PADS, CRUK, AMAZONFEE, gift_...
+UCI_PRODUCT_CODE = r"^[0-9]{5}"
+_UCI_RENAMES = {"Invoice": "InvoiceNo", "Price": "UnitPrice", "Customer ID": "CustomerID"}
+
+
+def online_retail(spark: SparkSession, path: str | Path) -> Source:
+    """UCI Online Retail (I or II) adapter; see :func:`clean_online_retail` for the rules."""
+    raw = read_table(spark, str(path), role="UCI Online Retail")
+    for old, new in _UCI_RENAMES.items():
+        if old in raw.columns and new not in raw.columns:
+            raw = raw.withColumnRenamed(old, new)
+    products, events, rejects, counts = clean_online_retail(raw)
+    return Source(
+        name="online-retail", products=products, events=events, files=[str(path)],
+        rejects={"online_retail_lines": rejects}, counts=counts,
+    )
+
+
+def clean_online_retail(raw: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame, dict[str, int]]:
+    """UCI invoice lines -> (products, events, rejected lines, counts).
+
+    Rules:
+    - lines whose StockCode is not a product (does not start with 5 digits) are rejected
+      (``non_product_stock_code``); they feed neither catalog nor events;
+    - lines of a normal invoice with quantity <= 0 are stock adjustments: rejected (``non_positive_quantity``);
+    - invoices starting with "C" are cancellations: ``return`` events of |quantity|;
+    - other lines are ``purchase`` events of their quantity; lines without CustomerID are not user
+      events but still feed the catalog (counted as ``anonymous_lines``);
+    - one title per StockCode: its most frequent description on priced sale lines (ties: alphabetical);
+    - price: the median unit price over priced sale lines.
+    """
+    code = F.upper(F.trim(F.col("StockCode").cast("string")))
+    invoice = F.trim(F.col("InvoiceNo").cast("string"))
+    qty = F.col("Quantity").cast("double")
+    price = F.col("UnitPrice").cast("double")
+    desc = F.trim(F.col("Description").cast("string"))
+    cust = F.col("CustomerID")
+    is_return = invoice.startswith("C")
+    lines = raw.select(
+        "*",
+        code.alias("_code"),
+        is_return.alias("_return"),
+        F.when(~F.lower(desc).isin("nan", "", "?") & desc.isNotNull(), desc).alias("_desc"),
+        qty.alias("_qty"),
+        price.alias("_price"),
+        F.when(cust.isNotNull() & ~F.isnan(cust.cast("double")), cust.cast("double").cast("long").cast("string")).alias("_cust"),
+    ).withColumn(
+        REJECT_REASON,
+        F.when(~F.col("_code").rlike(UCI_PRODUCT_CODE) | F.col("_code").isNull(), "non_product_stock_code")
+        .when(F.col("_qty").isNull(), "unparseable_quantity")
+        .when(~F.col("_return") & (F.col("_qty") <= 0), "non_positive_quantity"),
+    )
+    lines = lines.cache()
+    rejects = lines.filter(F.col(REJECT_REASON).isNotNull()).select(
+        F.col(ROW_ID), *[F.col(f"`{c}`").cast("string").alias(c) for c in raw.columns if c != ROW_ID], REJECT_REASON
+    )
+    good = lines.filter(F.col(REJECT_REASON).isNull())
+    sale = ~F.col("_return") & (F.col("_price") > 0)
+
+    titles = (
+        good.filter(F.col("_desc").isNotNull())
+        .groupBy("_code", "_desc")
+        .agg(F.sum(sale.cast("int")).alias("_sales"), F.count(F.lit(1)).alias("_n"))
+        .withColumn(
+            "_rank",
+            F.row_number().over(Window.partitionBy("_code").orderBy(F.desc("_sales"), F.desc("_n"), F.asc("_desc"))),
+        )
+        .filter(F.col("_rank") == 1)
+        .select(F.col("_code").alias(PRODUCT_ID), F.col("_desc").alias(TITLE))
+    )
+    prices = good.filter(sale).groupBy(F.col("_code").alias(PRODUCT_ID)).agg(F.median("_price").alias(PRICE))
+    products = (
+        good.select(F.col("_code").alias(PRODUCT_ID))
+        .distinct()
+        .join(titles, PRODUCT_ID, "left")
+        .join(prices, PRODUCT_ID, "left")
+        .select(
+            PRODUCT_ID, TITLE, F.lit("").alias(DESCRIPTION), F.lit("").alias(CATEGORY), PRICE,
+            F.xxhash64(PRODUCT_ID).alias(ROW_ID),
+        )
+    )
+    events = good.filter(F.col("_cust").isNotNull()).select(
+        F.col("_cust").alias(USER_ID),
+        F.col("_code").alias(PRODUCT_ID),
+        F.when(F.col("_return"), "return").otherwise("purchase").alias(EVENT_TYPE),
+        F.abs(F.col("_qty")).alias(VALUE),
+        F.col("InvoiceDate").alias(TS),
+        F.col(ROW_ID),
+    )
+    counts = {
+        "lines": lines.count(),
+        "anonymous_lines": good.filter(F.col("_cust").isNull()).count(),
+    }
+    return products, events, rejects, counts
+
+
+def datacamp_products(spark: SparkSession, path: str | Path) -> Source:
+    """The tutorials' 2,000-product catalog: product_id, title, description; no events."""
+    return from_files(spark, str(path), None, name="datacamp-products")
