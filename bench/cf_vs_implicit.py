@@ -33,7 +33,7 @@ def main() -> None:
     from index_builder.evaluation.metrics import summarize
     from index_builder.pipeline import bundle_frames
     from index_builder.stages.als import ALSParams
-    from index_builder.stages.itemitem import ease_weights, gram_matrix, prune
+    from index_builder.stages.itemitem import DEFAULT_LAMBDA, ease_weights, gram_matrix, prune
     from index_builder.stages.session import make_spark
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,8 +46,8 @@ def main() -> None:
 
     folder, manifest = bundle.verify(args.bundle)
     als_params = manifest.get("als", {}).get("params", {})
-    reg, alpha = als_params.get("reg_param", 0.1), als_params.get("alpha", 1.0)
-    lam = manifest.get("item_item", {}).get("lambda", 200.0)
+    reg, alpha = als_params.get("reg_param", ALSParams.reg_param), als_params.get("alpha", ALSParams.alpha)
+    lam = manifest.get("item_item", {}).get("lambda", DEFAULT_LAMBDA)
     spark = make_spark(master=f"local[{args.threads}]")
     products_pdf, embeddings, index, events = bundle_frames(folder)
     settings = EvalSettings(cutoff=args.eval_cutoff)

@@ -5,12 +5,15 @@ Only this module and the CLI touch the file system; the steps it calls are pure 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as dt
 import logging
 import os
 import platform
+import re
 import shutil
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ from index_builder.core.constants import (
     DEFAULT_HAD_TYPES,
     EMBEDDING,
     EVENT_COLUMNS,
+    EVENT_TYPES,
     POPULARITY,
     PRICE,
     PRODUCT_ID,
@@ -38,10 +42,11 @@ from index_builder.core.constants import (
     USER_IDX,
     WEIGHT,
 )
-from index_builder.core.embedders.base import encode_chunks, resolve_backend, resolve_device
+from index_builder.core.embedders.base import BACKENDS, DEVICES, encode_chunks, resolve_backend, resolve_device
 from index_builder.core.embedders.factory import DRIVER_MAX, Preload, local_cores, make_embedder
 from index_builder.core.embedders.torch_backend import SentenceTransformerEmbedder
 from index_builder.core.errors import InputError
+from index_builder.core.flags import flag
 from index_builder.core.progress import Stages, reported
 from index_builder.evaluation.evaluate import EvalSettings, evaluate
 from index_builder.insights.graph import DEFAULT_MAX_USERS
@@ -50,6 +55,8 @@ from index_builder.stages.adapters import Source, datacamp_products, from_files,
 from index_builder.stages.als import ALSParams, factor_matrix, train_als
 from index_builder.stages.cluster import (
     K_RULE,
+    MAX_ITER,
+    RESTARTS,
     SAMPLE_SIZE,
     SILHOUETTE_SIZE,
     fit_all,
@@ -57,9 +64,12 @@ from index_builder.stages.cluster import (
     sweep_kmeans,
     widen_while_at_edge,
 )
-from index_builder.stages.datasets import get_spec, locate
+from index_builder.stages.datasets import DATASETS, get_spec, locate
 from index_builder.stages.embedding import embed_column
-from index_builder.stages.itemitem import MAX_ITEMS, fit_item_item
+from index_builder.stages.faiss_index import KINDS
+from index_builder.stages.itemitem import DEFAULT_LAMBDA, MAX_ITEMS, fit_item_item
+from index_builder.stages.readers import parse_mapping
+from index_builder.stages.session import DEFAULT_MASTER, DRIVER_MEMORY
 
 log = logging.getLogger(__name__)
 
@@ -67,56 +77,106 @@ log = logging.getLogger(__name__)
 EMBED_TASK_ROWS = 1_000  # texts per embedding task (about 7 s on one core): the grain of the progress lines
 
 
+def parse_weights(text: str) -> dict[str, float]:
+    """``--event-weights view=0.5,purchase=3`` over the defaults."""
+    weights = dict(DEFAULT_EVENT_WEIGHTS)
+    for key, value in parse_mapping(text).items():
+        if key not in EVENT_TYPES:
+            raise argparse.ArgumentTypeError(f"unknown event type {key!r} (known: {', '.join(EVENT_TYPES)})")
+        weights[key] = float(value)
+    return weights
+
+
+def parse_types(text: str) -> tuple[str, ...]:
+    types = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = [t for t in types if t not in EVENT_TYPES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown event type(s) {unknown} (known: {', '.join(EVENT_TYPES)})")
+    return types
+
+
+def parse_currency(text: str) -> str:
+    code = text.strip().upper()
+    if not re.fullmatch(r"[A-Z]{3}", code):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a 3-letter currency code such as GBP, USD or EUR")
+    return code
+
+
+INPUT = "input (a named dataset, or your files)"
+
+
 @dataclass
 class BuildConfig:
-    """Every knob of a build; all of it is written to the manifest's ``params``."""
+    """Every knob of a build; all of it is written to the manifest's ``params``. Each field with a flag is one
+    of ``python -m index_builder build``'s (:mod:`.core.flags`): its default and help are written here only."""
 
-    out: str
-    dataset: str | None = None
-    data_dir: str | None = None
-    products: str | None = None
-    events: str | None = None
-    mapping: dict[str, str] = field(default_factory=dict)
-    encoding: str = "utf-8"
-    sample_users: int | None = None
-    master: str = "local[2]"
-    driver_memory: str = "4g"
-    seed: int = 42
-    k_min: int = 2
-    k_max: int = 20
-    kmeans_max_iter: int = 30
-    kmeans_restarts: int = 3
-    kmeans_sample: int = SAMPLE_SIZE  # the k sweep fits on at most this many vectors; the chosen k on all
-    als_rank: int = 32
-    als_reg_param: float = 0.1
-    als_alpha: float = 1.0
-    als_max_iter: int = 10
-    event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
-    embedder: str = "minilm"
-    embedding_model: str | None = None  # --embedder openai: the model (default text-embedding-3-small)
-    embedding_dim: int | None = None  # --embedder openai: dimensions to ask for (text-embedding-3 models)
-    embed_batch_size: int = 64
-    embed_threads: int | None = None
-    embed_backend: str = "auto"  # auto = ONNX Runtime int8 on the CPU from 50,000 products, else torch
-    device: str = "auto"  # auto = cuda when torch sees a GPU
-    faiss: str = "auto"  # auto = flat below 50,000 products, ivfpq (cells = the KMeans clusters) above
-    faiss_nprobe: int = 3
-    download: bool = True
-    had_types: tuple[str, ...] = DEFAULT_HAD_TYPES  # events that mean the shopper has the product
-    ease_lambda: float = 200.0  # item-item (EASE) regularisation; the evaluation tunes it
-    item_item_max_items: int = MAX_ITEMS
-    evaluate: bool = True  # time-split evaluation (and tuning on validation) before the final fit
-    eval_cutoff: str | None = None
-    tune: bool = True
-    currency: str | None = None  # ISO code of the prices (GBP, USD, ...); default: the dataset's, else none
-    event_type: str = "purchase"  # the type of every event when the events file has no event_type column
-    normalize_ids: bool = False  # '0108775044' == '108775044' == '108775044.0' in both files
-    graph_users: int = DEFAULT_MAX_USERS  # users in the recommendation graph (a deterministic sample beyond); 0 = all
-    oldest_event: str = rules.OLDEST_EVENT  # events dated before this are rejected (timestamp_too_old)
-    future_hours: float = rules.FUTURE_HOURS  # ... and those more than this ahead of the build's clock
+    out: str = flag(help="bundle root: writes OUT/<version>/ and OUT/current", required=True)
+    dataset: str | None = flag(None, "a named public dataset", choices=sorted(DATASETS), group=INPUT)
+    data_dir: str | None = flag(None, "folder where datasets are looked for before the download cache", group=INPUT)
+    products: str | None = flag(None, "products file (.csv, .tsv, .parquet, .json/.jsonl)", group=INPUT)
+    events: str | None = flag(None, "events file (same formats); optional: without it ALS is skipped", group=INPUT)
+    mapping: dict[str, str] = flag(help="column names of your files, e.g. title=name,description=desc,user_id=customer",
+                                   name="--map", type=parse_mapping, metavar="CANON=COL,...", factory=dict,
+                                   show=lambda m: "none", group=INPUT)
+    encoding: str = flag("utf-8", "text encoding of CSV/JSON input", group=INPUT)
+    download: bool = flag(True, "fail instead of downloading a dataset that is not on disk", negate="--no-download",
+                          group=INPUT)
+    currency: str | None = flag(None, "ISO code of the prices (GBP, USD, EUR...), shown by the chat; default: the "
+                                "dataset's (GBP for UCI), otherwise prices are plain numbers", type=parse_currency,
+                                metavar="CODE")
+    sample_users: int | None = flag(None, "keep a deterministic sample of N users (whole catalog)", type=int)
+    master: str = flag(DEFAULT_MASTER, "Spark master: local[N] or spark://host:7077")
+    driver_memory: str = flag(DRIVER_MEMORY, "Spark driver memory")
+    seed: int = flag(42, "seed of every random choice (sampling, KMeans, ALS, the map)")
+    k_min: int = flag(2, "smallest k of the KMeans sweep")
+    k_max: int = flag(20, "largest k of the KMeans sweep (widened while the choice sits at its edge)")
+    kmeans_max_iter: int = flag(MAX_ITER, "Lloyd iterations per KMeans fit")
+    kmeans_restarts: int = flag(RESTARTS, "fits per k (seeds seed..seed+n-1; fewer on samples over 5,000 vectors); "
+                                "best WSSSE kept")
+    kmeans_sample: int = flag(SAMPLE_SIZE, "the k sweep fits on a seeded sample of at most this many vectors; the "
+                              "chosen k is then fitted on all of them")
+    als_rank: int = flag(ALSParams.rank, "ALS latent factors")
+    als_reg_param: float = flag(ALSParams.reg_param, "ALS regularisation (tuned unless --no-tune)")
+    als_alpha: float = flag(ALSParams.alpha, "ALS implicit-feedback confidence (tuned unless --no-tune)")
+    als_max_iter: int = flag(ALSParams.max_iter, "ALS iterations")
+    event_weights: dict[str, float] = flag(help="override event weights", type=parse_weights, metavar="TYPE=W,...",
+                                           factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    embedder: str = flag("minilm", "minilm (offline), openai (OPENAI_API_KEY / OPENAI_BASE_URL) or a "
+                         "sentence-transformers folder")
+    embedding_model: str | None = flag(None, "--embedder openai: model (default text-embedding-3-small)")
+    embedding_dim: int | None = flag(None, "--embedder openai: dimensions, e.g. 512 (text-embedding-3 models)", type=int)
+    embed_batch_size: int = flag(64, "texts per torch batch on the CPU")
+    embed_threads: int | None = flag(None, "torch / ONNX Runtime threads per Spark Python worker", type=int)
+    embed_backend: str = flag("auto", "local model runtime: torch, or onnx (exported once to int8 and cached, about "
+                              "2x faster on a CPU); auto = onnx on the CPU from 50,000 products, else torch",
+                              choices=BACKENDS)
+    device: str = flag("auto", "where torch embeds: cuda (float16, large batches) or cpu; auto = cuda when torch "
+                       "sees a GPU", choices=DEVICES)
+    faiss: str = flag("auto", "auto: exact flat index below 50,000 products, else ivfpq: cells = the KMeans "
+                      "clusters, product-quantized codes, and the vectors kept once as float16 for exact "
+                      "re-scoring", choices=("auto", *KINDS))
+    faiss_nprobe: int = flag(3, "clusters an ivf search visits")
+    had_types: tuple[str, ...] = flag(DEFAULT_HAD_TYPES, "events that mean the shopper has the product, never "
+                                      "recommended to them again (add view or cart to exclude those too)",
+                                      type=parse_types, metavar="TYPE,...", show=",".join)
+    ease_lambda: float = flag(DEFAULT_LAMBDA, "item-item (EASE) regularisation (tuned unless --no-tune)")
+    item_item_max_items: int = flag(MAX_ITEMS, "products the item-item model covers, most bought first")
+    event_type: str = flag("purchase", "the type of every event when the events file has no event_type column",
+                           choices=EVENT_TYPES)
+    normalize_ids: bool = flag(False, "compare product ids across files as trimmed digits: '0108775044' = "
+                               "'108775044' = '108775044.0'")
+    graph_users: int = flag(DEFAULT_MAX_USERS, "customers in the recommendation graph and report (a deterministic "
+                            "sample beyond; 0 = all)")
+    oldest_event: str = rules.oldest_event_flag()
+    future_hours: float = rules.future_hours_flag()
+    eval_cutoff: str | None = flag(None, "train on events before DATE, test on purchases from it on (default: the "
+                                   "last 10% of the time span)", metavar="DATE")
+    tune: bool = flag(True, "keep the given ALS/EASE/blend settings instead of tuning them on the validation split",
+                      negate="--no-tune")
+    evaluate: bool = flag(True, "skip the time-split evaluation (and the tuning it does)", negate="--no-eval")
 
     def bounds(self, now: dt.datetime | None = None) -> rules.Bounds:
-        """The record bounds of this build (:mod:`.rules`), the future measured from ``now``."""
+        """The record bounds of this build (:mod:`.stages.rules`), the future measured from ``now``."""
         return rules.Bounds(oldest_event=self.oldest_event, future_hours=self.future_hours, now=now)
 
     def als_params(self) -> ALSParams:
@@ -176,285 +236,441 @@ def build_embedder(spark, cfg: BuildConfig, st: Stages, n_products: int):
                          threads=_embed_threads(spark, cfg) if device == "cpu" else None)
 
 
-def build(cfg: BuildConfig, spark=None) -> Path:
-    """Run the whole build and publish ``cfg.out/<version>`` (+ ``current``); returns the version folder."""
+@dataclass
+class Run:
+    """One build's working state: the config, the Spark session and clock, and the plain values each stage
+    adds (a stage reads the fields the stages before it filled). ``keep`` caches a frame until the build ends."""
+
+    cfg: BuildConfig
+    st: Stages
+    spark: Any = None
+    bounds: rules.Bounds | None = None
+    created_at: str = ""
+    preload: Preload | None = None
+    cached: list = field(default_factory=list)
+    background: ThreadPoolExecutor | None = None  # the final ALS fit (see start_final_fit)
+    final_fit: dict = field(default_factory=dict)  # ALSParams -> the future of its final fit
+    # load, validate
+    source: Source | None = None
+    products: Any = None  # Spark frames until "collect"
+    events: Any = None
+    rejected: dict[str, pd.DataFrame] = field(default_factory=dict)
+    n_products: int = 0
+    n_events: int = 0
+    # interactions
+    inter: Any = None
+    users: Any = None
+    n_users: int = 0
+    n_pairs: int = 0
+    # embed
+    embedder: Any = None
+    in_driver: bool = False
+    embeddings: np.ndarray | None = None
+    # kmeans, faiss
+    k_range: tuple[int, int] = (1, 1)
+    k: int = 1
+    elbow: int = 1
+    sweep: list = field(default_factory=list)
+    widened: list = field(default_factory=list)
+    kmeans_info: dict[str, Any] = field(default_factory=dict)
+    labels: np.ndarray | None = None
+    centroids: np.ndarray | None = None
+    faiss_kind: str = "flat"
+    faiss_why: str | None = None
+    index: Any = None
+    # collect
+    products_pdf: pd.DataFrame | None = None
+    users_pdf: pd.DataFrame | None = None
+    inter_pdf: pd.DataFrame | None = None
+    events_pdf: pd.DataFrame | None = None
+    # evaluate, als, item_item
+    result: Any = None
+    als_params: ALSParams | None = None
+    ease_lambda: float = 0.0
+    recommender: dict[str, Any] | None = None
+    als_info: dict[str, Any] = field(default_factory=dict)
+    item_info: dict[str, Any] = field(default_factory=dict)
+    item_factors: np.ndarray | None = None
+    user_factors: np.ndarray | None = None
+    item_neighbours: np.ndarray | None = None
+    item_weights: np.ndarray | None = None
+    # write
+    folder: Path | None = None
+
+    def keep(self, df):
+        self.cached.append(df.cache())
+        return self.cached[-1]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One named stage of a build: ``run`` returns the values it adds to the :class:`Run`; the stage line and
+    the manifest's ``timings_s`` entry come from the runner (:func:`run_stages`). ``name=None``: an untimed
+    step (a decision between two stages, or a stage that times its own parts)."""
+
+    name: str | None
+    run: Callable[[Run], dict[str, Any]]
+    line: Callable[[Run], str] | None = None
+    when: Callable[[Run], bool] | None = None
+
+
+def run_stages(r: Run, stages: Sequence[Stage]) -> None:
+    """Run ``stages`` in order: each under its stage line and timing, its values set on ``r``."""
+    for stage in stages:
+        if stage.when is not None and not stage.when(r):
+            continue
+        if stage.name is None:
+            values = stage.run(r)
+        else:
+            line = stage.line(r) if stage.line else ""
+            with r.st.stage(stage.name, "%s" if line else "", *([line] if line else [])):
+                values = stage.run(r)
+        for key, value in values.items():
+            if key not in Run.__dataclass_fields__:
+                raise TypeError(f"stage {stage.name or stage.run.__name__} returned {key!r}, which Run does not hold")
+            setattr(r, key, value)
+
+
+def start_spark(r: Run) -> dict[str, Any]:
+    from index_builder.stages.session import make_spark
+
+    return {"spark": make_spark(master=r.cfg.master, driver_memory=r.cfg.driver_memory)}
+
+
+def load(r: Run) -> dict[str, Any]:
+    return {"source": load_source(r.spark, r.cfg)}
+
+
+def validate(r: Run) -> dict[str, Any]:
+    """Valid products (prices filled from the events where the catalog has none) and events; the rejects."""
     from pyspark.sql import functions as F
 
-    from index_builder.stages.faiss_index import LARGE, build_index, effective_kind
-    from index_builder.stages.session import make_spark
-    from index_builder.stages.transforms import (
-        add_popularity,
-        aggregate_interactions,
-        event_weights,
-        prices_from_events,
-        product_text,
-        sample_users,
-        validate_events,
-        validate_products,
-        with_index,
-    )
+    from index_builder.stages.transforms import prices_from_events, sample_users, validate_events, validate_products
 
-    st = Stages()
+    cfg, st, source, keep = r.cfg, r.st, r.source, r.keep
+    for said in source.defaults.values():
+        st.say("validate: %s", said)
+    products, product_rejects = validate_products(source.products, cfg.normalize_ids, persist=keep, bounds=r.bounds)
+    products = keep(products)
+    n_products = products.count()
+    if source.events is not None and PRICE in source.events.columns:
+        unpriced = products.filter(F.col(PRICE).isNull()).count()
+        if unpriced:
+            products = keep(prices_from_events(products, source.events, cfg.normalize_ids))
+            filled = unpriced - products.filter(F.col(PRICE).isNull()).count()
+            source.defaults[PRICE] = (f"{unpriced:,} products had no price in the catalog: {filled:,} of them "
+                                      "take the median price paid for them in the events")
+            st.say("validate: %s", source.defaults[PRICE])
+    rejects = dict(source.rejects)
+    rejects["products"] = product_rejects
+    events = None
+    if source.events is not None:
+        events, event_rejects = validate_events(source.events, products, cfg.normalize_ids, persist=keep,
+                                                bounds=r.bounds)
+        rejects["events"] = event_rejects
+        events = keep(events)
+    rejected = {name: df.toPandas() for name, df in rejects.items()}
+    if n_products == 0:
+        raise InputError(f"no usable products in {', '.join(source.files)}: "
+                         f"all {sum(map(len, rejected.values()))} rows were rejected (reasons in the rejects)")
+    n_events = 0
+    if events is not None:
+        n_events = events.count()
+        check_events(n_events, rejected["events"], products, source, cfg)
+        if cfg.sample_users:
+            events = keep(sample_users(events, cfg.sample_users, cfg.seed))
+            n_events = events.count()
+    st.say("validate: %d products, %s events, rejected %s", n_products, "no" if events is None else f"{n_events:,}",
+           {n: len(rj) for n, rj in rejected.items()})
+    return {"products": products, "events": events, "rejected": rejected, "n_products": n_products,
+            "n_events": n_events}
+
+
+def interactions(r: Run) -> dict[str, Any]:
+    """(user, product) interactions, the products' popularity and the user and product indexes."""
+    from index_builder.stages.transforms import add_popularity, aggregate_interactions, event_weights, with_index
+
+    keep = r.keep
+    if r.events is not None:
+        # cached: read three times below (popularity, the user index, the indexed pairs)
+        inter = keep(aggregate_interactions(event_weights(r.events, r.cfg.event_weights), tuple(r.cfg.had_types)))
+    else:
+        inter = r.spark.createDataFrame([], "user_id string, product_id string, weight double, "
+                                        "n_events long, purchased boolean, had boolean, last_ts timestamp")
+    products = keep(with_index(add_popularity(r.products, inter), PRODUCT_ID, PRODUCT_IDX))
+    users = keep(with_index(inter.select(USER_ID).distinct(), USER_ID, USER_IDX))
+    inter = keep(inter.join(products.select(PRODUCT_ID, PRODUCT_IDX), PRODUCT_ID).join(users, USER_ID))
+    return {"products": products, "users": users, "inter": inter, "n_users": users.count(), "n_pairs": inter.count()}
+
+
+def choose_embedder(r: Run) -> dict[str, Any]:
+    """The build's embedder; a small local catalog embeds in the driver with the model preloaded at the start."""
+    embedder = build_embedder(r.spark, r.cfg, r.st, r.n_products)
+    in_driver = (r.preload is not None and embedder.backend == SentenceTransformerEmbedder.backend
+                 and r.n_products <= DRIVER_MAX)
+    if in_driver:
+        embedder = r.preload.get()
+    # the preload is not needed any more (or never was: a big catalog embeds in the executors)
+    return {"embedder": embedder, "in_driver": in_driver, "preload": None}
+
+
+def embed(r: Run) -> dict[str, Any]:
+    from index_builder.stages.transforms import product_text
+
+    embedder, n_products = r.embedder, r.n_products
+    if r.in_driver:
+        texts = product_text(r.products).select(PRODUCT_IDX, TEXT).orderBy(PRODUCT_IDX).toPandas()
+        done = [0]
+        with reported(r.st, "embed", n_products, "texts", lambda: done[0]):
+            vectors = encode_chunks(embedder, texts[TEXT].fillna("").astype(str).tolist(), EMBED_TASK_ROWS, done)
+    else:
+        # Tasks of at most EMBED_TASK_ROWS texts: the accumulator reaches the driver as each task ends.
+        texts = product_text(r.products).select(PRODUCT_IDX, TEXT).repartition(
+            max(r.spark.sparkContext.defaultParallelism, -(-n_products // EMBED_TASK_ROWS)))
+        counter = r.spark.sparkContext.accumulator(0)
+        embedded = embed_column(texts, embedder, TEXT, EMBEDDING, counter=counter)
+        with reported(r.st, "embed", n_products, "texts", lambda: counter.value):
+            emb_pdf = embedded.select(PRODUCT_IDX, EMBEDDING).toPandas().sort_values(PRODUCT_IDX)
+        vectors = np.stack(emb_pdf[EMBEDDING].to_numpy())
+    return {"embeddings": bundle.check_finite(bundle.EMBEDDINGS, np.asarray(vectors, dtype=np.float32))}
+
+
+def embed_line(r: Run) -> str:
+    return (f"{r.n_products} products with {r.embedder.model} ({r.embedder.backend}, in the "
+            f"{'driver' if r.in_driver else 'executors'})")
+
+
+def k_range(r: Run) -> dict[str, Any]:
+    k_max = min(r.cfg.k_max, r.n_products - 1)
+    return {"k_range": (min(r.cfg.k_min, k_max), k_max)}
+
+
+def kmeans(r: Run) -> dict[str, Any]:
+    """The k sweep (elbow, then the best silhouette past it; widened while the choice sits at the edge) and
+    the chosen k fitted on every vector."""
+    cfg, st, embeddings, n_products = r.cfg, r.st, r.embeddings, r.n_products
+    k_min, k_max = r.k_range
+    if k_max < 2:  # one or two products: nothing to cluster
+        st.say("kmeans: chose k=%d (elbow %d)", 1, 1)
+        return {"k": 1, "elbow": 1, "sweep": [], "widened": [], "kmeans_info": {},
+                "labels": np.zeros(n_products, dtype=np.int32), "centroids": embeddings.mean(axis=0, keepdims=True)}
+    n_sample = min(n_products, cfg.kmeans_sample)
+
+    def sweep_range(lo: int, hi: int):
+        fits = r.spark.sparkContext.accumulator(0)
+        total = (hi - lo + 1) * restarts_for(n_sample, cfg.kmeans_restarts)
+        with reported(st, "kmeans", total, "fits", lambda: fits.value):
+            return sweep_kmeans(r.spark, embeddings, k_min=lo, k_max=hi, seed=cfg.seed, counter=fits,
+                                max_iter=cfg.kmeans_max_iter, restarts=cfg.kmeans_restarts,
+                                sample_size=cfg.kmeans_sample)
+
+    sweep, fitted, k, elbow, widened = widen_while_at_edge(sweep_range, max(2, k_min), k_max, n_products, say=st.say)
+    info = {"sample": n_sample, "silhouette_sample": min(n_sample, SILHOUETTE_SIZE),
+            "restarts_used": restarts_for(n_sample, cfg.kmeans_restarts)}
+    if n_sample < n_products:
+        st.say("kmeans: swept on a sample of %d of %d vectors; fitting k=%d on all", n_sample, n_products, k)
+    labels, centroids, wssse, iters = fit_all(embeddings, fitted[k], max_iter=cfg.kmeans_max_iter)
+    info.update(wssse_all=wssse, iterations_all=iters)
+    st.say("kmeans: chose k=%d (elbow %d)", k, elbow)
+    return {"k": k, "elbow": elbow, "sweep": sweep, "widened": widened, "kmeans_info": info, "labels": labels,
+            "centroids": centroids}
+
+
+def choose_faiss(r: Run) -> dict[str, Any]:
+    from index_builder.stages.faiss_index import LARGE, effective_kind
+
+    cfg = r.cfg
+    kind = cfg.faiss if cfg.faiss != "auto" else ("ivfpq" if r.n_products >= LARGE and r.k > 1 else "flat")
+    kind, why = effective_kind(kind, r.n_products, r.k)
+    if why:
+        r.st.say("faiss: %s; building %s", why, kind)
+    return {"faiss_kind": kind, "faiss_why": why}
+
+
+def faiss_index(r: Run) -> dict[str, Any]:
+    from index_builder.stages.faiss_index import build_index
+
+    return {"index": build_index(r.embeddings, r.faiss_kind, centroids=r.centroids, labels=r.labels,
+                                 nprobe=r.cfg.faiss_nprobe, seed=r.cfg.seed)}
+
+
+def collect(r: Run) -> dict[str, Any]:
+    """The Spark frames as the bundle's pandas tables (products in index order, with their cluster)."""
+    products_pdf = r.products.drop(ROW_ID).orderBy(PRODUCT_IDX).toPandas()
+    products_pdf[CLUSTER] = r.labels[products_pdf[PRODUCT_IDX].to_numpy()]
+    products_pdf[POPULARITY] = products_pdf[POPULARITY].astype("int64")
+    return {"products_pdf": products_pdf.drop(columns=[PRODUCT_IDX]).reset_index(drop=True),
+            "users_pdf": r.users.orderBy(USER_IDX).toPandas(),
+            "inter_pdf": r.inter.orderBy(USER_IDX, PRODUCT_IDX).toPandas(),
+            "events_pdf": r.events.select(*EVENT_COLUMNS).toPandas() if r.events is not None else None}
+
+
+def final_als(r: Run, params: ALSParams) -> tuple[np.ndarray, np.ndarray]:
+    model = train_als(r.inter, params)
+    return (factor_matrix(model.itemFactors, r.n_products, params.rank, name=bundle.ITEM_FACTORS),
+            factor_matrix(model.userFactors, r.n_users, params.rank, name=bundle.USER_FACTORS))
+
+
+def start_final_fit(r: Run, params: ALSParams) -> None:
+    """Start the final ALS fit as soon as the evaluation has settled its parameters: Spark fits it while the
+    evaluation's blend search and scoring run in Python."""
+    if params not in r.final_fit:
+        r.final_fit[params] = r.background.submit(final_als, r, params)
+
+
+def can_evaluate(r: Run) -> bool:
+    return bool(r.cfg.evaluate and r.events is not None and r.n_pairs and r.n_users >= 2)
+
+
+def run_evaluation(r: Run) -> dict[str, Any]:
+    """The time-split evaluation, which also tunes ALS, the EASE lambda and the blend on validation."""
+    result = evaluate(r.spark, r.events_pdf, r.products_pdf, r.embeddings, r.index, eval_settings(r.cfg),
+                      say=r.st.say, als_chosen=lambda params: start_final_fit(r, params))
+    if result is None:
+        return {"result": None}
+    return {"result": result, "als_params": result.als, "ease_lambda": result.ease_lambda,
+            "recommender": result.recommender}
+
+
+def als(r: Run) -> dict[str, Any]:
+    if r.events is None:
+        return {"als_info": {"skipped": "the dataset has no events (catalog only)"}}
+    if r.n_pairs == 0 or r.n_users < 2:
+        return {"als_info": {"skipped": f"too few interactions to learn from ({r.n_users} users, {r.n_pairs} pairs)"}}
+    started = r.final_fit.get(r.als_params)
+    item_factors, user_factors = started.result() if started is not None else final_als(r, r.als_params)
+    return {"item_factors": item_factors, "user_factors": user_factors,
+            "als_info": {"params": r.als_params.as_dict(), "implicit_prefs": True,
+                         "items_with_factors": int((np.abs(item_factors).sum(axis=1) > 0).sum())}}
+
+
+def item_item(r: Run) -> dict[str, Any]:
+    if "skipped" in r.als_info:
+        return {"item_info": {"skipped": r.als_info["skipped"]}}
+    neighbours, weights, info = fit_item_item(r.inter_pdf, r.n_products, r.ease_lambda,
+                                              max_items=r.cfg.item_item_max_items)
+    return {"item_neighbours": neighbours, "item_weights": weights, "item_info": info}
+
+
+def write(r: Run) -> dict[str, Any]:
+    """Publish the bundle (its files, the manifest, then the insights report inside the new version)."""
+    return {"folder": bundle.publish(Path(r.cfg.out), lambda folder: fill_bundle(r, folder))}
+
+
+BUILD_STAGES: tuple[Stage, ...] = (
+    Stage("spark", start_spark, lambda r: f"starting session on {r.cfg.master}", when=lambda r: r.spark is None),
+    Stage("load", load, lambda r: f"reading {r.cfg.dataset or r.cfg.products}"),
+    Stage("validate", validate),
+    Stage("interactions", interactions, lambda r: f"weighting events ({r.cfg.event_weights})"),
+    Stage(None, choose_embedder),  # times its ONNX export, when there is one, as the "export" stage
+    Stage("embed", embed, embed_line),
+    Stage(None, k_range),
+    Stage("kmeans", kmeans, lambda r: f"sweep k={r.k_range[0]}..{r.k_range[1]}"),
+    Stage(None, choose_faiss),
+    Stage("faiss", faiss_index, lambda r: f"{r.faiss_kind} index over {r.n_products} vectors"),
+    Stage("collect", collect),
+    Stage("evaluate", run_evaluation, lambda r: f"time split{f' at {r.cfg.eval_cutoff}' if r.cfg.eval_cutoff else ''}",
+          when=can_evaluate),
+    Stage("als", als),
+    Stage("item_item", item_item, lambda r: f"EASE, lambda {r.ease_lambda}"),
+    Stage("write", write, lambda r: f"publishing bundle under {r.cfg.out}"),  # runs the "report" stage inside
+)
+
+
+def build(cfg: BuildConfig, spark=None) -> Path:
+    """Run the whole build (:data:`BUILD_STAGES`) and publish ``cfg.out/<version>`` (+ ``current``); returns
+    the version folder."""
     started = dt.datetime.now(dt.UTC)
-    created_at = started.isoformat(timespec="seconds")
     bounds = cfg.bounds(started)
     try:
         bounds.window()
     except ValueError as exc:
         raise InputError(f"--oldest-event / --future-hours: {exc}") from None
+    r = Run(cfg=cfg, st=Stages(), spark=spark, bounds=bounds, created_at=started.isoformat(timespec="seconds"),
+            background=ThreadPoolExecutor(max_workers=1, thread_name_prefix="final-als"),
+            als_params=cfg.als_params(), ease_lambda=cfg.ease_lambda)  # unless the evaluation tunes them
     cores = local_cores(cfg.master)
-    preload = None  # a local build loads the torch model while Spark starts and reads (see Preload)
     if cores and cfg.embedder != "openai" and cfg.embed_backend in ("auto", "torch"):
-        preload = Preload(cfg.embedder, device=cfg.device, threads=cfg.embed_threads or cores,
-                          batch_size=cfg.embed_batch_size)
-    if spark is None:
-        with st.stage("spark", "starting session on %s", cfg.master):
-            spark = make_spark(master=cfg.master, driver_memory=cfg.driver_memory)
-    parallelism = spark.sparkContext.defaultParallelism
-    cached: list = []
-    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="final-als")  # see final_als below
-
-    def keep(df):
-        cached.append(df.cache())
-        return cached[-1]
-
+        # a local build loads the torch model while Spark starts and reads (see Preload)
+        r.preload = Preload(cfg.embedder, device=cfg.device, threads=cfg.embed_threads or cores,
+                            batch_size=cfg.embed_batch_size)
     try:
-        with st.stage("load", "reading %s", cfg.dataset or cfg.products):
-            source = load_source(spark, cfg)
-        with st.stage("validate"):
-            for said in source.defaults.values():
-                st.say("validate: %s", said)
-            products, product_rejects = validate_products(source.products, cfg.normalize_ids, persist=keep,
-                                                          bounds=bounds)
-            products = keep(products)
-            n_products = products.count()
-            if source.events is not None and PRICE in source.events.columns:
-                unpriced = products.filter(F.col(PRICE).isNull()).count()
-                if unpriced:
-                    products = keep(prices_from_events(products, source.events, cfg.normalize_ids))
-                    filled = unpriced - products.filter(F.col(PRICE).isNull()).count()
-                    source.defaults[PRICE] = (f"{unpriced:,} products had no price in the catalog: {filled:,} of them "
-                                              "take the median price paid for them in the events")
-                    st.say("validate: %s", source.defaults[PRICE])
-            rejects = dict(source.rejects)
-            rejects["products"] = product_rejects
-            events = None
-            if source.events is not None:
-                events, event_rejects = validate_events(source.events, products, cfg.normalize_ids, persist=keep,
-                                                        bounds=bounds)
-                rejects["events"] = event_rejects
-                events = keep(events)
-            rejected = {name: df.toPandas() for name, df in rejects.items()}
-            if n_products == 0:
-                raise InputError(f"no usable products in {', '.join(source.files)}: "
-                                 f"all {sum(map(len, rejected.values()))} rows were rejected (reasons in the rejects)")
-            n_events = 0
-            if events is not None:
-                n_events = events.count()
-                check_events(n_events, rejected["events"], products, source, cfg)
-                if cfg.sample_users:
-                    events = keep(sample_users(events, cfg.sample_users, cfg.seed))
-                    n_events = events.count()
-            st.say("validate: %d products, %s events, rejected %s", n_products,
-                   "no" if events is None else f"{n_events:,}",
-                   {n: len(r) for n, r in rejected.items()})
-
-        with st.stage("interactions", "weighting events (%s)", cfg.event_weights):
-            if events is not None:
-                # cached: read three times below (popularity, the user index, the indexed pairs)
-                inter = keep(aggregate_interactions(event_weights(events, cfg.event_weights), tuple(cfg.had_types)))
-            else:
-                inter = spark.createDataFrame([], "user_id string, product_id string, weight double, "
-                                              "n_events long, purchased boolean, had boolean, last_ts timestamp")
-            products = keep(with_index(add_popularity(products, inter), PRODUCT_ID, PRODUCT_IDX))
-            users = keep(with_index(inter.select(USER_ID).distinct(), USER_ID, USER_IDX))
-            inter = keep(
-                inter.join(products.select(PRODUCT_ID, PRODUCT_IDX), PRODUCT_ID)
-                .join(users, USER_ID)
-            )
-            n_users, n_pairs = users.count(), inter.count()
-
-        embedder = build_embedder(spark, cfg, st, n_products)
-        in_driver = (preload is not None and embedder.backend == SentenceTransformerEmbedder.backend
-                     and n_products <= DRIVER_MAX)
-        if in_driver:
-            embedder = preload.get()
-        preload = None  # not needed any more (or never: a big catalog embeds in the executors)
-        with st.stage("embed", "%d products with %s (%s, in the %s)", n_products, embedder.model, embedder.backend,
-                      "driver" if in_driver else "executors"):
-            if in_driver:
-                texts = product_text(products).select(PRODUCT_IDX, TEXT).orderBy(PRODUCT_IDX).toPandas()
-                done = [0]
-                with reported(st, "embed", n_products, "texts", lambda: done[0]):
-                    vectors = encode_chunks(embedder, texts[TEXT].fillna("").astype(str).tolist(), EMBED_TASK_ROWS, done)
-            else:
-                # Tasks of at most EMBED_TASK_ROWS texts: the accumulator reaches the driver as each task ends.
-                texts = product_text(products).select(PRODUCT_IDX, TEXT).repartition(
-                    max(parallelism, -(-n_products // EMBED_TASK_ROWS)))
-                counter = spark.sparkContext.accumulator(0)
-                embedded = embed_column(texts, embedder, TEXT, EMBEDDING, counter=counter)
-                with reported(st, "embed", n_products, "texts", lambda: counter.value):
-                    emb_pdf = embedded.select(PRODUCT_IDX, EMBEDDING).toPandas().sort_values(PRODUCT_IDX)
-                vectors = np.stack(emb_pdf[EMBEDDING].to_numpy())
-            embeddings = bundle.check_finite(bundle.EMBEDDINGS, np.asarray(vectors, dtype=np.float32))
-
-        k_max = min(cfg.k_max, n_products - 1)
-        k_min = min(cfg.k_min, k_max)
-        with st.stage("kmeans", "sweep k=%d..%d", k_min, k_max):
-            kmeans_info: dict[str, Any] = {}
-            if k_max >= 2:
-                n_sample = min(n_products, cfg.kmeans_sample)
-
-                def sweep_range(lo: int, hi: int):
-                    fits = spark.sparkContext.accumulator(0)
-                    total = (hi - lo + 1) * restarts_for(n_sample, cfg.kmeans_restarts)
-                    with reported(st, "kmeans", total, "fits", lambda: fits.value):
-                        return sweep_kmeans(spark, embeddings, k_min=lo, k_max=hi, seed=cfg.seed, counter=fits,
-                                            max_iter=cfg.kmeans_max_iter, restarts=cfg.kmeans_restarts,
-                                            sample_size=cfg.kmeans_sample)
-
-                sweep, fitted, k, elbow, widened = widen_while_at_edge(sweep_range, max(2, k_min), k_max, n_products,
-                                                                       say=st.say)
-                kmeans_info = {"sample": n_sample, "silhouette_sample": min(n_sample, SILHOUETTE_SIZE),
-                               "restarts_used": restarts_for(n_sample, cfg.kmeans_restarts)}
-                if n_sample < n_products:
-                    st.say("kmeans: swept on a sample of %d of %d vectors; fitting k=%d on all", n_sample, n_products, k)
-                labels, centroids, wssse, iters = fit_all(embeddings, fitted[k], max_iter=cfg.kmeans_max_iter)
-                kmeans_info.update(wssse_all=wssse, iterations_all=iters)
-            else:  # one or two products: nothing to cluster
-                sweep, k, elbow, widened = [], 1, 1, []
-                labels = np.zeros(n_products, dtype=np.int32)
-                centroids = embeddings.mean(axis=0, keepdims=True)
-            st.say("kmeans: chose k=%d (elbow %d)", k, elbow)
-
-        faiss_kind = cfg.faiss if cfg.faiss != "auto" else ("ivfpq" if n_products >= LARGE and k > 1 else "flat")
-        faiss_kind, faiss_why = effective_kind(faiss_kind, n_products, k)
-        if faiss_why:
-            st.say("faiss: %s; building %s", faiss_why, faiss_kind)
-        with st.stage("faiss", "%s index over %d vectors", faiss_kind, n_products):
-            index = build_index(embeddings, faiss_kind, centroids=centroids, labels=labels, nprobe=cfg.faiss_nprobe,
-                                seed=cfg.seed)
-
-        with st.stage("collect"):
-            products_pdf = products.drop(ROW_ID).orderBy(PRODUCT_IDX).toPandas()
-            products_pdf[CLUSTER] = labels[products_pdf[PRODUCT_IDX].to_numpy()]
-            products_pdf[POPULARITY] = products_pdf[POPULARITY].astype("int64")
-            products_pdf = products_pdf.drop(columns=[PRODUCT_IDX]).reset_index(drop=True)
-            users_pdf = users.orderBy(USER_IDX).toPandas()
-            inter_pdf = inter.orderBy(USER_IDX, PRODUCT_IDX).toPandas()
-            events_pdf = events.select(*EVENT_COLUMNS).toPandas() if events is not None else None
-
-        def final_als(params: ALSParams) -> tuple[np.ndarray, np.ndarray]:
-            model = train_als(inter, params)
-            return (factor_matrix(model.itemFactors, n_products, params.rank, name=bundle.ITEM_FACTORS),
-                    factor_matrix(model.userFactors, n_users, params.rank, name=bundle.USER_FACTORS))
-
-        # The final ALS fit starts as soon as the evaluation has settled its parameters: Spark fits it while
-        # the evaluation's blend search and scoring run in Python.
-        final_fit: dict[ALSParams, Any] = {}
-
-        def start_final_fit(params: ALSParams) -> None:
-            if params not in final_fit:
-                final_fit[params] = background.submit(final_als, params)
-
-        result = None
-        als_params, ease_lambda, recommender = cfg.als_params(), cfg.ease_lambda, None
-        als_info: dict[str, Any]
-        item_info: dict[str, Any]
-        item_factors = user_factors = item_neighbours = item_weights = None
-        if cfg.evaluate and events is not None and n_pairs and n_users >= 2:
-            with st.stage("evaluate", "time split%s", f" at {cfg.eval_cutoff}" if cfg.eval_cutoff else ""):
-                result = evaluate(spark, events_pdf, products_pdf, embeddings, index, eval_settings(cfg), say=st.say,
-                                  als_chosen=start_final_fit)
-            if result is not None:
-                als_params, ease_lambda, recommender = result.als, result.ease_lambda, result.recommender
-        with st.stage("als"):
-            if events is None:
-                als_info = {"skipped": "the dataset has no events (catalog only)"}
-            elif n_pairs == 0 or n_users < 2:
-                als_info = {"skipped": f"too few interactions to learn from ({n_users} users, {n_pairs} pairs)"}
-            else:
-                started = final_fit.get(als_params)
-                item_factors, user_factors = started.result() if started is not None else final_als(als_params)
-                als_info = {"params": als_params.as_dict(), "implicit_prefs": True,
-                            "items_with_factors": int((np.abs(item_factors).sum(axis=1) > 0).sum())}
-        with st.stage("item_item", "EASE, lambda %s", ease_lambda):
-            if "skipped" in als_info:
-                item_info = {"skipped": als_info["skipped"]}
-            else:
-                item_neighbours, item_weights, item_info = fit_item_item(
-                    inter_pdf, n_products, ease_lambda, max_items=cfg.item_item_max_items)
-
-        counts = {
-            "products": n_products,
-            "users": n_users,
-            "events": n_events,
-            "interactions": n_pairs,
-            "positive_interactions": int((inter_pdf[WEIGHT] > 0).sum()),
-            **{f"source_{k}": v for k, v in source.counts.items()},
-            "rejected": {name: _reason_counts(df) for name, df in rejected.items()},
-        }
-
-        def fill(folder: Path) -> dict[str, Any]:
-            import faiss
-
-            products_pdf.to_parquet(folder / bundle.PRODUCTS, index=False)
-            embedding = {**embedder.identity(), "where": "driver" if in_driver else "executors"}
-            if getattr(embedder, "folder", None):  # the exported ONNX graph: the assistant embeds queries with it
-                shutil.copytree(embedder.folder, folder / bundle.EMBEDDER_DIR)
-                embedding["folder"] = bundle.EMBEDDER_DIR
-            # a big catalog keeps one float16 copy for the assistant (the ivfpq index holds only codes)
-            bundle.save_array(folder, bundle.EMBEDDINGS, embeddings.astype(np.float16) if faiss_kind == "ivfpq" else embeddings)
-            bundle.save_array(folder, bundle.CENTROIDS, centroids)
-            faiss.write_index(index, str(folder / bundle.FAISS_INDEX))
-            users_pdf.to_parquet(folder / bundle.USERS, index=False)
-            inter_pdf.to_parquet(folder / bundle.INTERACTIONS, index=False)
-            if events_pdf is not None:
-                events_pdf.to_parquet(folder / bundle.EVENTS, index=False)
-            if item_factors is not None:
-                bundle.save_array(folder, bundle.ITEM_FACTORS, item_factors)
-                bundle.save_array(folder, bundle.USER_FACTORS, user_factors)
-            if item_neighbours is not None:
-                bundle.save_item_item(folder, item_neighbours, item_weights)
-            for name, df in rejected.items():
-                if len(df):
-                    (folder / bundle.REJECTS_DIR).mkdir(exist_ok=True)
-                    df.to_csv(folder / bundle.REJECTS_DIR / f"{name}.csv", index=False)
-            body = {
-                "created_at": created_at,
-                "dataset": source.name,
-                "inputs": source.files,
-                "params": {**asdict(cfg), "currency": source.currency},
-                "assumed": source.defaults,
-                "versions": _versions(),
-                "counts": counts,
-                "embedding": embedding,
-                "kmeans": {"k": k, "elbow_k": elbow, "rule": K_RULE, "seed": cfg.seed,
-                           "restarts": cfg.kmeans_restarts, "widened": widened, **kmeans_info, "sweep": sweep},
-                "als": als_info,
-                "item_item": item_info,
-                "recommender": recommender or {},
-                "metrics": result.metrics if result is not None else {
-                    "skipped": "--no-eval" if not cfg.evaluate else "no events with timestamps to split in time"},
-                "faiss": {"kind": faiss_kind, "requested": cfg.faiss, "why": faiss_why,
-                          "metric": "inner_product", "ntotal": int(index.ntotal),
-                          "nprobe": cfg.faiss_nprobe if faiss_kind.startswith("ivf") else None,
-                          "cells": "kmeans clusters" if faiss_kind.startswith("ivf") else None},
-                "timings_s": st.timings_s,
-            }
-            with st.stage("report", "recommendation graph and insights report"):
-                body["report"] = write_insights(folder, body, products_pdf, embeddings, index, users_pdf, inter_pdf,
-                                                item_factors, user_factors, item_neighbours, item_weights, cfg, st)
-            return body
-
-        with st.stage("write", "publishing bundle under %s", cfg.out):
-            folder = bundle.publish(Path(cfg.out), fill)
-        st.say("built %s: %d products, %d users, k=%d", folder, n_products, n_users, k)
-        return folder
+        run_stages(r, BUILD_STAGES)
+        r.st.say("built %s: %d products, %d users, k=%d", r.folder, r.n_products, r.n_users, r.k)
+        return r.folder
     finally:
-        background.shutdown(wait=False, cancel_futures=True)
-        for df in cached:
+        r.background.shutdown(wait=False, cancel_futures=True)
+        for df in r.cached:
             df.unpersist()
+
+
+def manifest_body(r: Run) -> dict[str, Any]:
+    """The manifest of the build in ``r`` (the report adds its part once the files are written)."""
+    cfg = r.cfg
+    counts = {
+        "products": r.n_products,
+        "users": r.n_users,
+        "events": r.n_events,
+        "interactions": r.n_pairs,
+        "positive_interactions": int((r.inter_pdf[WEIGHT] > 0).sum()),
+        **{f"source_{k}": v for k, v in r.source.counts.items()},
+        "rejected": {name: _reason_counts(df) for name, df in r.rejected.items()},
+    }
+    ivf = r.faiss_kind.startswith("ivf")
+    return {
+        "created_at": r.created_at,
+        "dataset": r.source.name,
+        "inputs": r.source.files,
+        "params": {**asdict(cfg), "currency": r.source.currency},
+        "assumed": r.source.defaults,
+        "versions": _versions(),
+        "counts": counts,
+        "embedding": {**r.embedder.identity(), "where": "driver" if r.in_driver else "executors"},
+        "kmeans": {"k": r.k, "elbow_k": r.elbow, "rule": K_RULE, "seed": cfg.seed, "restarts": cfg.kmeans_restarts,
+                   "widened": r.widened, **r.kmeans_info, "sweep": r.sweep},
+        "als": r.als_info,
+        "item_item": r.item_info,
+        "recommender": r.recommender or {},
+        "metrics": r.result.metrics if r.result is not None else {
+            "skipped": "--no-eval" if not cfg.evaluate else "no events with timestamps to split in time"},
+        "faiss": {"kind": r.faiss_kind, "requested": cfg.faiss, "why": r.faiss_why, "metric": "inner_product",
+                  "ntotal": int(r.index.ntotal), "nprobe": cfg.faiss_nprobe if ivf else None,
+                  "cells": "kmeans clusters" if ivf else None},
+        "timings_s": r.st.timings_s,
+    }
+
+
+def fill_bundle(r: Run, folder: Path) -> dict[str, Any]:
+    """Write the bundle's files into ``folder`` (being published); returns its manifest."""
+    import faiss
+
+    body = manifest_body(r)
+    r.products_pdf.to_parquet(folder / bundle.PRODUCTS, index=False)
+    if getattr(r.embedder, "folder", None):  # the exported ONNX graph: the assistant embeds queries with it
+        shutil.copytree(r.embedder.folder, folder / bundle.EMBEDDER_DIR)
+        body["embedding"]["folder"] = bundle.EMBEDDER_DIR
+    # a big catalog keeps one float16 copy for the assistant (the ivfpq index holds only codes)
+    embeddings = r.embeddings.astype(np.float16) if r.faiss_kind == "ivfpq" else r.embeddings
+    bundle.save_array(folder, bundle.EMBEDDINGS, embeddings)
+    bundle.save_array(folder, bundle.CENTROIDS, r.centroids)
+    faiss.write_index(r.index, str(folder / bundle.FAISS_INDEX))
+    r.users_pdf.to_parquet(folder / bundle.USERS, index=False)
+    r.inter_pdf.to_parquet(folder / bundle.INTERACTIONS, index=False)
+    if r.events_pdf is not None:
+        r.events_pdf.to_parquet(folder / bundle.EVENTS, index=False)
+    if r.item_factors is not None:
+        bundle.save_array(folder, bundle.ITEM_FACTORS, r.item_factors)
+        bundle.save_array(folder, bundle.USER_FACTORS, r.user_factors)
+    if r.item_neighbours is not None:
+        bundle.save_item_item(folder, r.item_neighbours, r.item_weights)
+    for name, df in r.rejected.items():
+        if len(df):
+            (folder / bundle.REJECTS_DIR).mkdir(exist_ok=True)
+            df.to_csv(folder / bundle.REJECTS_DIR / f"{name}.csv", index=False)
+    with r.st.stage("report", "recommendation graph and insights report"):
+        body["report"] = write_insights(folder, body, r.products_pdf, r.embeddings, r.index, r.users_pdf, r.inter_pdf,
+                                        r.item_factors, r.user_factors, r.item_neighbours, r.item_weights, r.cfg, r.st)
+    return body
 
 
 MOSTLY = 0.5  # a reject reason above this share of the events stops the build: the input is misread, not dirty
@@ -571,7 +787,7 @@ def _reason_counts(rejected) -> dict[str, int]:
 
 
 def evaluate_bundle(path: str | Path, *, cutoff: str | None = None, tune: bool = False,
-                    master: str = "local[2]", driver_memory: str = "4g", spark=None) -> dict[str, Any]:
+                    master: str = DEFAULT_MASTER, driver_memory: str = DRIVER_MEMORY, spark=None) -> dict[str, Any]:
     """Re-run the time-split evaluation on a published bundle's own events; writes ``metrics`` into its manifest.
 
     By default it scores the settings the bundle serves (its ALS parameters, EASE lambda and blend);

@@ -42,6 +42,7 @@ from index_builder.core.constants import (
     EVENT_COLUMNS,
     EVENT_ID,
     EVENT_TYPE,
+    EVENT_TYPES,
     POPULARITY,
     PRICE,
     PRODUCT_COLUMNS,
@@ -54,7 +55,9 @@ from index_builder.core.constants import (
     VALUE,
 )
 from index_builder.core.errors import InputError
+from index_builder.core.flags import flag
 from index_builder.stages import rules
+from index_builder.stages.session import DEFAULT_MASTER
 
 log = logging.getLogger(__name__)
 
@@ -68,27 +71,35 @@ BATCH_FILE = re.compile(r"batch-(\d+)\.")
 
 @dataclass
 class StreamConfig:
-    bundle: str  # bundle root: new versions are published here
-    source: str = "dir"  # dir | kafka
-    path: str | None = None  # --source dir: folder of JSON-lines files
-    bootstrap: str | None = None  # --source kafka
-    topic: str = "events"
-    kafka_source: str = "python"  # python (Data Source API + confluent-kafka) | builtin (needs the spark-sql-kafka jar)
-    state: str | None = None  # checkpoint, event log, dead letters; default <bundle>/stream
-    trigger_s: float = 1.0
-    max_records: int = 100_000  # per micro-batch (Kafka): a batch costs ~2 s of Spark planning whatever its size
+    """A stream job's knobs; each field with a flag is one of ``python -m index_builder stream``'s
+    (:mod:`index_builder.core.flags`): its default and help are written here only."""
+
+    bundle: str = flag(help="bundle root to publish new versions into", required=True)
+    source: str = flag("kafka", "where the events come from", choices=("kafka", "dir"))
+    path: str | None = flag(None, "--source dir: folder that JSON-lines files are moved into")
+    bootstrap: str | None = flag(None, "--source kafka: the brokers", metavar="HOST:PORT")
+    topic: str = flag("events", "Kafka topic")
+    kafka_source: str = flag("python", "python: PySpark's Python Data Source API + confluent-kafka (no jar); "
+                             "builtin: Spark's format('kafka') (needs the spark-sql-kafka jar on the cluster)",
+                             choices=("python", "builtin"))
+    state: str | None = flag(None, "checkpoint, event log and dead letters (default BUNDLE/stream)")
+    trigger_s: float = flag(1.0, "micro-batch interval, seconds", name="--trigger-seconds")
+    max_records: int = flag(100_000, "records per micro-batch (Kafka); a batch has a fixed cost of ~2 s of Spark "
+                            "planning whatever its size, so a backlog reads faster in big ones")
     max_files: int = 100  # per micro-batch (folder)
-    publish_every: int = 1000  # events
-    publish_interval_s: float = 10.0
-    refit_every: int = 0  # a full ALS + EASE refit every N publishes (0: never)
-    keep_versions: int = 5
-    until_idle_s: float | None = None  # stop after this long without new records (demos, tests, backfills)
-    event_type: str = "purchase"
-    oldest_event: str = rules.OLDEST_EVENT  # events dated before this are rejected (timestamp_too_old)
-    future_hours: float = rules.FUTURE_HOURS  # ... and those more than this ahead of the clock (timestamp_in_future)
-    db: str | None = None  # SQLAlchemy URL of the server event store
-    master: str = "local[2]"
-    driver_memory: str = "2g"
+    publish_every: int = flag(1000, "publish after this many new events")
+    publish_interval_s: float = flag(10.0, "...or when the oldest unpublished event is this many seconds old",
+                                     name="--publish-interval")
+    refit_every: int = flag(0, "a full ALS + EASE refit every N publishes (0: fold-ins only)")
+    keep_versions: int = flag(5, "bundle versions kept (older ones are deleted)")
+    until_idle_s: float | None = flag(None, "stop after this long without new records (default: run until Ctrl-C)",
+                                      name="--until-idle", type=float, metavar="SECONDS")
+    event_type: str = flag("purchase", "event_type of events that carry none", choices=EVENT_TYPES)
+    oldest_event: str = rules.oldest_event_flag()
+    future_hours: float = rules.future_hours_flag()
+    db: str | None = flag(None, "also store the events in this database (SQLAlchemy URL)", metavar="URL")
+    master: str = flag(DEFAULT_MASTER, "Spark master: local[N] or spark://host:7077")
+    driver_memory: str = flag("2g", "Spark driver memory")
 
 
 def _atomic_write(path: Path, write) -> None:

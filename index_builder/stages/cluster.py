@@ -68,6 +68,8 @@ def widen_while_at_edge(sweep_fn: Callable[[int, int], tuple[list[dict[str, Any]
 
 
 SAMPLE_SIZE = 20_000  # the sweep fits on at most this many vectors
+MAX_ITER = 30  # Lloyd iterations per fit
+RESTARTS = 3  # fits per k (seeds seed..seed+n-1), best WSSSE kept
 SILHOUETTE_SIZE = 4_000  # the silhouette of every k is measured on at most this many of them
 
 
@@ -107,7 +109,7 @@ def nearest(vectors: np.ndarray, centroids: np.ndarray, chunk: int = 65_536) -> 
 
 
 def sweep_kmeans(
-    spark, vectors: np.ndarray, *, k_min: int, k_max: int, seed: int, max_iter: int = 30, restarts: int = 3,
+    spark, vectors: np.ndarray, *, k_min: int, k_max: int, seed: int, max_iter: int = MAX_ITER, restarts: int = RESTARTS,
     sample_size: int = SAMPLE_SIZE, silhouette_size: int = SILHOUETTE_SIZE, counter=None,
 ) -> tuple[list[dict[str, Any]], dict[int, np.ndarray]]:
     """Fit KMeans for each k in [k_min, k_max] on a sample; return sweep rows (by k) and centroids per k.
@@ -166,7 +168,7 @@ def sweep_kmeans(
     return rows, {k: best[k][4] for k in ks}
 
 
-def fit_all(vectors: np.ndarray, centroids: np.ndarray, *, max_iter: int = 30,
+def fit_all(vectors: np.ndarray, centroids: np.ndarray, *, max_iter: int = MAX_ITER,
             tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray, float, int]:
     """Lloyd iterations on every vector from the sample's centroids: (labels, centroids, WSSSE, iterations).
 

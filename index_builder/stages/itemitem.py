@@ -20,6 +20,7 @@ from index_builder.core.constants import PRODUCT_IDX, USER_IDX, WEIGHT
 
 MAX_ITEMS = 10_000
 TOP_K = 256
+DEFAULT_LAMBDA = 200.0  # EASE regularisation of a build; the evaluation tunes it (see evaluation.evaluate)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The bounds every input record must meet, shared by ``build`` and ``stream`` (pure data, no Spark).
 
-:func:`index_builder.stages.transforms.validate_events` and :func:`~index_builder.transforms.validate_products`
+:func:`index_builder.stages.transforms.validate_events` and :func:`~index_builder.stages.transforms.validate_products`
 apply them to files and to stream records alike, so a record that passes can crash no later stage: its
 timestamp fits pandas' nanosecond range and is not ahead of the clock (popularity decays from the newest
 event: one event dated 2200 would make every other product look decades old), its numbers are finite
@@ -79,3 +79,18 @@ def parse_day(text: str, name: str) -> dt.datetime:
     except ValueError:
         raise ValueError(f"{name} {text!r} is not a date such as 1995-01-01") from None
     return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
+
+
+def oldest_event_flag():
+    """The ``oldest_event`` field of a config that reads records (build, stream), with its flag."""
+    from index_builder.core.flags import flag
+
+    return flag(OLDEST_EVENT, "reject events dated before DATE as timestamp_too_old", metavar="DATE")
+
+
+def future_hours_flag():
+    """The ``future_hours`` field, with its flag (``--future-hours H``)."""
+    from index_builder.core.flags import flag
+
+    return flag(FUTURE_HOURS, "reject events dated more than H hours after the clock as timestamp_in_future "
+                "(clock skew)", metavar="H", show=lambda h: f"{h:g}")

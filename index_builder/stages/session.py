@@ -9,14 +9,16 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MASTER = "local[2]"  # Spark master of a build, a stream and an evaluation unless --master says otherwise
+DRIVER_MEMORY = "4g"  # a build's and an evaluation's driver (a stream needs less: see StreamConfig)
 _LOG4J = Path(__file__).resolve().parents[1] / "log4j2.properties"
 
 
 def make_spark(
     *,
-    master: str = "local[2]",
+    master: str = DEFAULT_MASTER,
     app_name: str = "cartwise-index-builder",
-    driver_memory: str = "4g",
+    driver_memory: str = DRIVER_MEMORY,
     shuffle_partitions: int = 2,
     extra_conf: dict[str, str] | None = None,
 ):

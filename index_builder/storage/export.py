@@ -10,9 +10,10 @@ from collections.abc import Iterable
 from index_builder.storage.db import Database
 
 log = logging.getLogger(__name__)
+EXPORT_TOP = 10  # recommendations written per user unless --export-top / --top says otherwise
 
 
-def top_n_rows(folder, n: int = 10, processes: int | None = None) -> Iterable[tuple[str, int, str, float]]:
+def top_n_rows(folder, n: int = EXPORT_TOP, processes: int | None = None) -> Iterable[tuple[str, int, str, float]]:
     """(user_id, rank, product_id, score) of every known user's top ``n`` from the chat's own blend."""
     from index_builder.core.bundle_reader import load_bundle
     from index_builder.scoring.ranking import rank_users
@@ -24,7 +25,7 @@ def top_n_rows(folder, n: int = 10, processes: int | None = None) -> Iterable[tu
             yield uid, rank, b.product_ids[row], score
 
 
-def export_recommendations(folder, url: str, n: int = 10) -> int:
+def export_recommendations(folder, url: str, n: int = EXPORT_TOP) -> int:
     """Write every user's top ``n`` of the bundle in ``folder`` to the database at ``url``; returns the rows."""
     from index_builder.core import bundle as fmt
 

@@ -86,7 +86,7 @@ def make_embedder(name: str = "minilm", *, model: str | None = None, dim: int | 
                   device: str = "cpu", **kwargs: Any) -> Embedder:
     """Factory: ``minilm`` (default, offline), ``openai`` (``model``, ``dim``: any /v1/embeddings server)
     or a path to a sentence-transformers model folder; a local model runs on ``backend`` (``torch`` or
-    ``onnx``: exported once to int8, see :mod:`.onnx_embed`) and ``device`` (``cpu`` or ``cuda``)."""
+    ``onnx``: exported once to int8, see :mod:`.onnx_backend`) and ``device`` (``cpu`` or ``cuda``)."""
     if name == "openai":
         from index_builder.core.embedders.openai_backend import DEFAULT_OPENAI_MODEL, OpenAIEmbedder
 
