@@ -7,6 +7,7 @@ import html
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -106,68 +107,169 @@ def profile_markdown(assistant: Assistant, user_id: str | None) -> str:
     return "\n".join(lines) if items else f"**Customer {who}** — no purchases on record."
 
 
+def _choice(b: Bundle, row: int) -> tuple[str, str]:
+    """One picker entry: (title · price · id, id)."""
+    return (f"{readable_title(b.titles[row])} · {format_money(b.product(row)['price'], b.currency)} · "
+            f"{b.product_ids[row]}", b.product_ids[row])
+
+
+class _Picker:
+    """The "Recently viewed products" picker.
+
+    The picker starts with the best sellers; typing asks the server (ProductSearch), so a catalog of any size
+    never travels to the browser. Both follow the bundle served now (a live bundle root is hot-reloaded).
+    """
+
+    def __init__(self, assistant: Assistant) -> None:
+        self._assistant = assistant
+        self._views: dict[str, SimpleNamespace] = {}
+
+    def view(self) -> SimpleNamespace:
+        """The bundle served now and its best sellers (a new bundle's search index warms in the background)."""
+        cur = self._assistant.bundle
+        found = self._views.get(cur.version)
+        if found is None:
+            threading.Thread(target=cur.search.warm, name="product-search-index", daemon=True).start()
+            found = SimpleNamespace(b=cur, best=[int(r) for r in cur.popularity_order[:PICKER_START]])
+            self._views.clear()
+            self._views[cur.version] = found
+        return found
+
+    def dropdown(self, selected: list[str] | None, rows: list[int] | None = None, **update: Any):
+        """The picker's choices: what is selected (it must stay listed), then ``rows`` (default: best sellers)."""
+        import gradio as gr
+
+        v = self.view()
+        keep = [v.b.row_of[p] for p in (selected or []) if p in v.b.row_of]
+        return gr.Dropdown(choices=[_choice(v.b, r) for r in dict.fromkeys(keep + (v.best if rows is None else rows))],
+                           **update)
+
+
+@dataclass
+class _Shared:
+    """What the handlers share. ``bundle`` is the one served when the app was built (the chat's currency, the
+    map's catalog); the picker and the ``products`` endpoint follow the bundle served now."""
+
+    assistant: Assistant
+    bundle: Bundle
+    insights: Insights | None  # None: the bundle has no insights report
+    picker: _Picker
+
+
+def _session(state: SessionState | None, request: Any = None) -> SessionState:
+    """The shopper's session: the one in gr.State, else a new one for this client."""
+    if isinstance(state, SessionState):
+        return state
+    return SessionState(client=client_of(request))
+
+
 def build_demo(assistant: Assistant):
     """The Blocks app (named ``demo`` by app.py): sidebar, chat, product cards, API endpoints."""
     import gradio as gr
 
     b = assistant.bundle
+    picker = _Picker(assistant)
+    product_choices = [_choice(b, r) for r in picker.view().best]
+    shared = _Shared(assistant=assistant, bundle=b, insights=Insights.load(b), picker=picker)
+
+    with gr.Blocks(title="cartwise — what should I buy next?") as demo:
+        # The components, laid out in this order (keyword arguments are evaluated left to right).
+        c = SimpleNamespace(state=gr.State(None), **vars(_sidebar(shared, product_choices)), **vars(_chat_tab(b)),
+                            **vars(_insights_tab(shared.insights)))
+        # The order of the events is the order of the app's functions (and their names): keep it.
+        _wire_sidebar(shared, c)
+        _wire_insights(shared, c)
+        _wire_chat(shared, c)
+        _wire_api(shared)
+    return demo
+
+
+# -- layout -------------------------------------------------------------------------------------
+
+
+def _sidebar(shared: _Shared, product_choices: list[tuple[str, str]]) -> SimpleNamespace:
+    """Who is shopping: the customer, their purchases, the products they viewed, and the bundle served."""
+    import gradio as gr
+
+    b = shared.bundle
     active = sorted(b.had, key=lambda u: (-len(b.had[u]), u))
     customers = [("Anonymous", "")] + [(f"{u} · {len(b.had[u])} products", u) for u in active]
-    def choice(b: Bundle, row: int) -> tuple[str, str]:
-        return (f"{readable_title(b.titles[row])} · {format_money(b.product(row)['price'], b.currency)} · "
-                f"{b.product_ids[row]}", b.product_ids[row])
+    with gr.Sidebar(open=True):
+        gr.Markdown("### Who is shopping?")
+        user_dd = gr.Dropdown(choices=customers, value="", label="Customer", filterable=True,
+                              elem_id="customer")
+        profile_md = gr.Markdown(profile_markdown(shared.assistant, None))
+        viewed_dd = gr.Dropdown(choices=product_choices, value=[], multiselect=True, filterable=True,
+                                label="Recently viewed products", elem_id="viewed")
+        gr.Markdown(f"<small>Bundle {html.escape(b.version)} · {len(b.titles):,} products · "
+                    f"{len(b.user_rows):,} customers</small>")
+    return SimpleNamespace(user_dd=user_dd, profile_md=profile_md, viewed_dd=viewed_dd)
 
-    # The picker starts with the best sellers; typing asks the server (ProductSearch), so a catalog of any size
-    # never travels to the browser. Both follow the bundle served now (a live bundle root is hot-reloaded).
-    views: dict[str, SimpleNamespace] = {}
 
-    def view() -> SimpleNamespace:
-        cur = assistant.bundle
-        found = views.get(cur.version)
-        if found is None:
-            threading.Thread(target=cur.search.warm, name="product-search-index", daemon=True).start()
-            found = SimpleNamespace(b=cur, best=[int(r) for r in cur.popularity_order[:PICKER_START]])
-            views.clear()
-            views[cur.version] = found
-        return found
+def _chat_tab(b: Bundle) -> SimpleNamespace:
+    """The chat, the writer line, the message box, the product cards and their "I viewed #n" buttons."""
+    import gradio as gr
 
-    start = view()
-    product_choices = [choice(b, r) for r in start.best]
+    with gr.Tab("Chat", id="chat"):
+        gr.Markdown("## What should I buy next?")
+        chatbot = gr.Chatbot(label="cartwise", height=430, elem_id="chatbot", sanitize_html=True)
+        writer_md = gr.Markdown("", elem_id="writer")
+        with gr.Row():
+            msg = gr.Textbox(placeholder=f'Ask "what should I buy next?", "only candles", '
+                                         f'"under {format_money(5, b.currency)}"...',
+                             show_label=False, scale=8, elem_id="message")
+            send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+        cards = gr.HTML(elem_id="cards")
+        with gr.Row():
+            card_buttons = [gr.Button(visible=False, size="sm", elem_id=f"card-{i + 1}") for i in range(N_CARDS)]
+        gr.Examples(["what should I buy next?", "something cheaper", "only candles", "more like the second one",
+                     "why the first one?", "a gift for a tea lover"], inputs=msg)
+    return SimpleNamespace(chatbot=chatbot, writer_md=writer_md, msg=msg, send=send, cards=cards,
+                           card_buttons=card_buttons)
 
-    def picker(selected: list[str] | None, rows: list[int] | None = None, **update: Any):
-        """The picker's choices: what is selected (it must stay listed), then ``rows`` (default: best sellers)."""
-        v = view()
-        keep = [v.b.row_of[p] for p in (selected or []) if p in v.b.row_of]
-        return gr.Dropdown(choices=[choice(v.b, r) for r in dict.fromkeys(keep + (v.best if rows is None else rows))],
-                           **update)
 
-    def on_type(selected: list[str] | None, key: gr.KeyUpData):
-        typed = (key.input_value or "").strip()
-        return picker(selected, view().b.search.search(typed, PICKER_MATCHES) if typed else None)
+def _insights_tab(insights: Insights | None) -> SimpleNamespace:
+    """The bundle's report: summary, product map, clusters, metrics, graph plots; ``map_plot`` None without one."""
+    import gradio as gr
 
-    def products(query: str, limit: int = 20) -> list[dict]:
-        """Products whose titles contain every word of the query (the last word as a prefix), best sellers first."""
-        v = view()
-        return [v.b.product(r) for r in v.b.search.search(query, max(1, min(int(limit), 200)))]
+    map_plot = marked_md = None
+    with gr.Tab("Insights", id="insights", elem_id="insights-tab"):
+        if insights is None:
+            gr.Markdown("This bundle has no insights report: rebuild it with `python -m index_builder build` "
+                        "to get the cluster map, the metrics and the recommendation graph here.")
+        else:
+            gr.Markdown(insights.summary(), elem_id="insights-summary")
+            map_plot = gr.Plot(insights.map_figure(), label="Product map", elem_id="insights-map")
+            marked_md = gr.Markdown("", elem_id="insights-marked")
+            km = insights.kmeans_figure()
+            if km is not None:
+                gr.Plot(km, label="Clusters: how k was chosen", elem_id="insights-kmeans")
+            table = insights.metrics_table()
+            if not table.empty:
+                gr.Markdown("### How good the recommendations are (held-out weeks; hybrid is what the chat serves)")
+                gr.Dataframe(table, interactive=False, elem_id="insights-metrics")
+            for fig, elem in ((insights.top_figure(), "insights-top"), (insights.degree_figure(), "insights-degree")):
+                if fig is not None:
+                    gr.Plot(fig, label=fig.layout.title.text.split(":")[0], elem_id=elem)
+            if insights.html_path is not None:
+                gr.DownloadButton("Download the full report (report.html, works offline)",
+                                  value=str(insights.html_path), elem_id="insights-download")
+    return SimpleNamespace(map_plot=map_plot, marked_md=marked_md)
 
-    insights = Insights.load(b)
 
-    def on_map(user_id: str, product_ids: list[str] | None):
-        """The map with this shopper's products marked, and a line saying what is marked."""
-        marks = insights.marks(user_id or None, [p for p in (product_ids or []) if p in b.row_of])
-        said = " · ".join(f"**{len(pts)}** {html.escape(name)}" for name, pts in marks.items())
-        note = f"Marked on the map: {said}" if said else ("_Nothing of this customer's is on the map._" if user_id else "")
-        return insights.map_figure(user_id or None, product_ids or []), note
+# -- events -------------------------------------------------------------------------------------
 
-    def session(state: SessionState | None, request: Any = None) -> SessionState:
-        if isinstance(state, SessionState):
-            return state
-        return SessionState(client=client_of(request))
+
+def _wire_sidebar(shared: _Shared, c: SimpleNamespace) -> None:
+    """A change of customer, the products viewed, and the picker's search as the shopper types."""
+    import gradio as gr
+
+    assistant, picker = shared.assistant, shared.picker
 
     def on_user(user_id: str, state: SessionState | None, request: gr.Request):
         """Another customer: a fresh conversation (the chat, the cards, the views and the state are cleared,
         and the next reply says so); the same one: nothing changes."""
-        state = session(state, request)
+        state = _session(state, request)
         try:
             state, switched = assistant.switch_customer(state, user_id)
         except AssistantError as exc:
@@ -176,17 +278,54 @@ def build_demo(assistant: Assistant):
         keep = gr.update()
         if not switched:
             return state, profile_markdown(assistant, state.user_id), keep, keep, keep, *[keep] * N_CARDS
-        return (state, profile_markdown(assistant, state.user_id), [], picker([], value=[]), "",
+        return (state, profile_markdown(assistant, state.user_id), [], picker.dropdown([], value=[]), "",
                 *[gr.update(visible=False)] * N_CARDS)
 
     def on_viewed(product_ids: list[str] | None, state: SessionState | None, request: gr.Request):
-        state = session(state, request)
+        state = _session(state, request)
         assistant.set_viewed(state, product_ids)
         return state
 
+    def on_type(selected: list[str] | None, key: gr.KeyUpData):
+        typed = (key.input_value or "").strip()
+        return picker.dropdown(selected, picker.view().b.search.search(typed, PICKER_MATCHES) if typed else None)
+
+    c.user_dd.change(on_user, [c.user_dd, c.state],
+                     [c.state, c.profile_md, c.chatbot, c.viewed_dd, c.cards, *c.card_buttons],
+                     api_visibility="private")
+    c.viewed_dd.change(on_viewed, [c.viewed_dd, c.state], [c.state], api_visibility="private")
+    # Every keystroke's search runs, one at a time and in order: with trigger_mode="always_last" Gradio
+    # sometimes dropped the last keystroke when typing outran the server (gradio issue 7752), leaving the
+    # list of an earlier prefix. A search takes about a millisecond, so the queue drains at once.
+    c.viewed_dd.key_up(on_type, [c.viewed_dd], [c.viewed_dd], api_visibility="private", show_progress="hidden",
+                       trigger_mode="multiple", concurrency_limit=1, concurrency_id="product-picker")
+
+
+def _wire_insights(shared: _Shared, c: SimpleNamespace) -> None:
+    """The map follows the customer and the products they viewed (when the bundle has a report)."""
+    insights, b = shared.insights, shared.bundle
+
+    def on_map(user_id: str, product_ids: list[str] | None):
+        """The map with this shopper's products marked, and a line saying what is marked."""
+        marks = insights.marks(user_id or None, [p for p in (product_ids or []) if p in b.row_of])
+        said = " · ".join(f"**{len(pts)}** {html.escape(name)}" for name, pts in marks.items())
+        note = f"Marked on the map: {said}" if said else ("_Nothing of this customer's is on the map._" if user_id else "")
+        return insights.map_figure(user_id or None, product_ids or []), note
+
+    if c.map_plot is not None:
+        for trigger in (c.user_dd, c.viewed_dd):
+            trigger.change(on_map, [c.user_dd, c.viewed_dd], [c.map_plot, c.marked_md], api_visibility="private")
+
+
+def _wire_chat(shared: _Shared, c: SimpleNamespace) -> None:
+    """A message (Enter or Send) streams a reply; an "I viewed #n" button marks that product as viewed."""
+    import gradio as gr
+
+    assistant, b, picker = shared.assistant, shared.bundle, shared.picker
+
     def respond(message: str, history: list | None, state: SessionState | None, request: gr.Request):
         """Stream one reply: yields (chat history, state, cards, card buttons..., cleared textbox, writer line)."""
-        state = session(state, request)
+        state = _session(state, request)
         history = list(history or [])
         history.append({"role": "user", "content": shown_message(message, assistant.allowed_urls)})
         history.append({"role": "assistant", "content": ""})
@@ -203,7 +342,7 @@ def build_demo(assistant: Assistant):
             yield (history, state, cards, *buttons, "" if first else gr.update(), writer_markdown(turn.context))
 
     def on_card(i: int, state: SessionState | None, request: Any = None):
-        state = session(state, request)
+        state = _session(state, request)
         with state.lock:
             shown = list(state.last_shown)
         if i >= len(shown):
@@ -213,9 +352,21 @@ def build_demo(assistant: Assistant):
         gr.Info(f"Marked {html.escape(readable_title(cur.titles[cur.row_of[shown[i]]]))} as viewed")
         with state.lock:
             viewed = list(state.viewed)
-        return state, picker(viewed, value=viewed)
+        return state, picker.dropdown(viewed, value=viewed)
 
-    # -- API endpoints (gradio_client) ------------------------------------------------------------
+    outputs = [c.chatbot, c.state, c.cards, *c.card_buttons, c.msg, c.writer_md]
+    c.msg.submit(respond, [c.msg, c.chatbot, c.state], outputs, api_visibility="private", trigger_mode="multiple")
+    c.send.click(respond, [c.msg, c.chatbot, c.state], outputs, api_visibility="private", trigger_mode="multiple")
+    for i, button in enumerate(c.card_buttons):
+        button.click(lambda s, i=i: on_card(i, s), [c.state], [c.state, c.viewed_dd], api_visibility="private")
+
+
+def _wire_api(shared: _Shared) -> None:
+    """The API endpoints (gradio_client): /recommend, /chat and /products."""
+    import gradio as gr
+
+    assistant, picker = shared.assistant, shared.picker
+
     def recommend(user_id: str, recently_viewed: list[str], message: str, session_id: str = "",
                   request: gr.Request = None) -> dict:
         """Products (id, title, display_title, price, score, reasons), the reply, the writer and the session id.
@@ -242,71 +393,11 @@ def build_demo(assistant: Assistant):
             for text in assistant.shown(turn):
                 yield text, state.session_id
 
-    with gr.Blocks(title="cartwise — what should I buy next?") as demo:
-        state = gr.State(None)
-        with gr.Sidebar(open=True):
-            gr.Markdown("### Who is shopping?")
-            user_dd = gr.Dropdown(choices=customers, value="", label="Customer", filterable=True,
-                                  elem_id="customer")
-            profile_md = gr.Markdown(profile_markdown(assistant, None))
-            viewed_dd = gr.Dropdown(choices=product_choices, value=[], multiselect=True, filterable=True,
-                                    label="Recently viewed products", elem_id="viewed")
-            gr.Markdown(f"<small>Bundle {html.escape(b.version)} · {len(b.titles):,} products · "
-                        f"{len(b.user_rows):,} customers</small>")
-        with gr.Tab("Chat", id="chat"):
-            gr.Markdown("## What should I buy next?")
-            chatbot = gr.Chatbot(label="cartwise", height=430, elem_id="chatbot", sanitize_html=True)
-            writer_md = gr.Markdown("", elem_id="writer")
-            with gr.Row():
-                msg = gr.Textbox(placeholder=f'Ask "what should I buy next?", "only candles", '
-                                             f'"under {format_money(5, b.currency)}"...',
-                                 show_label=False, scale=8, elem_id="message")
-                send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
-            cards = gr.HTML(elem_id="cards")
-            with gr.Row():
-                card_buttons = [gr.Button(visible=False, size="sm", elem_id=f"card-{i + 1}") for i in range(N_CARDS)]
-            gr.Examples(["what should I buy next?", "something cheaper", "only candles", "more like the second one",
-                         "why the first one?", "a gift for a tea lover"], inputs=msg)
-        with gr.Tab("Insights", id="insights", elem_id="insights-tab"):
-            if insights is None:
-                gr.Markdown("This bundle has no insights report: rebuild it with `python -m index_builder build` "
-                            "to get the cluster map, the metrics and the recommendation graph here.")
-                map_plot = None
-            else:
-                gr.Markdown(insights.summary(), elem_id="insights-summary")
-                map_plot = gr.Plot(insights.map_figure(), label="Product map", elem_id="insights-map")
-                marked_md = gr.Markdown("", elem_id="insights-marked")
-                km = insights.kmeans_figure()
-                if km is not None:
-                    gr.Plot(km, label="Clusters: how k was chosen", elem_id="insights-kmeans")
-                table = insights.metrics_table()
-                if not table.empty:
-                    gr.Markdown("### How good the recommendations are (held-out weeks; hybrid is what the chat serves)")
-                    gr.Dataframe(table, interactive=False, elem_id="insights-metrics")
-                for fig, elem in ((insights.top_figure(), "insights-top"), (insights.degree_figure(), "insights-degree")):
-                    if fig is not None:
-                        gr.Plot(fig, label=fig.layout.title.text.split(":")[0], elem_id=elem)
-                if insights.html_path is not None:
-                    gr.DownloadButton("Download the full report (report.html, works offline)",
-                                      value=str(insights.html_path), elem_id="insights-download")
+    def products(query: str, limit: int = 20) -> list[dict]:
+        """Products whose titles contain every word of the query (the last word as a prefix), best sellers first."""
+        v = picker.view()
+        return [v.b.product(r) for r in v.b.search.search(query, max(1, min(int(limit), 200)))]
 
-        user_dd.change(on_user, [user_dd, state], [state, profile_md, chatbot, viewed_dd, cards, *card_buttons],
-                       api_visibility="private")
-        viewed_dd.change(on_viewed, [viewed_dd, state], [state], api_visibility="private")
-        # Every keystroke's search runs, one at a time and in order: with trigger_mode="always_last" Gradio
-        # sometimes dropped the last keystroke when typing outran the server (gradio issue 7752), leaving the
-        # list of an earlier prefix. A search takes about a millisecond, so the queue drains at once.
-        viewed_dd.key_up(on_type, [viewed_dd], [viewed_dd], api_visibility="private", show_progress="hidden",
-                         trigger_mode="multiple", concurrency_limit=1, concurrency_id="product-picker")
-        if map_plot is not None:
-            for trigger in (user_dd, viewed_dd):
-                trigger.change(on_map, [user_dd, viewed_dd], [map_plot, marked_md], api_visibility="private")
-        outputs = [chatbot, state, cards, *card_buttons, msg, writer_md]
-        msg.submit(respond, [msg, chatbot, state], outputs, api_visibility="private", trigger_mode="multiple")
-        send.click(respond, [msg, chatbot, state], outputs, api_visibility="private", trigger_mode="multiple")
-        for i, button in enumerate(card_buttons):
-            button.click(lambda s, i=i: on_card(i, s), [state], [state, viewed_dd], api_visibility="private")
-        gr.api(recommend, api_name="recommend", concurrency_limit=4)
-        gr.api(chat, api_name="chat", concurrency_limit=4)
-        gr.api(products, api_name="products", concurrency_limit=8)
-    return demo
+    gr.api(recommend, api_name="recommend", concurrency_limit=4)
+    gr.api(chat, api_name="chat", concurrency_limit=4)
+    gr.api(products, api_name="products", concurrency_limit=8)

@@ -21,8 +21,8 @@ import datetime as dt
 import logging
 import zlib
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +47,7 @@ from index_builder.evaluation.metrics import KS, ndcg_at_k, summarize
 from index_builder.scoring.shards import user_shards
 from index_builder.stages.als import ALSParams, factor_matrix, train_als
 from index_builder.stages.interactions import aggregate
-from index_builder.stages.itemitem import MAX_ITEMS, TOP_K, ease_weights, gram_matrix, prune
+from index_builder.stages.itemitem import DEFAULT_LAMBDA, MAX_ITEMS, TOP_K, ease_weights, gram_matrix, prune
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -67,7 +67,7 @@ class EvalSettings:
     als: ALSParams = field(default_factory=ALSParams)
     event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     had_types: tuple[str, ...] = DEFAULT_HAD_TYPES
-    ease_lambda: float = 200.0
+    ease_lambda: float = DEFAULT_LAMBDA
     item_item_max_items: int = MAX_ITEMS
     item_item_top_k: int = TOP_K
     tune: bool = True
@@ -382,7 +382,7 @@ class Scorer:
     def score(self, model: str, users: Iterable[str] | None = None, *, k: int = max(KS), repeat: bool = False,
               ks: Iterable[int] = KS, run: Callable[[tuple], list[list[int]]] | None = None) -> dict[str, float]:
         """The metrics of ``model`` over ``users`` (default: every user with a truth). ``run``: the
-        :func:`~.shards.user_shards` runner of :meth:`rankings` over these same users, to rank them in parallel."""
+        :func:`~index_builder.scoring.shards.user_shards` runner of :meth:`rankings` over these same users, to rank them in parallel."""
         truth = self.split.truth_repeat if repeat else self.split.truth
         users = list(truth) if users is None else list(users)
         ranked = run((model, k, repeat)) if run is not None else self.rankings(model, users, k, repeat)
@@ -483,7 +483,7 @@ def evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embed
     settled, so that the caller can start its final fit while the blend search works in Python.
 
     The Spark fits overlap the driver's Python work: the ALS grid runs while the EASE lambdas are scored,
-    and the test split's ALS fit while the blend is searched (in :func:`~.shards.user_shards` processes).
+    and the test split's ALS fit while the blend is searched (in :func:`~index_builder.scoring.shards.user_shards` processes).
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-als") as background:
         return _evaluate(spark, events, products_pdf, embeddings, index, s, say, als_chosen, background)
@@ -492,99 +492,247 @@ def evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embed
 def _evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embeddings: np.ndarray, index: Any,
               s: EvalSettings, say: Callable[..., None], als_chosen: Callable[[ALSParams], None] | None,
               background: ThreadPoolExecutor) -> EvalResult | None:
-    from assistant.config import RecommenderConfig
+    """The stages in order: split, tune (item-item, ALS, blend) on validation, score the test split, report.
 
+    The test split's ALS fit (and the caller's final fit, ``als_chosen``) starts as soon as the ALS
+    parameters are settled: during tuning when there is tuning, else before the test split is scored.
+    """
+    span = time_split(events, s, say)
+    if span is None:
+        return None
+    chosen = given_choices(s, span)
+    test = make_split("test", events, products_pdf, span.test_cut, None, s, spark)
+
+    def start_test_fit(params: ALSParams) -> Future:
+        fit = background.submit(fit_als, test, len(products_pdf), params)
+        if als_chosen is not None:
+            als_chosen(params)
+        return fit
+
+    test_fit: Future | None = None
+    if s.tune:
+        val = make_split("validation", events, products_pdf, span.val_cut, span.test_cut, s, spark)
+        chosen, test_fit = tune_on_validation(val, products_pdf, embeddings, index, chosen, span.window, s, say,
+                                              start_test_fit)
+        val.release()
+    if test_fit is None:  # not tuned: the given parameters
+        test_fit = start_test_fit(chosen.als)
+    scored = score_test(test, test_fit, products_pdf, embeddings, index, chosen, s, say)
+    test.release()
+    return EvalResult(metrics=report_metrics(span, test, scored, chosen, s), als=chosen.als,
+                      ease_lambda=chosen.ease_lambda, recommender=chosen.recommender)
+
+
+# -- the stages ---------------------------------------------------------------------------------------
+@dataclass
+class TimeSpan:
+    """The events' time span and the two cut-offs in it (validation, test)."""
+
+    lo: dt.datetime
+    hi: dt.datetime
+    undated: int  # events without a timestamp, on neither side
+    val_cut: dt.datetime
+    test_cut: dt.datetime
+
+    @property
+    def window(self) -> float:
+        """The test window's length in days."""
+        return (self.hi - self.test_cut).total_seconds() / 86400
+
+
+def time_split(events: pd.DataFrame, s: EvalSettings, say: Callable[..., None]) -> TimeSpan | None:
+    """Stage "split": where the validation and the test splits start; None (said why) when the events carry no time."""
     lo, hi, undated = time_bounds(events)
     if lo is None or lo == hi:
         say("evaluate: skipped: the events carry no usable timestamps, so there is no time split")
         return None
     val_cut, test_cut = choose_cutoffs(lo, hi, s.cutoff)
-    window = (hi - test_cut).total_seconds() / 86400
-    n = len(products_pdf)
+    return TimeSpan(lo, hi, undated, val_cut, test_cut)
+
+
+@dataclass
+class Choices:
+    """What the test split is scored with (and the build publishes): given, or chosen on validation."""
+
+    als: ALSParams
+    ease_lambda: float
+    recommender: dict[str, Any]  # the blend settings
+    tuning: dict[str, Any]  # metrics["tuning"], less its "chosen"
+
+
+def given_choices(s: EvalSettings, span: TimeSpan) -> Choices:
+    """The settings' own choices, before any tuning."""
+    from assistant.config import RecommenderConfig
+
     rec_cfg = RecommenderConfig.from_manifest({"recommender": s.recommender}).tuned()
-    als, lam = s.als, s.ease_lambda
-    tuning: dict[str, Any] = {"split": {"train_end": val_cut.isoformat(), "test_end": test_cut.isoformat()}}
-    test = make_split("test", events, products_pdf, test_cut, None, s, spark)
-    test_fit: Any = None
+    tuning: dict[str, Any] = {"split": {"train_end": span.val_cut.isoformat(), "test_end": span.test_cut.isoformat()}}
+    return Choices(s.als, s.ease_lambda, rec_cfg, tuning)
 
-    def settle_als(params: ALSParams) -> None:
-        nonlocal test_fit
-        test_fit = background.submit(fit_als, test, n, params)
-        if als_chosen is not None:
-            als_chosen(params)
 
-    if s.tune:
-        val = make_split("validation", events, products_pdf, val_cut, test_cut, s, spark)
-        if len(val.truth) >= 10:
-            tune_users = _sample(sorted(val.truth), s.max_tune_users, s.seed)
-            tuning["users"] = len(tune_users)
-            # each lambda tried inverts the Gram: 30 s at 10,000 products, 2 s at 4,000
-            gram = gram_matrix(val.interactions, max_items=min(s.item_item_max_items, s.ease_tune_max_items))
-            base = Fitted(None, None, None, None)
-            scorer = Scorer(val, products_pdf, embeddings, index, base, rec_cfg, s.seed)
-            # the ALS grid fits in Spark while the EASE lambdas are scored here (submitted together, the small
-            # jobs of the four fits also fill each other's scheduling gaps)
-            grid_pool = ThreadPoolExecutor(max_workers=len(s.als_grid), thread_name_prefix="als-grid")
-            grid_fits = {ra: grid_pool.submit(fit_als, val, n, ALSParams(
-                rank=s.als.rank, reg_param=ra[0], alpha=ra[1], max_iter=s.als.max_iter, seed=s.seed)) for ra in s.als_grid}
-            grid_pool.shutdown(wait=False)
+@dataclass
+class Validation:
+    """The validation split being tuned on: the users scored, the Gram, the scorer and the ALS grid's fits."""
 
-            if len(gram.rows) >= 2 and s.ease_grid:
-                ease_scores: dict[float, float] = {}
-                best: tuple | None = None  # ((ndcg, -lambda), lambda, its pruned weights): the best kept, not all five
-                for lam_ in s.ease_grid:
-                    pruned = prune(ease_weights(gram.matrix, lam_), gram.rows, n, s.item_item_top_k)
-                    scorer.bundle = _with(scorer.bundle, item_neighbours=pruned[0], item_weights=pruned[1])
-                    scorer.configure(rec_cfg)
-                    ease_scores[lam_] = scorer.score("item_item", tune_users, ks=(10,))["ndcg@10"]
-                    if best is None or (ease_scores[lam_], -lam_) > best[0]:
-                        best = ((ease_scores[lam_], -lam_), lam_, pruned)
-                assert best is not None
-                lam, (nb, wt) = best[1], best[2]
-                tuning["item_item_lambda"] = {str(k): v for k, v in ease_scores.items()}
-                say("evaluate: EASE lambda on validation %s -> %s", tuning["item_item_lambda"], lam)
-            else:
-                nb, wt = prune(ease_weights(gram.matrix, lam), gram.rows, n, s.item_item_top_k)
+    split: Split
+    users: list[str]  # a seeded sample of the users with a truth
+    gram: Any  # the item-item Gram of the most bought products
+    scorer: Scorer
+    als_fits: dict[tuple[float, float], Future]  # (reg, alpha) -> (item factors, user factors), fitting in Spark
+    n_products: int
 
-            als_scores = {}
-            fits = {ra: future.result() for ra, future in grid_fits.items()}
-            for reg, alpha in s.als_grid:
-                scorer.bundle = _with(scorer.bundle, item_factors=fits[(reg, alpha)][0],
-                                      user_factors=fits[(reg, alpha)][1])
-                scorer.configure(rec_cfg)
-                als_scores[(reg, alpha)] = scorer.score("als", tune_users, ks=(10,))["ndcg@10"]
-            best_reg, best_alpha = max(als_scores, key=lambda k: als_scores[k])
-            als = ALSParams(rank=s.als.rank, reg_param=best_reg, alpha=best_alpha, max_iter=s.als.max_iter, seed=s.seed)
-            tuning["als"] = [{"reg_param": r, "alpha": a, "ndcg@10": v} for (r, a), v in als_scores.items()]
-            say("evaluate: ALS on validation %s -> regParam %s alpha %s", tuning["als"], best_reg, best_alpha)
-            settle_als(als)
 
-            scorer.bundle = _with(scorer.bundle, item_factors=fits[(best_reg, best_alpha)][0],
-                                  user_factors=fits[(best_reg, best_alpha)][1], item_neighbours=nb, item_weights=wt)
+def tune_on_validation(val: Split, products_pdf: pd.DataFrame, embeddings: np.ndarray, index: Any, given: Choices,
+                       window: float, s: EvalSettings, say: Callable[..., None],
+                       start_test_fit: Callable[[ALSParams], Future]) -> tuple[Choices, Future | None]:
+    """The tuning stages in order: item-item, ALS, the blend. Returns the choices and the test split's ALS fit,
+    started (``start_test_fit``) as soon as ALS is chosen; (the given choices, None) with too few validation users."""
+    tuning = dict(given.tuning)
+    if len(val.truth) < 10:
+        tuning["skipped"] = f"only {len(val.truth)} validation users; defaults kept"
+        say("evaluate: tuning skipped (%s)", tuning["skipped"])
+        return replace(given, tuning=tuning), None
+    v = start_validation(val, products_pdf, embeddings, index, given.recommender, s)
+    tuning["users"] = len(v.users)
+    item_item = tune_item_item(v, given.recommender, given.ease_lambda, s, say)
+    if item_item.scores is not None:
+        tuning["item_item_lambda"] = item_item.scores
+    als = tune_als(v, given.recommender, s, say)
+    tuning["als"] = als.scores
+    test_fit = start_test_fit(als.params)  # fits in Spark while the blend is searched here
+    blend = tune_blend(v, item_item, als, given.recommender, window, s, say)
+    tuning["blend"] = blend.record
+    return Choices(als.params, item_item.ease_lambda, blend.recommender, tuning), test_fit
 
-            def hybrid_ndcg(users: list[str], settings: dict[str, Any]) -> np.ndarray:
-                scorer.configure(settings)
-                return scorer.per_user("hybrid", users)
 
-            grid = blend_grid(window)
-            # the users are shared out over the cores: each process keeps its users' candidates between settings
-            with user_shards(hybrid_ndcg, tune_users, s.processes) as objective:
-                rec_cfg, best, trace = coordinate_search(objective, rec_cfg, grid)
-            scored = len({setting_key(t) for t in trace})
-            tuning["blend"] = {"chosen": rec_cfg, "ndcg@10": round(best, 5), "tried": len(trace), "scored": scored}
-            say("evaluate: blend on validation (%d settings tried, %d scored) -> %s, ndcg@10 %.4f", len(trace), scored,
-                rec_cfg, best)
-        else:
-            tuning["skipped"] = f"only {len(val.truth)} validation users; defaults kept"
-            say("evaluate: tuning skipped (%s)", tuning["skipped"])
-        val.release()
-    if test_fit is None:  # not tuned: the given parameters
-        settle_als(als)
+def start_validation(val: Split, products_pdf: pd.DataFrame, embeddings: np.ndarray, index: Any,
+                     rec_cfg: dict[str, Any], s: EvalSettings) -> Validation:
+    """The tuning's shared state; the ALS grid is submitted here, before the EASE lambdas are scored."""
+    n = len(products_pdf)
+    tune_users = _sample(sorted(val.truth), s.max_tune_users, s.seed)
+    # each lambda tried inverts the Gram: 30 s at 10,000 products, 2 s at 4,000
+    gram = gram_matrix(val.interactions, max_items=min(s.item_item_max_items, s.ease_tune_max_items))
+    base = Fitted(None, None, None, None)
+    scorer = Scorer(val, products_pdf, embeddings, index, base, rec_cfg, s.seed)
+    # the ALS grid fits in Spark while the EASE lambdas are scored here (submitted together, the small
+    # jobs of the four fits also fill each other's scheduling gaps)
+    grid_pool = ThreadPoolExecutor(max_workers=len(s.als_grid), thread_name_prefix="als-grid")
+    grid_fits = {ra: grid_pool.submit(fit_als, val, n, ALSParams(
+        rank=s.als.rank, reg_param=ra[0], alpha=ra[1], max_iter=s.als.max_iter, seed=s.seed)) for ra in s.als_grid}
+    grid_pool.shutdown(wait=False)
+    return Validation(val, tune_users, gram, scorer, grid_fits, n)
 
+
+@dataclass
+class ItemItemChoice:
+    """What "tune item-item" chose."""
+
+    ease_lambda: float
+    neighbours: np.ndarray | None  # the pruned EASE weights at that lambda
+    weights: np.ndarray | None
+    scores: dict[str, float] | None  # validation NDCG@10 by lambda tried; None: none was tried
+
+
+def tune_item_item(v: Validation, rec_cfg: dict[str, Any], lam: float, s: EvalSettings,
+                   say: Callable[..., None]) -> ItemItemChoice:
+    """Stage "tune item-item": the EASE lambda of ``s.ease_grid`` best on validation (ties: the smaller);
+    ``lam`` when there is nothing to try."""
+    gram, n, scorer = v.gram, v.n_products, v.scorer
+    if not (len(gram.rows) >= 2 and s.ease_grid):
+        nb, wt = prune(ease_weights(gram.matrix, lam), gram.rows, n, s.item_item_top_k)
+        return ItemItemChoice(lam, nb, wt, None)
+    ease_scores: dict[float, float] = {}
+    best: tuple | None = None  # ((ndcg, -lambda), lambda, its pruned weights): the best kept, not all five
+    for lam_ in s.ease_grid:
+        pruned = prune(ease_weights(gram.matrix, lam_), gram.rows, n, s.item_item_top_k)
+        scorer.bundle = _with(scorer.bundle, item_neighbours=pruned[0], item_weights=pruned[1])
+        scorer.configure(rec_cfg)
+        ease_scores[lam_] = scorer.score("item_item", v.users, ks=(10,))["ndcg@10"]
+        if best is None or (ease_scores[lam_], -lam_) > best[0]:
+            best = ((ease_scores[lam_], -lam_), lam_, pruned)
+    assert best is not None
+    lam, (nb, wt) = best[1], best[2]
+    scores = {str(k): score for k, score in ease_scores.items()}
+    say("evaluate: EASE lambda on validation %s -> %s", scores, lam)
+    return ItemItemChoice(lam, nb, wt, scores)
+
+
+@dataclass
+class ALSChoice:
+    """What "tune ALS" chose."""
+
+    params: ALSParams
+    item_factors: np.ndarray | None  # the grid's fit with those parameters
+    user_factors: np.ndarray | None
+    scores: list[dict[str, float]]  # validation NDCG@10 of each (reg_param, alpha) of the grid
+
+
+def tune_als(v: Validation, rec_cfg: dict[str, Any], s: EvalSettings, say: Callable[..., None]) -> ALSChoice:
+    """Stage "tune ALS": the (regParam, alpha) of ``s.als_grid`` best on validation, from the grid's fits."""
+    scorer = v.scorer
+    als_scores = {}
+    fits = {ra: future.result() for ra, future in v.als_fits.items()}
+    for reg, alpha in s.als_grid:
+        scorer.bundle = _with(scorer.bundle, item_factors=fits[(reg, alpha)][0],
+                              user_factors=fits[(reg, alpha)][1])
+        scorer.configure(rec_cfg)
+        als_scores[(reg, alpha)] = scorer.score("als", v.users, ks=(10,))["ndcg@10"]
+    best_reg, best_alpha = max(als_scores, key=lambda k: als_scores[k])
+    als = ALSParams(rank=s.als.rank, reg_param=best_reg, alpha=best_alpha, max_iter=s.als.max_iter, seed=s.seed)
+    scores = [{"reg_param": r, "alpha": a, "ndcg@10": score} for (r, a), score in als_scores.items()]
+    say("evaluate: ALS on validation %s -> regParam %s alpha %s", scores, best_reg, best_alpha)
+    item_f, user_f = fits[(best_reg, best_alpha)]
+    return ALSChoice(als, item_f, user_f, scores)
+
+
+@dataclass
+class BlendChoice:
+    """What "tune the blend" chose."""
+
+    recommender: dict[str, Any]  # the blend settings chosen
+    record: dict[str, Any]  # metrics["tuning"]["blend"]
+
+
+def tune_blend(v: Validation, item_item: ItemItemChoice, als: ALSChoice, rec_cfg: dict[str, Any], window: float,
+               s: EvalSettings, say: Callable[..., None]) -> BlendChoice:
+    """Stage "tune the blend": a coordinate search from ``rec_cfg``, on the chosen ALS and item-item models."""
+    scorer = v.scorer
+    scorer.bundle = _with(scorer.bundle, item_factors=als.item_factors, user_factors=als.user_factors,
+                          item_neighbours=item_item.neighbours, item_weights=item_item.weights)
+
+    def hybrid_ndcg(users: list[str], settings: dict[str, Any]) -> np.ndarray:
+        scorer.configure(settings)
+        return scorer.per_user("hybrid", users)
+
+    grid = blend_grid(window)
+    # the users are shared out over the cores: each process keeps its users' candidates between settings
+    with user_shards(hybrid_ndcg, v.users, s.processes) as objective:
+        rec_cfg, best, trace = coordinate_search(objective, rec_cfg, grid)
+    scored = len({setting_key(t) for t in trace})
+    record = {"chosen": rec_cfg, "ndcg@10": round(best, 5), "tried": len(trace), "scored": scored}
+    say("evaluate: blend on validation (%d settings tried, %d scored) -> %s, ndcg@10 %.4f", len(trace), scored,
+        rec_cfg, best)
+    return BlendChoice(rec_cfg, record)
+
+
+@dataclass
+class ScoredModels:
+    """The test split's metrics."""
+
+    models: dict[str, Any]  # metrics by model: truth = the products new to the user
+    repeats: dict[str, Any]  # metrics by model, repeats counted
+    users: list[str]  # the users scored
+    repeat_users: list[str]
+
+
+def score_test(test: Split, test_fit: Future, products_pdf: pd.DataFrame, embeddings: np.ndarray, index: Any,
+               chosen: Choices, s: EvalSettings, say: Callable[..., None]) -> ScoredModels:
+    """Stage "score the test split": every model, fitted on the test split's train part with the choices."""
+    n = len(products_pdf)
     item_f, user_f = test_fit.result()
     gram = gram_matrix(test.interactions, max_items=s.item_item_max_items)
-    nb, wt = prune(ease_weights(gram.matrix, lam), gram.rows, n, s.item_item_top_k) if len(gram.rows) >= 2 else (None, None)
-    scorer = Scorer(test, products_pdf, embeddings, index, Fitted(item_f, user_f, nb, wt), rec_cfg, s.seed)
+    nb, wt = (prune(ease_weights(gram.matrix, chosen.ease_lambda), gram.rows, n, s.item_item_top_k)
+              if len(gram.rows) >= 2 else (None, None))
+    scorer = Scorer(test, products_pdf, embeddings, index, Fitted(item_f, user_f, nb, wt), chosen.recommender, s.seed)
     models: dict[str, Any] = {}
     repeat: dict[str, Any] = {}
     test_users = _sample(sorted(test.truth), s.max_test_users, s.seed)
@@ -599,21 +747,28 @@ def _evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embe
             repeat[model] = scorer.score(model, repeat_users, repeat=True, ks=(10,), run=run_repeat)
             say("evaluate: %-17s ndcg@10 %.4f  hr@10 %.3f  (repeats counted: ndcg@10 %.4f)", model,
                 models[model]["ndcg@10"], models[model]["hr@10"], repeat[model]["ndcg@10"])
-    test.release()
-    metrics = {
+    return ScoredModels(models, repeat, test_users, repeat_users)
+
+
+def report_metrics(span: TimeSpan, test: Split, scored: ScoredModels, chosen: Choices,
+                   s: EvalSettings) -> dict[str, Any]:
+    """The manifest's "metrics" section: the protocol, each model's metrics, and what tuning chose."""
+    als, lam, rec_cfg = chosen.als, chosen.ease_lambda, chosen.recommender
+    return {
         "protocol": {
-            "split": "time", "cutoff": test_cut.isoformat(), "test_end": hi.isoformat(),
-            "train_start": lo.isoformat(), "validation_cutoff": val_cut.isoformat(),
+            "split": "time", "cutoff": span.test_cut.isoformat(), "test_end": span.hi.isoformat(),
+            "train_start": span.lo.isoformat(), "validation_cutoff": span.val_cut.isoformat(),
             "truth": f"products from {', '.join(s.had_types)} events at or after the cut-off that the user did not have before it",
             "filtered": "products the user had in train are never recommended",
-            "users_evaluated": len(test_users), "users_left_out": test.left_out, "undated_events_left_out": undated,
-            "users_with_truth": len(test.truth), "users_evaluated_repeats": len(repeat_users), "ks": list(s.ks),
+            "users_evaluated": len(scored.users), "users_left_out": test.left_out,
+            "undated_events_left_out": span.undated,
+            "users_with_truth": len(test.truth), "users_evaluated_repeats": len(scored.repeat_users), "ks": list(s.ks),
         },
-        "models": models,
-        "repeats_counted": {"note": "truth = every test product, repeats included; nothing filtered", "models": repeat},
-        "tuning": {**tuning, "chosen": {"als": als.as_dict(), "item_item_lambda": lam, "recommender": rec_cfg}},
+        "models": scored.models,
+        "repeats_counted": {"note": "truth = every test product, repeats included; nothing filtered",
+                            "models": scored.repeats},
+        "tuning": {**chosen.tuning, "chosen": {"als": als.as_dict(), "item_item_lambda": lam, "recommender": rec_cfg}},
     }
-    return EvalResult(metrics=metrics, als=als, ease_lambda=lam, recommender=rec_cfg)
 
 
 def _with(bundle, **changes):

@@ -19,7 +19,8 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,10 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def product_texts(df: pd.DataFrame) -> list[str]:
-    """:func:`index_builder.stages.transforms.product_text` for products that arrive on the stream (pandas)."""
-    parts = [df[c].astype("string").str.strip() for c in (TITLE, DESCRIPTION, CATEGORY) if c in df]
+    """:func:`index_builder.stages.transforms.product_text` for products that arrive on the stream (pandas; held
+    to the same texts by ``tests/test_twins.py``). Like Spark's ``trim``, it strips spaces only: ``str.strip()``
+    also took tabs, newlines and no-break spaces, so a streamed product got another text than a built one."""
+    parts = [df[c].astype("string").str.strip(" ") for c in (TITLE, DESCRIPTION, CATEGORY) if c in df]
     return [" ".join(str(p.iat[i]) for p in parts if not pd.isna(p.iat[i]) and str(p.iat[i])) for i in range(len(df))]
 
 
@@ -136,12 +139,46 @@ def _embed_products(folder: Path, manifest: dict[str, Any], texts: list[str]) ->
 def fold_in(root: Path | str, events: pd.DataFrame, new_products: pd.DataFrame | None, *, through_batch: int,
             refit: bool = False, spark: Any = None, keep_versions: int = 5) -> FoldIn:
     """Publish a new version of ``root`` with ``events`` (canonical, validated) and ``new_products`` folded in."""
-    import faiss
-
-    from index_builder.stages.faiss_index import add_vectors
-
     t0 = time.perf_counter()
     root = Path(root)
+    base = read_base(root)
+    catalog = add_products(base, new_products)
+    products = catalog.products
+    folded = fold_events(products, base.users, base.interactions, events, base.event_weights, base.had_types)
+    products[POPULARITY] = popularity(folded.interactions, len(products))
+    models = update_models(base, folded, len(products), refit, spark)
+    if models.item_item is not None:
+        base.manifest["item_item"] = models.item_item
+    version = NewVersion(
+        base=base.folder, manifest=base.manifest, products=products, users=folded.users,
+        interactions=folded.interactions, events=all_events(base.folder, events),
+        changed={**catalog.changed, **models.changed},
+        info=stream_info(base, events, folded, len(catalog.added), models.refit_info, through_batch))
+    folder = fmt.publish(root, partial(write_version, version=version, t0=t0))
+    prune_versions(root, keep_versions)
+    info = version.info
+    log.info("stream: published %s (%d events, %d new users, %d users updated, %d new products%s) in %.1fs",
+             folder.name, info["events_folded"], info["new_users"], info["updated_users"], info["new_products"],
+             ", full refit" if info["refit"] else "", info["fold_in_s"])
+    return FoldIn(folder, info)
+
+
+# -- the steps ----------------------------------------------------------------------------------------
+@dataclass
+class Base:
+    """The published version folded into: its manifest, its tables and the builder's event settings."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    event_weights: dict[str, float]
+    had_types: tuple[str, ...]
+    products: pd.DataFrame
+    users: pd.DataFrame
+    interactions: pd.DataFrame
+
+
+def read_base(root: Path) -> Base:
+    """The current version of ``root``, read."""
     base = fmt.resolve(root)
     manifest = fmt.read_manifest(base)
     params = manifest.get("params", {})
@@ -150,9 +187,26 @@ def fold_in(root: Path | str, events: pd.DataFrame, new_products: pd.DataFrame |
     products = pd.read_parquet(base / fmt.PRODUCTS)
     users = pd.read_parquet(base / fmt.USERS)
     inter = pd.read_parquet(base / fmt.INTERACTIONS)
-    changed: dict[str, Any] = {}
+    return Base(base, manifest, weights, had_types, products, users, inter)
 
-    # -- new products: embedded, clustered, indexed ------------------------------------------------
+
+@dataclass
+class Catalog:
+    """The catalog after the new products' records."""
+
+    products: pd.DataFrame  # the base's, with new prices and the new products appended
+    added: pd.DataFrame  # the new products' records
+    changed: dict[str, Any]  # file name -> the new embeddings and FAISS index, when there are new products
+
+
+def add_products(base: Base, new_products: pd.DataFrame | None) -> Catalog:
+    """New products: embedded, clustered, indexed; a known product's record updates its price."""
+    import faiss
+
+    from index_builder.stages.faiss_index import add_vectors
+
+    products = base.products
+    changed: dict[str, Any] = {}
     added = pd.DataFrame()
     if new_products is not None and len(new_products):
         fresh = new_products.drop_duplicates(PRODUCT_ID, keep="last")
@@ -163,20 +217,35 @@ def fold_in(root: Path | str, events: pd.DataFrame, new_products: pd.DataFrame |
             products.loc[pos, PRICE] = products.loc[pos, PRODUCT_ID].map(price).to_numpy()
         added = fresh[~known].reset_index(drop=True)
     if len(added):
-        vectors = _embed_products(base, manifest, product_texts(added))
-        centroids = fmt.load_array(base, fmt.CENTROIDS)
+        vectors = _embed_products(base.folder, base.manifest, product_texts(added))
+        centroids = fmt.load_array(base.folder, fmt.CENTROIDS)
         dist = (vectors ** 2).sum(1)[:, None] - 2 * vectors @ centroids.T + (centroids ** 2).sum(1)[None, :]
         labels = dist.argmin(axis=1).astype(np.int32)
         products = pd.concat([products, catalog_rows(added, products, labels)], ignore_index=True)
-        embeddings = fmt.load_array(base, fmt.EMBEDDINGS)
+        embeddings = fmt.load_array(base.folder, fmt.EMBEDDINGS)
         changed[fmt.EMBEDDINGS] = np.concatenate([embeddings, vectors.astype(embeddings.dtype)])
-        index = faiss.read_index(str(base / fmt.FAISS_INDEX))
+        index = faiss.read_index(str(base.folder / fmt.FAISS_INDEX))
         add_vectors(index, vectors, labels)
         changed[fmt.FAISS_INDEX] = index
+    return Catalog(products, added, changed)
+
+
+@dataclass
+class Folded:
+    """The users and interactions after the events."""
+
+    users: pd.DataFrame  # the base's users, new users appended
+    interactions: pd.DataFrame  # merged, with user and product rows, sorted by them
+    events: pd.DataFrame  # the events folded in (those of a product in the catalog)
+    new_users: list[str]
+    touched: list[str]  # every user with a folded event
+
+
+def fold_events(products: pd.DataFrame, users: pd.DataFrame, inter: pd.DataFrame, events: pd.DataFrame,
+                weights: dict[str, float], had_types: tuple[str, ...]) -> Folded:
+    """Interactions and users: the events of catalog products aggregated onto the pairs; new users get new rows."""
     n = len(products)
     row_of = pd.Series(np.arange(n), index=products[PRODUCT_ID].astype(str))
-
-    # -- interactions and users ----------------------------------------------------------------------
     ev = events[events[PRODUCT_ID].astype(str).isin(row_of.index)]
     new_pairs = aggregate(ev, weights, had_types) if len(ev) else None
     new_users: list[str] = []
@@ -193,91 +262,143 @@ def fold_in(root: Path | str, events: pd.DataFrame, new_products: pd.DataFrame |
     inter[PRODUCT_IDX] = row_of.reindex(inter[PRODUCT_ID].astype(str)).to_numpy().astype(np.int32)
     inter[USER_IDX] = user_idx.reindex(inter[USER_ID].astype(str)).to_numpy().astype(np.int32)
     inter = inter.sort_values([USER_IDX, PRODUCT_IDX], kind="stable").reset_index(drop=True)
+    return Folded(users, inter, ev, new_users, touched)
+
+
+def popularity(inter: pd.DataFrame, n: int) -> np.ndarray:
+    """Buyers per product row, recounted."""
     pop = inter[inter[WEIGHT] > 0].groupby(PRODUCT_IDX)[USER_ID].nunique()
-    products[POPULARITY] = pop.reindex(range(n), fill_value=0).to_numpy(dtype=np.int64)
+    return pop.reindex(range(n), fill_value=0).to_numpy(dtype=np.int64)
 
-    # -- ALS: fold the touched users in, or refit everything ----------------------------------------
-    als = manifest.get("als", {})
-    has_als = (base / fmt.ITEM_FACTORS).is_file()
-    refit_info: dict[str, Any] = {}
+
+@dataclass
+class ModelUpdate:
+    """The collaborative models after the events."""
+
+    changed: dict[str, Any]  # file name -> new factors ("item_item": the refitted neighbours and weights)
+    item_item: dict[str, Any] | None = None  # the refitted manifest["item_item"]
+    refit_info: dict[str, Any] = field(default_factory=dict)  # what was refitted; empty: nothing
+
+
+def update_models(base: Base, folded: Folded, n: int, refit: bool, spark: Any) -> ModelUpdate:
+    """ALS: fold the touched users in, or refit everything (nothing when the bundle has no ALS)."""
+    als = base.manifest.get("als", {})
+    has_als = (base.folder / fmt.ITEM_FACTORS).is_file()
     if has_als and refit and spark is not None:
-        from index_builder.stages.als import ALSParams, factor_matrix, train_als
-        from index_builder.stages.itemitem import fit_item_item
+        return refit_models(spark, base.manifest, als, folded, n)
+    if has_als:
+        return ModelUpdate(fold_users_in(base.folder, als, folded, n))
+    return ModelUpdate({})
 
-        p = ALSParams(**als["params"])
-        frame = spark.createDataFrame(inter[[USER_IDX, PRODUCT_IDX, WEIGHT, USER_ID, PRODUCT_ID]])
-        model = train_als(frame, p)
-        changed[fmt.ITEM_FACTORS] = factor_matrix(model.itemFactors, n, p.rank, name=fmt.ITEM_FACTORS)
-        changed[fmt.USER_FACTORS] = factor_matrix(model.userFactors, len(users), p.rank, name=fmt.USER_FACTORS)
-        item_info = manifest.get("item_item", {})
-        if "lambda" in item_info:
-            nb, wt, info = fit_item_item(inter, n, float(item_info["lambda"]), max_items=int(item_info["max_items"]))
-            changed["item_item"] = (nb, wt)
-            manifest["item_item"] = info
-        refit_info = {"als": p.as_dict(), "item_item": "lambda" in item_info}
-    elif has_als:
-        items = fmt.load_array(base, fmt.ITEM_FACTORS)
-        user_f = fmt.load_array(base, fmt.USER_FACTORS)
-        if len(items) < n:  # new products have no factors until the next refit
-            items = np.concatenate([items, np.zeros((n - len(items), items.shape[1]), dtype=items.dtype)])
-            changed[fmt.ITEM_FACTORS] = items
-        if len(user_f) < len(users):
-            user_f = np.concatenate([user_f, np.zeros((len(users) - len(user_f), user_f.shape[1]), dtype=user_f.dtype)])
-        if touched:
-            mine = inter[inter[USER_ID].astype(str).isin(touched)]
-            groups = mine.groupby(USER_IDX)
-            idx = np.fromiter(groups.groups.keys(), dtype=np.int64)
-            rows = [g[PRODUCT_IDX].to_numpy() for _, g in groups]
-            wts = [g[WEIGHT].to_numpy(dtype=np.float64) for _, g in groups]
-            user_f = user_f.copy()
-            user_f[idx] = solve_users(items, rows, wts, float(als["params"]["reg_param"]), float(als["params"]["alpha"]))
-        changed[fmt.USER_FACTORS] = user_f
 
+def refit_models(spark: Any, manifest: dict[str, Any], als: dict[str, Any], folded: Folded, n: int) -> ModelUpdate:
+    """Spark ALS and EASE fitted again on all interactions (EASE when the base has it)."""
+    from index_builder.stages.als import ALSParams, factor_matrix, train_als
+    from index_builder.stages.itemitem import fit_item_item
+
+    inter, users = folded.interactions, folded.users
+    changed: dict[str, Any] = {}
+    p = ALSParams(**als["params"])
+    frame = spark.createDataFrame(inter[[USER_IDX, PRODUCT_IDX, WEIGHT, USER_ID, PRODUCT_ID]])
+    model = train_als(frame, p)
+    changed[fmt.ITEM_FACTORS] = factor_matrix(model.itemFactors, n, p.rank, name=fmt.ITEM_FACTORS)
+    changed[fmt.USER_FACTORS] = factor_matrix(model.userFactors, len(users), p.rank, name=fmt.USER_FACTORS)
+    item_info = manifest.get("item_item", {})
+    info = None
+    if "lambda" in item_info:
+        nb, wt, info = fit_item_item(inter, n, float(item_info["lambda"]), max_items=int(item_info["max_items"]))
+        changed["item_item"] = (nb, wt)
+    return ModelUpdate(changed, info, {"als": p.as_dict(), "item_item": "lambda" in item_info})
+
+
+def fold_users_in(base: Path, als: dict[str, Any], folded: Folded, n: int) -> dict[str, Any]:
+    """The touched users' factors solved against the fixed item factors; file name -> the arrays that changed."""
+    inter, users, touched = folded.interactions, folded.users, folded.touched
+    changed: dict[str, Any] = {}
+    items = fmt.load_array(base, fmt.ITEM_FACTORS)
+    user_f = fmt.load_array(base, fmt.USER_FACTORS)
+    if len(items) < n:  # new products have no factors until the next refit
+        items = np.concatenate([items, np.zeros((n - len(items), items.shape[1]), dtype=items.dtype)])
+        changed[fmt.ITEM_FACTORS] = items
+    if len(user_f) < len(users):
+        user_f = np.concatenate([user_f, np.zeros((len(users) - len(user_f), user_f.shape[1]), dtype=user_f.dtype)])
+    if touched:
+        mine = inter[inter[USER_ID].astype(str).isin(touched)]
+        groups = mine.groupby(USER_IDX)
+        idx = np.fromiter(groups.groups.keys(), dtype=np.int64)
+        rows = [g[PRODUCT_IDX].to_numpy() for _, g in groups]
+        wts = [g[WEIGHT].to_numpy(dtype=np.float64) for _, g in groups]
+        user_f = user_f.copy()
+        user_f[idx] = solve_users(items, rows, wts, float(als["params"]["reg_param"]), float(als["params"]["alpha"]))
+    changed[fmt.USER_FACTORS] = user_f
+    return changed
+
+
+def all_events(base: Path, events: pd.DataFrame) -> pd.DataFrame:
+    """The base's events table with ``events`` appended."""
     old_events = pd.read_parquet(base / fmt.EVENTS) if (base / fmt.EVENTS).is_file() else None
-    all_events = pd.concat([old_events, events[list(EVENT_COLUMNS)]], ignore_index=True) if old_events is not None \
+    return pd.concat([old_events, events[list(EVENT_COLUMNS)]], ignore_index=True) if old_events is not None \
         else events[list(EVENT_COLUMNS)]
-    prev = manifest.get("stream", {})
-    info = {
-        "base_version": base.name, "through_batch": int(through_batch),
+
+
+def stream_info(base: Base, events: pd.DataFrame, folded: Folded, new_products: int, refit_info: dict[str, Any],
+                through_batch: int) -> dict[str, Any]:
+    """The new version's manifest["stream"] (its ``fold_in_s`` is added when the files are written)."""
+    ev = folded.events
+    prev = base.manifest.get("stream", {})
+    return {
+        "base_version": base.folder.name, "through_batch": int(through_batch),
         "events_folded": int(len(ev)), "events_unknown_product": int(len(events) - len(ev)),
         "events_total": int(prev.get("events_total", 0)) + int(len(ev)),
-        "new_users": len(new_users), "updated_users": len(touched), "new_products": int(len(added)),
+        "new_users": len(folded.new_users), "updated_users": len(folded.touched), "new_products": int(new_products),
         "refit": bool(refit_info), **({"refit_params": refit_info} if refit_info else {}),
         "publishes": int(prev.get("publishes", 0)) + 1,
         "published_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
     }
 
-    def fill(folder: Path) -> dict[str, Any]:
-        products.to_parquet(folder / fmt.PRODUCTS, index=False)
-        users.to_parquet(folder / fmt.USERS, index=False)
-        inter.to_parquet(folder / fmt.INTERACTIONS, index=False)
-        all_events.to_parquet(folder / fmt.EVENTS, index=False)
-        for name, value in changed.items():
-            if name == fmt.FAISS_INDEX:
-                faiss.write_index(value, str(folder / name))
-            elif name == "item_item":
-                fmt.save_item_item(folder, *value)
-            else:
-                fmt.save_array(folder, name, value)
-        written = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-        item_item_files = {fmt.ITEM_NEIGHBOURS, fmt.ITEM_WEIGHTS, fmt.ITEM_ROWS} if "item_item" in changed else set()
-        for name in manifest.get("files", {}):
-            if name not in written and name not in item_item_files:
-                _link_or_copy(base / name, folder / name)
-        body = {k: v for k, v in manifest.items() if k not in ("format_version", "version", "files")}
-        body["counts"] = {**manifest.get("counts", {}), "products": n, "users": len(users),
-                          "interactions": len(inter), "positive_interactions": int((inter[WEIGHT] > 0).sum()),
-                          "events": int(manifest.get("counts", {}).get("events", 0)) + int(len(ev))}
-        info["fold_in_s"] = round(time.perf_counter() - t0, 2)  # all but the rename into place
-        body["stream"] = info
-        return body
 
-    folder = fmt.publish(root, fill)
-    prune_versions(root, keep_versions)
-    log.info("stream: published %s (%d events, %d new users, %d users updated, %d new products%s) in %.1fs",
-             folder.name, info["events_folded"], info["new_users"], info["updated_users"], info["new_products"],
-             ", full refit" if info["refit"] else "", info["fold_in_s"])
-    return FoldIn(folder, info)
+@dataclass
+class NewVersion:
+    """What the new version holds: its tables, the files that changed, and the manifest it starts from."""
+
+    base: Path  # the base version: the files that did not change are linked from there
+    manifest: dict[str, Any]
+    products: pd.DataFrame
+    users: pd.DataFrame
+    interactions: pd.DataFrame
+    events: pd.DataFrame
+    changed: dict[str, Any]  # file name -> array, FAISS index or ("item_item": neighbours and weights)
+    info: dict[str, Any]  # manifest["stream"]
+
+
+def write_version(folder: Path, version: NewVersion, t0: float) -> dict[str, Any]:
+    """:func:`fmt.publish`'s ``fill``: write the files into ``folder``, return the manifest body."""
+    import faiss
+
+    v, manifest, inter, info = version, version.manifest, version.interactions, version.info
+    v.products.to_parquet(folder / fmt.PRODUCTS, index=False)
+    v.users.to_parquet(folder / fmt.USERS, index=False)
+    inter.to_parquet(folder / fmt.INTERACTIONS, index=False)
+    v.events.to_parquet(folder / fmt.EVENTS, index=False)
+    for name, value in v.changed.items():
+        if name == fmt.FAISS_INDEX:
+            faiss.write_index(value, str(folder / name))
+        elif name == "item_item":
+            fmt.save_item_item(folder, *value)
+        else:
+            fmt.save_array(folder, name, value)
+    written = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    item_item_files = {fmt.ITEM_NEIGHBOURS, fmt.ITEM_WEIGHTS, fmt.ITEM_ROWS} if "item_item" in v.changed else set()
+    for name in manifest.get("files", {}):
+        if name not in written and name not in item_item_files:
+            _link_or_copy(v.base / name, folder / name)
+    body = {k: val for k, val in manifest.items() if k not in ("format_version", "version", "files")}
+    body["counts"] = {**manifest.get("counts", {}), "products": len(v.products), "users": len(v.users),
+                      "interactions": len(inter), "positive_interactions": int((inter[WEIGHT] > 0).sum()),
+                      "events": int(manifest.get("counts", {}).get("events", 0)) + int(info["events_folded"])}
+    info["fold_in_s"] = round(time.perf_counter() - t0, 2)  # all but the rename into place
+    body["stream"] = info
+    return body
 
 
 def prune_versions(root: Path, keep: int) -> list[str]:
