@@ -12,7 +12,7 @@ import numpy as np
 
 from assistant.config import RecommenderConfig
 from assistant.events import EventStore
-from assistant.parsing import Intent, parse_message
+from assistant.parsing import NO_PRODUCT_KINDS, Intent, parse_message
 from assistant.recommender import Recommendation, Recommender, Request
 from assistant.safety import catalog_urls, screened, without_markup
 from assistant.session import SessionState, SessionStore
@@ -24,7 +24,6 @@ from index_builder.core.text import money
 
 log = logging.getLogger(__name__)
 
-NO_PRODUCT_KINDS = {"greeting", "help", "empty", "reset"}
 MAX_MESSAGE_CHARS = 500  # a longer message is cut (and the shopper told): parsing and prompts stay small
 MAX_QUERY_WORDS = 12  # words of a stated need kept (a pasted essay is not a search)
 WEAK_MATCH = 0.45  # a stated need whose best catalog match is below this cosine is "not really in this shop"

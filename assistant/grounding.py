@@ -14,7 +14,8 @@ The model is told to cite ids in brackets. A segment (a sentence or a line) is c
   the previous sentence named), so "[A] costs £0.01 and [B] costs £0.02." fixes both;
 - a segment that repeats the system prompt (6 words in a row, or the prompt's section names such as
   CANDIDATES) or uses a ``forbidden`` word, in any
-  spelling ("I-Phone", "i phone", "iphones" for "iphone"), is dropped.
+  spelling ("I-Phone", "i phone", "iphones" for "iphone"), is dropped. The prompt-injection guard lives here
+  too: :func:`forbidden_words` reads a shopper's message and gives the words a reply to it must not use.
 Every change is counted; :attr:`Grounder.valid` tells whether any candidate survived.
 """
 
@@ -37,6 +38,10 @@ _WORDS = re.compile(r"[a-z0-9]+")
 # the prompt's own section names, in its capitals: a reply that uses them is talking about its instructions
 _PROMPT_MARKERS = re.compile(r"\b(?:CANDIDATES|CONSTRAINTS|RECENT ITEMS|LOOKING FOR|SHOPPER:|NOTES \()")
 _CLAUSE = re.compile(r"[,;]|\s(?:and|or|but|while|whereas)\s|\s[-–—]\s")  # where a price stops belonging to a mention
+# a message that tries to talk the model out of its instructions: what it asks for beyond the catalog is forbidden
+_INJECTION = re.compile(r"\b(ignore|disregard|override|forget)\b.{0,40}\b(rules?|instructions?|prompt|above)\b|"
+                        r"system prompt|your (rules|instructions)|pretend|you are now|jailbreak|developer mode",
+                        re.IGNORECASE)
 
 
 def norm(text: str) -> str:
@@ -90,6 +95,31 @@ class CatalogTitles(dict):
 
 def as_catalog(titles: dict[str, str]) -> CatalogTitles:
     return titles if isinstance(titles, CatalogTitles) else CatalogTitles(titles)
+
+
+def forbidden_words(message: str, catalog_titles: dict[str, str]) -> set[str]:
+    """The words a reply must not use for this message: when it reads as a prompt injection, the
+    :func:`off_catalog_words` it asks for (the :class:`Grounder`'s ``forbidden``); otherwise none."""
+    return off_catalog_words(message, catalog_titles) if _INJECTION.search(message) else set()
+
+
+def off_catalog_words(message: str, catalog_titles: dict[str, str]) -> set[str]:
+    """Words of the shopper's message that appear in no catalog title (what an injection asks for), with
+    the words a short piece or a number is glued to ("I-Phone 15" -> "iphone", "iphone15")."""
+    vocab = as_catalog(catalog_titles).vocab
+    words = norm(message).split()
+    out = {w for w in words if len(w) >= 4 and w not in vocab and not w.isdigit()}
+    for n in (2, 3):
+        for i in range(len(words) - n + 1):
+            part = words[i:i + n]
+            if any(len(w) <= 2 or w.isdigit() for w in part) and not all(w.isdigit() for w in part):
+                joined = "".join(part)
+                if len(joined) >= 4 and joined not in vocab:
+                    out.add(joined)
+    return out - COMMON
+
+
+COMMON = set(["ignore", "your", "rules", "instructions", "previous", "above", "system", "prompt", "print", "show", "tell", "reveal", "repeat", "please", "recommend", "suggest", "instead", "only", "just", "what", "should", "next", "want", "need", "from", "with", "that", "this", "there", "their", "these", "those", "about", "would", "could", "like", "give", "list", "products", "product", "anything", "something", "everything", "nothing", "write", "reply", "answer", "pretend", "jailbreak", "developer", "mode", "forget", "disregard", "override", "mind", "every", "other", "shop", "store", "catalog", "items", "item"])
 
 
 @dataclass

@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from assistant.grounding import CatalogTitles, Grounder, as_catalog, candidates_from, context_titles, norm
+from assistant.grounding import (
+    CatalogTitles,
+    Grounder,
+    as_catalog,
+    candidates_from,
+    context_titles,
+    forbidden_words,
+    norm,
+)
+from assistant.parsing import NO_PRODUCT_KINDS
 from assistant.writers import (
     PROMPTS,
     Replace,
@@ -36,13 +45,9 @@ from index_builder.core.settings import DEFAULT_ENV_FILE, number, read_env
 
 log = logging.getLogger(__name__)
 
-NO_LLM_KINDS = {"greeting", "help", "empty", "reset"}
 DEFAULT_MODEL = "gpt-4o-mini"
 SWITCH_ON_HINT = ("Replies are written by the built-in template. To have an LLM write them, set OPENAI_API_KEY "
                   "(or OPENAI_BASE_URL for a local server such as llama.cpp, vLLM or Ollama) in .env and restart.")
-_INJECTION = re.compile(r"\b(ignore|disregard|override|forget)\b.{0,40}\b(rules?|instructions?|prompt|above)\b|"
-                        r"system prompt|your (rules|instructions)|pretend|you are now|jailbreak|developer mode",
-                        re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -312,7 +317,7 @@ class LLMWriter(ReplyWriter):
         return Replace(self.template.render(ctx))
 
     def write(self, ctx: ReplyContext) -> Iterator[str]:
-        if ctx.kind in NO_LLM_KINDS or not ctx.products:
+        if ctx.kind in NO_PRODUCT_KINDS or not ctx.products:
             yield from self.template.write(ctx)
             return
         msgs, budget = self.messages(ctx)
@@ -340,8 +345,7 @@ class LLMWriter(ReplyWriter):
         ticket.spend(budget["prompt_tokens_est"])  # the prompt is paid for once it is sent
         grounder = Grounder(candidates_from(ctx.products, ctx.money), self.catalog_titles, secret=msgs[0]["content"],
                             context_titles=context_titles(ctx.products, ctx.recent),
-                            forbidden=off_catalog_words(ctx.message, self.catalog_titles)
-                            if _INJECTION.search(ctx.message) else set())
+                            forbidden=forbidden_words(ctx.message, self.catalog_titles))
         t0 = time.monotonic()
         ttft = None
         usage = None
@@ -408,25 +412,6 @@ def preface(ctx: ReplyContext) -> str:
     if summary:
         parts.append(f"Filters: {summary}.")
     return " ".join(parts) + "\n\n" if parts else ""
-
-
-def off_catalog_words(message: str, catalog_titles: dict[str, str]) -> set[str]:
-    """Words of the shopper's message that appear in no catalog title (what an injection asks for), with
-    the words a short piece or a number is glued to ("I-Phone 15" -> "iphone", "iphone15")."""
-    vocab = as_catalog(catalog_titles).vocab
-    words = norm(message).split()
-    out = {w for w in words if len(w) >= 4 and w not in vocab and not w.isdigit()}
-    for n in (2, 3):
-        for i in range(len(words) - n + 1):
-            part = words[i:i + n]
-            if any(len(w) <= 2 or w.isdigit() for w in part) and not all(w.isdigit() for w in part):
-                joined = "".join(part)
-                if len(joined) >= 4 and joined not in vocab:
-                    out.add(joined)
-    return out - COMMON
-
-
-COMMON = set(["ignore", "your", "rules", "instructions", "previous", "above", "system", "prompt", "print", "show", "tell", "reveal", "repeat", "please", "recommend", "suggest", "instead", "only", "just", "what", "should", "next", "want", "need", "from", "with", "that", "this", "there", "their", "these", "those", "about", "would", "could", "like", "give", "list", "products", "product", "anything", "something", "everything", "nothing", "write", "reply", "answer", "pretend", "jailbreak", "developer", "mode", "forget", "disregard", "override", "mind", "every", "other", "shop", "store", "catalog", "items", "item"])
 
 
 def catalog_titles(bundle) -> CatalogTitles:

@@ -68,6 +68,10 @@ _NEED = re.compile(r"\b(?:gifts?|presents?|something|anything)\s+for\s+(.+)|"
                    r"show me|got any|searching for)\s+(.+)")
 
 
+# intents answered without looking for products (so without an LLM): the chat and the LLM writer both read this
+NO_PRODUCT_KINDS = frozenset({"greeting", "help", "empty", "reset"})
+
+
 @dataclass
 class Intent:
     """What one message asks for. ``ref`` is a 0-based index into the last shown list (-1 = last)."""

@@ -75,12 +75,36 @@ class Signals:
     item_source_weights: np.ndarray | None = None  # their weights (recency, 1 for what is viewed now)
 
 
+@dataclass(frozen=True)
+class BlendWeights:
+    """The weights of :func:`blend`, shared with :meth:`Recommender.reasons` (which attributes a score to its
+    signals): ``content`` x content + ``collaborative`` x the mean of the collaborative terms weighted by
+    ``item``, ``als`` and ``popularity`` (their sum is ``total``; 0: no collaborative part)."""
+
+    content: float
+    collaborative: float
+    item: float
+    als: float
+    popularity: float
+    total: float
+
+    def share(self, signal: str) -> float:
+        """What one unit of a collaborative signal ("item", "als" or "popularity") adds to the score."""
+        cf_share = self.collaborative / self.total if self.total > 0 else 0.0
+        return cf_share * getattr(self, signal)
+
+
+def blend_weights(cfg: RecommenderConfig, content_weight: float) -> BlendWeights:
+    return BlendWeights(content=content_weight, collaborative=1.0 - content_weight, item=cfg.w_item, als=cfg.w_als,
+                        popularity=cfg.w_popularity, total=cfg.w_item + cfg.w_als + cfg.w_popularity)
+
+
 def blend(content: np.ndarray, als: np.ndarray, item: np.ndarray, popularity: np.ndarray,
           cfg: RecommenderConfig, content_weight: float) -> np.ndarray:
     """The hybrid score: ``content_weight`` x content + the rest x the weighted mean of the collaborative terms."""
-    total = cfg.w_item + cfg.w_als + cfg.w_popularity
-    cf = (cfg.w_item * item + cfg.w_als * als + cfg.w_popularity * popularity) / total if total > 0 else np.zeros_like(content)
-    return content_weight * content + (1.0 - content_weight) * cf
+    w = blend_weights(cfg, content_weight)
+    cf = (w.item * item + w.als * als + w.popularity * popularity) / w.total if w.total > 0 else np.zeros_like(content)
+    return w.content * content + w.collaborative * cf
 
 
 def decay(age_days: np.ndarray, half_life_days: float | None) -> np.ndarray:
@@ -529,27 +553,26 @@ class Recommender:
                 content_weight: float) -> list[dict[str, Any]]:
         """Structured reasons, the signal that added most to the score first; writers and "why?" read these."""
         b, cfg = self.b, self.cfg
-        total = cfg.w_item + cfg.w_als + cfg.w_popularity
-        cf_share = (1.0 - content_weight) / total if total > 0 else 0.0
+        w = blend_weights(cfg, content_weight)
         ranked: list[tuple[float, dict[str, Any]]] = []
         weak = content_reason is not None and content_reason.get("similarity", 1.0) < MIN_REASON_SIMILARITY
         if content_reason and not weak:
-            ranked.append((content_weight * terms["content"], content_reason))
+            ranked.append((w.content * terms["content"], content_reason))
         if terms["item"] >= 0.2 and sig.item_sources is not None:
             source = self._item_source(row, sig)
             if source is not None:
-                ranked.append((cf_share * cfg.w_item * terms["item"],
+                ranked.append((w.share("item") * terms["item"],
                                {"kind": "also_bought", "with": b.titles[source], "with_id": b.product_ids[source],
                                 "strength": round(terms["item"], 3)}))
         if sig.als is not None and terms["als"] >= 0.25:
-            ranked.append((cf_share * cfg.w_als * terms["als"], {"kind": "als", "strength": round(terms["als"], 3)}))
+            ranked.append((w.share("als") * terms["als"], {"kind": "als", "strength": round(terms["als"], 3)}))
         rank = int(self.popularity_rank[row])
         if self.popularity[row] > 0 and rank <= max(10, len(b.titles) // 20):
             reason = {"kind": "popular", "rank": rank, "cluster": int(b.clusters[row]),
                       "buyers": int(b.products["popularity"].iat[row])}
             if cfg.popularity_half_life_days:
                 reason["recent_days"] = cfg.popularity_half_life_days
-            ranked.append((cf_share * cfg.w_popularity * terms["popularity"], reason))
+            ranked.append((w.share("popularity") * terms["popularity"], reason))
         ranked.sort(key=lambda t: -t[0])
         out = [r for _, r in ranked]
         if not out:

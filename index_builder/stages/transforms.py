@@ -333,7 +333,8 @@ def event_weights(events: DataFrame, weights: dict[str, float]) -> DataFrame:
     if unknown:
         raise ValueError(f"event weights miss {sorted(unknown)}")
     type_weight = F.create_map(*[F.lit(x) for kv in weights.items() for x in kv])[F.col(EVENT_TYPE)]
-    value = F.greatest(F.col(VALUE), F.lit(0.0))
+    # a missing quantity counts 1, as validate_events fills it and the pandas twin (stages.interactions.weigh) does
+    value = F.greatest(F.coalesce(F.col(VALUE), F.lit(1.0)), F.lit(0.0))
     damped = F.when(F.col(EVENT_TYPE) == "rating", value).otherwise(F.log1p(value))
     return events.withColumn(WEIGHT, type_weight * damped)
 
