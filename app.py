@@ -45,8 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "the CARTWISE_* variables (README; the environment wins)")
     args = p.parse_args(argv)
     env = read_env(env_file=args.env_file)
-    args.auth = args.auth or env.get("CARTWISE_AUTH")
-    args.db = args.db or env.get("CARTWISE_DB")
+    # a flag wins even when empty: --auth '' turns a login set in the environment or .env off
+    args.auth = args.auth if args.auth is not None else env.get("CARTWISE_AUTH")
+    args.db = args.db if args.db is not None else env.get("CARTWISE_DB")
     args.ui_sessions = number(env, "CARTWISE_UI_SESSIONS", UI_SESSIONS)
     args.sessions_per_client = number(env, PER_CLIENT_ENV, SESSIONS_PER_CLIENT)
     return args

@@ -1,7 +1,7 @@
 """The app's Insights tab: the bundle's report figures, and the product map with one shopper's products marked.
 
 Reads what the build wrote (``report/map.parquet``, ``graph/edges.csv``, the manifest) and draws with the
-same figure functions as ``report/figures.html``, so the tab and the page always agree.
+same figure functions (``index_builder.core.figures``) as ``report/report.html``, so the tab and the page always agree.
 """
 
 from __future__ import annotations

@@ -119,6 +119,7 @@ def test_the_apps_settings_come_from_the_env_file_unless_the_environment_or_a_fl
     assert app.parse_args(["--env-file", str(env)]).ui_sessions == 9
     assert app.parse_args(["--env-file", str(env), "--auth", "a:b"]).auth == "a:b"  # and a flag over both
     assert app.parse_args(["--env-file", str(tmp_path / "none")]).auth is None
+    assert app.parse_args(["--env-file", str(env), "--auth", ""]).auth == ""  # an empty flag turns the login off
     monkeypatch.setenv("CARTWISE_UI_SESSIONS", "lots")
     with pytest.raises(ValueError, match="CARTWISE_UI_SESSIONS='lots' is not a whole number"):
         app.parse_args(["--env-file", str(env)])

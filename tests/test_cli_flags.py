@@ -53,11 +53,15 @@ def test_flags_parse_into_the_fields():
     (("build", "--out", "o", "--currency", "pounds"), "3-letter currency code"),
     (("build", "--out", "o", "--had-types", "purchase,bought"), "unknown event type"),
     (("build", "--out", "o", "--event-weights", "click=1"), "unknown event type"),
+    (("build", "--out", "o", "--map", "garbage"), "argument --map: --map item 'garbage' is not canonical=source"),
+    (("build", "--out", "o", "--event-weights", "view"), "argument --event-weights:"),
 ])
 def test_a_bad_flag_value_is_refused_with_what_is_known(argv, says, capsys):
-    with pytest.raises(SystemExit):
+    """One line naming the flag and the fix, exit code 2: never a traceback (a bad --map used to be one)."""
+    with pytest.raises(SystemExit) as stop:
         parse(*argv)
-    assert says in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and says in err and "Traceback" not in err
 
 
 def test_the_help_shows_each_default_once():

@@ -128,7 +128,7 @@ def test_with_index_is_dense_and_ordered(spark):
     assert _rows(with_index(df, "product_id", "idx"), "product_id", "idx") == [("a", 0), ("b", 1), ("c", 2)]
 
 
-# -- the bounds every record must meet (index_builder.rules), shared by build and stream ---------------------
+# -- the bounds every record must meet (index_builder.stages.rules), shared by build and stream ---------------------
 NOW = dt.datetime(2026, 12, 2, 12, 0)
 
 

@@ -67,8 +67,26 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, *, only: Iterable[str]
             shown = meta["show"](default) if meta["show"] else f"{default:,}" if isinstance(default, int) else str(default)
             text = f"{text} (default {shown.replace('%', '%%')})" if text else f"default {shown.replace('%', '%%')}"
         kind = meta["type"] or (type(default) if default is not None else str)
-        target.add_argument(name, dest=f.name, type=kind, default=default, choices=meta["choices"],
+        target.add_argument(name, dest=f.name, type=_refusing(kind), default=default, choices=meta["choices"],
                             metavar=meta["metavar"], required=meta["required"], help=text)
+
+
+def _refusing(parse: Callable) -> Callable:
+    """``parse`` as an argparse type: whatever it raises about the text (an ``InputError`` that names the fix,
+    say) becomes argparse's one-line "argument --x: ..." error and exit code 2, not a traceback."""
+    if parse in (int, float, str):
+        return parse
+
+    def checked(text: str) -> Any:
+        try:
+            return parse(text)
+        except (argparse.ArgumentTypeError, TypeError, ValueError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the message is what the user needs
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    checked.__name__ = getattr(parse, "__name__", "value")  # argparse names the type in "invalid X value"
+    return checked
 
 
 def config_args(cls: type, args: argparse.Namespace) -> dict[str, Any]:
