@@ -51,7 +51,7 @@ from index_builder.core.progress import Stages, reported
 from index_builder.evaluation.evaluate import EvalSettings, evaluate
 from index_builder.insights.graph import DEFAULT_MAX_USERS
 from index_builder.stages import rules
-from index_builder.stages.adapters import Source, datacamp_products, from_files, online_retail
+from index_builder.stages.adapters import Source, datacamp_products, from_files, movielens, online_retail
 from index_builder.stages.als import ALSParams, factor_matrix, train_als
 from index_builder.stages.cluster import (
     K_RULE,
@@ -195,7 +195,9 @@ def load_source(spark, cfg: BuildConfig) -> Source:
         raise InputError("nothing to build: pass --dataset NAME or --products FILE [--events FILE]")
     spec = get_spec(cfg.dataset)
     path = locate(spec, Path(cfg.data_dir) if cfg.data_dir else None, download=cfg.download)
-    source = online_retail(spark, path) if spec.name.startswith("online-retail") else datacamp_products(spark, path)
+    adapter = {"movielens-100k": movielens}.get(spec.name) or (
+        online_retail if spec.name.startswith("online-retail") else datacamp_products)
+    source = adapter(spark, path)
     source.name = spec.name
     source.currency = cfg.currency or spec.currency
     return source

@@ -102,3 +102,42 @@ def test_too_few_rows_is_refused(http_dir, tmp_path):
 def test_no_download_flag(tmp_path):
     with pytest.raises(DatasetUnavailable, match="downloading is off"):
         locate(DATASETS["online-retail"], tmp_path, cache=tmp_path / "cache", download=False)
+
+
+def _movielens_zip(root, drop: str | None = None) -> bytes:
+    files = {"u.data": b"196\t242\t3\t881250949\n186\t302\t3\t891717742\n22\t377\t1\t878887116\n",
+             "u.item": b"242|Kolya (1996)|24-Jan-1997||http://x|0|0|0|0|0|1|0|0|0|0|0|0|0|0|0|0|0|0|0\n",
+             "u.genre": b"unknown|0\nAction|1\n", "README": b"GroupLens"}
+    with zipfile.ZipFile(root / "ml-100k.zip", "w") as zf:
+        for name, data in files.items():
+            if name != drop:
+                zf.writestr(f"ml-100k/{name}", data)
+    return files
+
+
+def test_a_multi_file_archive_keeps_its_files_byte_for_byte(http_dir, tmp_path):
+    """MovieLens ships three files the adapter reads as they are: they land beside each other, unconverted."""
+    root, base = http_dir
+    files = _movielens_zip(root)
+    spec = dataclasses.replace(DATASETS["movielens-100k"], url=f"{base}/ml-100k.zip", min_rows=3)
+    cache = tmp_path / "cache"
+    path = locate(spec, tmp_path / "nowhere", cache=cache)
+    assert path == cache / "movielens-100k" / "u.data"
+    for name in ("u.data", "u.item", "u.genre"):
+        assert (path.parent / name).read_bytes() == files[name]
+    assert not (path.parent / "README").exists()
+    assert locate(spec, None, cache=cache, download=False) == path  # found in the cache from now on
+
+
+def test_a_multi_file_dataset_needs_every_file(http_dir, tmp_path):
+    root, base = http_dir
+    _movielens_zip(root, drop="u.item")
+    spec = dataclasses.replace(DATASETS["movielens-100k"], url=f"{base}/ml-100k.zip", min_rows=3)
+    with pytest.raises(DatasetUnavailable, match=r"not the expected archive.*u.data and u.item and u.genre"):
+        locate(spec, tmp_path / "nowhere", cache=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "movielens-100k" / "u.data").exists()  # nothing half-kept
+    # a folder with u.data but no u.item is not the dataset
+    (tmp_path / "data" / "movielens-100k").mkdir(parents=True)
+    (tmp_path / "data" / "movielens-100k" / "u.data").write_text("1\t2\t3\t4\n")
+    with pytest.raises(DatasetUnavailable, match="downloading is off"):
+        locate(spec, tmp_path / "data", cache=tmp_path / "cache", download=False)

@@ -27,6 +27,7 @@ from index_builder.core.constants import (
     USER_ID,
     VALUE,
 )
+from index_builder.core.errors import InputError
 from index_builder.stages.readers import read_table
 
 if TYPE_CHECKING:
@@ -176,3 +177,31 @@ def clean_online_retail(raw: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame
 def datacamp_products(spark: SparkSession, path: str | Path) -> Source:
     """The tutorials' 2,000-product catalog: product_id, title, description; no events."""
     return from_files(spark, str(path), None, name="datacamp-products")
+
+
+def movielens(spark: SparkSession, path: str | Path) -> Source:
+    """MovieLens 100K (GroupLens): ``u.item`` -> products (title with year; the genres, comma-joined, as the
+    category: product text = title + genres), ``u.data`` -> one ``rating`` event per row, the stars as its
+    value and unix seconds as its time. The files are read as they ship (no header; Latin-1 titles)."""
+    folder = Path(path).parent
+    genres = [line.split("|")[0] for line in (folder / "u.genre").read_text(encoding="latin-1").splitlines()
+              if line.strip()]
+    items = spark.read.option("sep", "|").option("encoding", "ISO-8859-1").option("quote", "\u0000").csv(
+        str(folder / "u.item"))
+    if len(items.columns) < 5 + len(genres):
+        raise InputError(f"{folder / 'u.item'}: {len(items.columns)} '|'-separated fields, expected 5 + {len(genres)} "
+                         "genre flags (id|title|release|video release|IMDb URL|flags...): is it MovieLens 100K's u.item?")
+    flags = [F.when(F.col(f"_c{5 + i}") == "1", F.lit(g)) for i, g in enumerate(genres)]
+    products = items.select(F.col("_c0").alias(PRODUCT_ID), F.col("_c1").alias(TITLE),
+                            F.concat_ws(", ", *flags).alias(CATEGORY))
+    ratings = spark.read.option("sep", "\t").csv(str(path))
+    if len(ratings.columns) != 4:
+        raise InputError(f"{path}: {len(ratings.columns)} tab-separated fields, expected 4 (user id, item id, "
+                         "rating, unix time): is it MovieLens 100K's u.data?")
+    events = ratings.toDF(USER_ID, PRODUCT_ID, VALUE, TS).withColumn(EVENT_TYPE, F.lit("rating"))
+    return Source(
+        name="movielens-100k", files=[str(folder / "u.item"), str(path)],
+        products=products.withColumn(ROW_ID, F.monotonically_increasing_id()),
+        events=events.withColumn(ROW_ID, F.monotonically_increasing_id()),
+        defaults={EVENT_TYPE: "MovieLens: every row of u.data is a 'rating' event, its stars the value"},
+    )

@@ -41,6 +41,12 @@ class DatasetSpec:
     currency: str | None = None  # ISO code of the prices (None: the source does not say)
     license: str = ""
     citation: str = ""
+    extra_files: tuple[str, ...] = ()  # files the adapter reads beside ``filename`` (same folder)
+    raw_members: str | None = None  # folder in the zip whose files are kept byte for byte (no conversion)
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (self.filename, *self.extra_files)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -80,6 +86,18 @@ DATASETS: dict[str, DatasetSpec] = {
         has_events=False,
         license="not stated by the source (catalog used by the PySpark + OpenAI embeddings tutorials)",
     ),
+    "movielens-100k": DatasetSpec(
+        name="movielens-100k",
+        folder="movielens-100k",
+        filename="u.data",  # user id, item id, rating, unix seconds; tab-separated, no header
+        extra_files=("u.item", "u.genre"),  # titles and genre flags ('|'-separated, Latin-1); the genres' names
+        url="https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+        raw_members="ml-100k",
+        columns=(),
+        min_rows=100_000,
+        license="GroupLens research terms (README in the archive)",
+        citation="Harper, Konstan (2015), The MovieLens Datasets: History and Context, ACM TiiS 5(4)",
+    ),
 }
 
 
@@ -98,7 +116,7 @@ def locate(spec: DatasetSpec, data_dir: Path | None = None, *, cache: Path | Non
         candidates += [Path(data_dir) / spec.folder / spec.filename, Path(data_dir) / spec.filename]
     candidates.append(cache / spec.folder / spec.filename)
     for path in candidates:
-        if path.is_file():
+        if path.is_file() and all((path.parent / f).is_file() for f in spec.extra_files):
             log.info("dataset %s: using %s", spec.name, path)
             return path
     if not download:
@@ -108,9 +126,9 @@ def locate(spec: DatasetSpec, data_dir: Path | None = None, *, cache: Path | Non
 
 def _by_hand(spec: DatasetSpec, cache: Path, why: str) -> str:
     return (
-        f"dataset {spec.name}: {why}. Download {spec.url} by hand and put {spec.filename} "
-        f"(converted as README.md says) in {cache / spec.folder}, or pass --data-dir DIR with "
-        f"DIR/{spec.folder}/{spec.filename}"
+        f"dataset {spec.name}: {why}. Download {spec.url} by hand and put {' and '.join(spec.files)} "
+        f"({'as they are in the archive' if spec.raw_members else 'converted as README.md says'}) in "
+        f"{cache / spec.folder}, or pass --data-dir DIR with DIR/{spec.folder}/{spec.filename}"
     )
 
 
@@ -125,6 +143,8 @@ def fetch(spec: DatasetSpec, cache: Path, *, timeout: float = 60.0) -> Path:
         raise DatasetUnavailable(_by_hand(spec, cache, f"download failed ({exc})")) from exc
     if spec.sha256 and hashlib.sha256(raw).hexdigest() != spec.sha256:
         raise DatasetUnavailable(_by_hand(spec, cache, "the download's sha256 does not match the published one"))
+    if spec.raw_members:
+        return _keep_members(spec, raw, cache)
     try:
         frame = _to_frame(spec, raw)
     except Exception as exc:  # a corrupt zip, a broken sheet, an HTML error page...
@@ -142,6 +162,26 @@ def fetch(spec: DatasetSpec, cache: Path, *, timeout: float = 60.0) -> Path:
             frame.to_csv(part, index=False)
         os.replace(part, target)
     log.info("dataset %s: %d rows saved to %s", spec.name, len(frame), target)
+    return target
+
+
+def _keep_members(spec: DatasetSpec, raw: bytes, cache: Path) -> Path:
+    """A multi-file archive: its files kept byte for byte in ``cache/<folder>/``; ``filename`` moves in last,
+    so a folder that has it has the others (what :func:`locate` checks)."""
+    target = cache / spec.folder / spec.filename
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        try:
+            with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+                for name in spec.files:
+                    (Path(tmp) / name).write_bytes(zf.read(f"{spec.raw_members}/{name}"))
+        except (zipfile.BadZipFile, KeyError) as exc:
+            raise DatasetUnavailable(_by_hand(spec, cache, f"the download is not the expected archive ({exc})")) from exc
+        rows = (Path(tmp) / spec.filename).read_bytes().count(b"\n")
+        if rows < spec.min_rows:
+            raise DatasetUnavailable(_by_hand(spec, cache, f"{spec.filename} has {rows} rows, expected >= {spec.min_rows}"))
+        for name in (*spec.extra_files, spec.filename):
+            os.replace(Path(tmp) / name, target.parent / name)
+    log.info("dataset %s: %s saved to %s", spec.name, ", ".join(spec.files), target.parent)
     return target
 
 
