@@ -44,6 +44,7 @@ from index_builder.core.constants import (
 )
 from index_builder.core.errors import InputError
 from index_builder.evaluation.metrics import KS, ndcg_at_k, summarize
+from index_builder.evaluation.ratings import rating_errors
 from index_builder.scoring.shards import user_shards
 from index_builder.stages.als import ALSParams, factor_matrix, train_als
 from index_builder.stages.interactions import aggregate
@@ -519,8 +520,11 @@ def _evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embe
         test_fit = start_test_fit(chosen.als)
     scored = score_test(test, test_fit, products_pdf, embeddings, index, chosen, s, say)
     test.release()
-    return EvalResult(metrics=report_metrics(span, test, scored, chosen, s), als=chosen.als,
-                      ease_lambda=chosen.ease_lambda, recommender=chosen.recommender)
+    metrics = report_metrics(span, test, scored, chosen, s)
+    ratings = rating_errors(spark, events, span.val_cut, span.test_cut, seed=s.seed, say=say) if spark else None
+    if ratings is not None:  # explicit ratings: how well the stars themselves are predicted
+        metrics["ratings"] = ratings
+    return EvalResult(metrics=metrics, als=chosen.als, ease_lambda=chosen.ease_lambda, recommender=chosen.recommender)
 
 
 # -- the stages ---------------------------------------------------------------------------------------
@@ -785,4 +789,8 @@ def format_table(metrics: dict[str, Any], k: int = 10) -> str:
         lines.append(f"{name:<18}" + "".join(f"{row.get(c, float('nan')):>14.4f}" for c in cols))
     p = metrics["protocol"]
     lines.append(f"cut-off {p['cutoff'][:10]}, {p['users_evaluated']} users evaluated, left out {p['users_left_out']}")
+    r = metrics.get("ratings")
+    if r:
+        lines.append(f"RMSE of the stars on {r['test_ratings']:,} test ratings ({r['cold_left_out']:,} cold left out): "
+                     + ", ".join(f"{name} {value:.4f}" for name, value in r["models"].items()))
     return "\n".join(lines)

@@ -159,8 +159,15 @@ def _metrics_html(table: pd.DataFrame, metrics: dict[str, Any] | None) -> str:
     p = (metrics or {}).get("protocol", {})
     note = (f"Time split at {str(p.get('cutoff', ''))[:10]}: {p.get('users_evaluated', '?')} users, truth = "
             f"{html.escape(str(p.get('truth', '')))}; {html.escape(str(p.get('filtered', '')))}.")
+    r = (metrics or {}).get("ratings")
+    stars = ""
+    if r:  # explicit ratings: the stars' prediction error beside the ranking metrics
+        cells = "".join(f"<tr><td>{html.escape(name)}</td><td>{value:.4f}</td></tr>" for name, value in r["models"].items())
+        stars = (f"<table id='rmse-table'><thead><tr><th>rating predictor</th><th>RMSE</th></tr></thead>"
+                 f"<tbody>{cells}</tbody></table><p class='muted'>On {r['test_ratings']:,} test ratings whose user "
+                 f"and product were rated before the cut-off ({r['cold_left_out']:,} cold ones left out).</p>")
     return (f"<table id='metrics-table'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-            f"<p class='muted'>{note} Best in each column in bold; <b>hybrid</b> is what the chat serves.</p>")
+            f"<p class='muted'>{note} Best in each column in bold; <b>hybrid</b> is what the chat serves.</p>{stars}")
 
 
 PAGE_CSS = """
