@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from index_builder.evaluation.metrics import (
@@ -54,6 +55,9 @@ def test_summarize_means_and_coverage():
     assert out["hr@2"] == pytest.approx(1 / 3, abs=1e-5)
     assert out["precision@2"] == pytest.approx((0.5 + 0 + 0) / 3, abs=1e-5)
     assert out["coverage@2"] == pytest.approx(3 / 10)  # a, b, x
+    # NDCG@2 per user: 1, 0, 0 -> mean 1/3, standard error sd(ddof=1)/sqrt(3) = 0.57735/1.73205
+    assert out["ndcg@2_se"] == pytest.approx(np.std([1.0, 0.0, 0.0], ddof=1) / np.sqrt(3), abs=1e-5)
+    assert summarize({"u": ["a"]}, {"u": {"a"}}, n_catalog=1, ks=(1,))["ndcg@1_se"] == 0.0  # one user: no spread
 
 
 def test_agrees_with_spark_ranking_evaluator(spark):

@@ -55,7 +55,7 @@ def test_explicit_als_beats_the_baselines_on_low_rank_ratings(spark):
     assert set(out["bias_plus_als"]["validation_rmse"]) == {"0.05", "0.1", "0.2", "0.5"}
 
 
-def test_the_report_page_shows_the_rmse_table():
+def test_the_report_page_shows_the_rmse_table_and_the_standard_error():
     from index_builder.insights.report import _metrics_html
 
     table = pd.DataFrame({"model": ["hybrid"], "ndcg@10": [0.25]})
@@ -63,6 +63,9 @@ def test_the_report_page_shows_the_rmse_table():
                                                              "models": {"bias": 0.98, "bias_plus_als": 0.9649}}})
     assert "rmse-table" in page and "0.9649" in page and "2,173 test ratings" in page
     assert "rmse-table" not in _metrics_html(table, {"protocol": {}})
+    with_se = _metrics_html(table, {"protocol": {}, "models": {"hybrid": {"ndcg@10": 0.2515, "ndcg@10_se": 0.031,
+                                                                          "users": 84}}})
+    assert "0.2515 ± 0.0310" in with_se and "84 users" in with_se
 
 
 def test_a_purchase_log_has_no_rmse(spark):

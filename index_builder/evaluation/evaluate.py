@@ -783,8 +783,8 @@ def _with(bundle, **changes):
 
 def format_table(metrics: dict[str, Any], k: int = 10) -> str:
     """The metrics as a text table, one model a row."""
-    cols = [f"ndcg@{k}", f"hr@{k}", f"precision@{k}", f"recall@{k}", f"map@{k}", f"coverage@{k}"]
-    lines = [f"{'model':<18}" + "".join(f"{c:>14}" for c in cols)]
+    cols = [f"ndcg@{k}", f"ndcg@{k}_se", f"hr@{k}", f"precision@{k}", f"recall@{k}", f"map@{k}", f"coverage@{k}"]
+    lines = [f"{'model':<18}" + "".join(f"{c.replace(f'ndcg@{k}_se', '± se'):>14}" for c in cols)]
     for name, row in metrics["models"].items():
         lines.append(f"{name:<18}" + "".join(f"{row.get(c, float('nan')):>14.4f}" for c in cols))
     p = metrics["protocol"]

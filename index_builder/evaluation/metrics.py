@@ -60,7 +60,8 @@ def summarize(rankings: Mapping[str, Sequence], truth: Mapping[str, set], *, n_c
               ks: Iterable[int] = KS) -> dict[str, float]:
     """Mean of every metric at every k over the users in ``truth`` (a missing ranking counts as empty).
 
-    Returns ``{"ndcg@10": ..., "hr@10": ..., "coverage@10": ..., "users": n}``, values rounded to 5 places.
+    Returns ``{"ndcg@10": ..., "hr@10": ..., "coverage@10": ..., "users": n}``, values rounded to 5 places,
+    and ``ndcg@k_se``: the standard error of that mean over the users (how far it moves by who was sampled).
     """
     users = list(truth)
     out: dict[str, float] = {}
@@ -68,6 +69,9 @@ def summarize(rankings: Mapping[str, Sequence], truth: Mapping[str, set], *, n_c
         for name in METRICS:
             values = [_FUNCS[name](list(rankings.get(u, ())), truth[u], k) for u in users]
             out[f"{name}@{k}"] = round(float(np.mean(values)) if values else 0.0, 5)
+            if name == "ndcg":
+                se = float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+                out[f"ndcg@{k}_se"] = round(se, 5)
         shown = {item for u in users for item in list(rankings.get(u, ()))[:k]}
         out[f"coverage@{k}"] = round(len(shown) / n_catalog, 5) if n_catalog else 0.0
     out["users"] = len(users)

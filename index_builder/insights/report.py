@@ -159,6 +159,10 @@ def _metrics_html(table: pd.DataFrame, metrics: dict[str, Any] | None) -> str:
     p = (metrics or {}).get("protocol", {})
     note = (f"Time split at {str(p.get('cutoff', ''))[:10]}: {p.get('users_evaluated', '?')} users, truth = "
             f"{html.escape(str(p.get('truth', '')))}; {html.escape(str(p.get('filtered', '')))}.")
+    hybrid = (metrics or {}).get("models", {}).get("hybrid", {})
+    if "ndcg@10_se" in hybrid:  # how far the numbers move by which users happened to be evaluated
+        note += (f" Each number rests on those {hybrid.get('users', '?')} users: the hybrid's NDCG@10 is "
+                 f"{hybrid['ndcg@10']:.4f} ± {hybrid['ndcg@10_se']:.4f} (one standard error).")
     r = (metrics or {}).get("ratings")
     stars = ""
     if r:  # explicit ratings: the stars' prediction error beside the ranking metrics
