@@ -39,5 +39,16 @@ def test_a_file_that_is_not_movielens_is_named_with_what_was_expected(spark, tmp
         movielens(spark, tmp_path / "u.data")
     (tmp_path / "u.item").write_text("1|Toy Story (1995)|x||u|0|1\n")
     (tmp_path / "u.data").write_text("196,242,3\n")
-    with pytest.raises(InputError, match="u.data: 1 tab-separated fields, expected 4"):
+    with pytest.raises(InputError, match="u.data: no line has 4 tab-separated fields"):
         movielens(spark, tmp_path / "u.data")
+
+
+def test_a_line_with_too_many_or_too_few_fields_is_a_reject_with_its_text(spark, tmp_path):
+    (tmp_path / "u.genre").write_text("unknown|0\nAction|1\n")
+    (tmp_path / "u.item").write_text("1|Toy Story (1995)|x||u|0|1\n")
+    (tmp_path / "u.data").write_text("7\t1\t4\t881250949\n7\t1\t5\t881250949\textra\n8\t1\t3\n")
+    source = movielens(spark, tmp_path / "u.data")
+    assert source.events.select("user_id", "value", "ts").collect() == [("7", "4", "881250949")]
+    bad = source.rejects["movielens_lines"].orderBy("_row_id").toPandas()
+    assert bad["line"].tolist() == ["7\t1\t5\t881250949\textra", "8\t1\t3"]
+    assert set(bad["reject_reason"]) == {"wrong_field_count"}

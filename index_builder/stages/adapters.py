@@ -194,14 +194,22 @@ def movielens(spark: SparkSession, path: str | Path) -> Source:
     flags = [F.when(F.col(f"_c{5 + i}") == "1", F.lit(g)) for i, g in enumerate(genres)]
     products = items.select(F.col("_c0").alias(PRODUCT_ID), F.col("_c1").alias(TITLE),
                             F.concat_ws(", ", *flags).alias(CATEGORY))
-    ratings = spark.read.option("sep", "\t").csv(str(path))
-    if len(ratings.columns) != 4:
-        raise InputError(f"{path}: {len(ratings.columns)} tab-separated fields, expected 4 (user id, item id, "
-                         "rating, unix time): is it MovieLens 100K's u.data?")
-    events = ratings.toDF(USER_ID, PRODUCT_ID, VALUE, TS).withColumn(EVENT_TYPE, F.lit("rating"))
+    # read as lines: a line without exactly 4 tab-separated fields is rejected with its text (the CSV reader
+    # dropped a 5th field and padded a missing one without a word)
+    lines = spark.read.text(str(path)).withColumn(ROW_ID, F.monotonically_increasing_id()) \
+        .withColumn("_f", F.split(F.col("value"), "\t"))
+    fields = F.size(F.col("_f")) == 4
+    if lines.filter(fields).limit(1).count() == 0:
+        raise InputError(f"{path}: no line has 4 tab-separated fields (user id, item id, rating, unix time): "
+                         "is it MovieLens 100K's u.data?")
+    events = lines.filter(fields).select(
+        ROW_ID, *[F.col("_f")[i].alias(c) for i, c in enumerate((USER_ID, PRODUCT_ID, VALUE, TS))]
+    ).withColumn(EVENT_TYPE, F.lit("rating"))
+    malformed = lines.filter(~fields).select(ROW_ID, F.col("value").alias("line"),
+                                             F.lit("wrong_field_count").alias(REJECT_REASON))
     return Source(
         name="movielens-100k", files=[str(folder / "u.item"), str(path)],
-        products=products.withColumn(ROW_ID, F.monotonically_increasing_id()),
-        events=events.withColumn(ROW_ID, F.monotonically_increasing_id()),
+        products=products.withColumn(ROW_ID, F.monotonically_increasing_id()), events=events,
+        rejects={"movielens_lines": malformed},
         defaults={EVENT_TYPE: "MovieLens: every row of u.data is a 'rating' event, its stars the value"},
     )
