@@ -13,7 +13,7 @@ import numpy as np
 from assistant.config import RecommenderConfig
 from assistant.events import EventStore
 from assistant.parsing import NO_PRODUCT_KINDS, Intent, parse_message
-from assistant.recommender import Recommendation, Recommender, Request
+from assistant.recommender import Recommendation, Recommender, Request, with_reorders
 from assistant.safety import catalog_urls, screened, without_markup
 from assistant.session import SessionState, SessionStore
 from assistant.writers import ReplyContext, ReplyWriter, TemplateWriter, accumulate, final_text, last
@@ -133,6 +133,11 @@ class Assistant:
             state.query, state.anchor = " ".join(intent.query.split()[:MAX_QUERY_WORDS]), None
         elif intent.kind == "recommend" and not refines:  # a plain "what next?": back to the shopper's history
             state.query = state.anchor = None
+            state.reorders = "mixed"
+        if intent.reorders:
+            state.reorders = intent.reorders
+            if intent.reorders == "only":
+                self._check_restock(state, notes)
         basis = "popular"
         kind = intent.kind
         if intent.kind == "need" and state.query and not state.viewed:
@@ -185,6 +190,20 @@ class Assistant:
             seen.append(chunk)
             yield chunk
         state.remember(message, final_text(seen))
+
+    def _check_restock(self, state: SessionState, notes: list[str]) -> None:
+        """ "My usual" needs a known customer with past orders and a buy-again table: else say why, and go on with
+        the usual mix."""
+        why = None
+        if self.bundle.reorders is None:
+            why = "This shop's data has no repeat orders to learn restocking from"
+        elif not state.user_id:
+            why = "I can only suggest restocks for a known customer (pick one in the sidebar)"
+        elif not len(self.bundle.reorders.of(state.user_id)[0]):
+            why = f"I have no past orders of customer {state.user_id} to restock"
+        if why:
+            notes.append(f"{why}, so here are products new to you.")
+            state.reorders = "mixed"
 
     def _weak_need(self, query: str) -> str | None:
         """A note when the catalog has nothing close to a stated need (gibberish, or what the shop does not sell)."""
@@ -262,6 +281,14 @@ class Assistant:
         found = self.recommender.scored_candidates(req)
         return (found[0], found[1], req) if found is not None else None
 
+    def user_list(self, user_id: str, k: int) -> list[tuple[int, str]]:
+        """A known user's answer to "what should I buy next?" as (row, kind): due reorders, then new products
+        (:func:`~assistant.recommender.with_reorders`): what the evaluation's all-items track scores."""
+        req = self.user_request(user_id, k)
+        discovery = [r for r, _ in pick_scored(self.recommender, self.user_candidates(user_id, k))]
+        return with_reorders(self.recommender.due(req), discovery, k, self.cfg.reorder_share,
+                             self.cfg.reorder_min_probability)
+
     def user_top_n(self, user_id: str, k: int, *, include_had: bool = False) -> list[tuple[int, float]]:
         """A known user's top ``k`` as (bundle row, blended score), best first: the chat's own ranking
         (``recommend()`` without the reasons it writes for the chat)."""
@@ -286,9 +313,11 @@ class Assistant:
             exclude_rows |= set(self.rows(state.all_shown(), strict=False))
         elif anchor_row is not None:  # "more like #2": new products, not the list it came from
             exclude_rows |= set(self.rows(state.last_shown, strict=False))
+        # reorders: "my usual" asks for past products only; a plain "what next?" of a known customer mixes them in
+        reorders = "only" if state.reorders == "only" else "mixed" if state.reorders == "mixed" and kind == "bought" else "off"
         return Request(user_id=state.user_id, seeds=seeds, seed_kind=kind, query=state.query,
                        max_price=state.max_price, min_price=state.min_price, include=list(state.include),
-                       exclude=list(state.exclude), exclude_rows=exclude_rows)
+                       exclude=list(state.exclude), exclude_rows=exclude_rows, reorders=reorders)
 
     def _explain(self, ref: int | None, state: SessionState) -> list[dict[str, Any]]:
         """The products of the last list (or the one referred to) with the reasons given when they were
@@ -378,6 +407,7 @@ class Assistant:
                 return state, False
             used = state.used()
         fresh = SessionState(client=state.client, user_id=user_id, hint_shown=state.hint_shown)
+        state.retired = True  # a reply of the previous customer still streaming stops (assistant/ui.py)
         if used:
             fresh.notes.append(SWITCHED.format(who=f"customer {user_id}" if user_id else "an anonymous shopper"))
         return fresh, used

@@ -8,10 +8,11 @@ from typing import Any
 
 # The settings the builder's evaluation tunes on its validation split and writes to manifest["recommender"].
 TUNED = ("w_item", "w_als", "w_popularity", "w_content_history", "popularity_half_life_days",
-         "history_half_life_days", "mmr_lambda")
+         "history_half_life_days", "mmr_lambda", "reorder_share", "reorder_min_probability")
 # The settings that only weigh and diversify candidates already scored: changing them changes neither the
 # candidates nor their terms (Recommender.scored_candidates), only the blend and the MMR (Recommender.pick).
-BLEND_ONLY = ("w_content", "w_content_history", "w_item", "w_als", "w_popularity", "mmr_lambda")
+BLEND_ONLY = ("w_content", "w_content_history", "w_item", "w_als", "w_popularity", "mmr_lambda", "reorder_share",
+              "reorder_min_probability")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,11 @@ class RecommenderConfig:
     best; als the user's ALS score over their best; popularity the buyers of each product, each counted
     with weight 0.5 ** (days since that interaction / ``popularity_half_life_days``) (no decay when
     None), over the best product's. The final list is picked by MMR for diversity.
+
+    A known customer's "what should I buy next?" (nothing viewed or asked for) also restocks: up to
+    ``reorder_share`` of the list goes to their past products whose buy-again probability (the bundle's
+    buy-again table) is at least ``reorder_min_probability``, most likely first; products new to them fill
+    the rest. Both are tuned on validation (a ratings dataset has no table, so no reorder).
     """
 
     w_content: float = 0.6
@@ -49,6 +55,8 @@ class RecommenderConfig:
     keyword_similarity: float = 0.5  # semantic match of an include/exclude keyword to a product
     cheaper_factor: float = 0.8  # "cheaper" = at most this share of the median price last shown
     exclude_viewed: bool = False  # also drop every viewed product (the seeds themselves are always dropped)
+    reorder_share: float = 0.4  # at most this share of a known customer's list are reorders (when not tuned)
+    reorder_min_probability: float = 0.3  # a past product is due when its buy-again probability is at least this
 
     def replace(self, **changes: Any) -> RecommenderConfig:
         return dataclasses.replace(self, **changes)

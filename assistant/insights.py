@@ -84,8 +84,9 @@ class Insights:
         km = self.bundle.manifest.get("kmeans", {})
         return figures.fig_kmeans(km["sweep"], km["k"], km["elbow_k"]) if km.get("sweep") else None
 
-    def metrics_table(self) -> pd.DataFrame:
-        return figures.metrics_table(self.bundle.manifest.get("metrics")).round(4)
+    def metrics_table(self, track: str = "new") -> pd.DataFrame:
+        """The evaluation's table: "new" products (discovery) or "all" items bought next (restocks included)."""
+        return figures.metrics_table(self.bundle.manifest.get("metrics"), track=track).round(4)
 
     def top_figure(self):
         if not self.graph_users:

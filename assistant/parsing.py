@@ -54,6 +54,15 @@ _HELP = re.compile(r"\b(help|what can you do|how does this work|how do i)\b")
 _RECOMMEND = re.compile(r"\b(buy next|what should i (?:buy|get)|recommend|suggest|suggestions?|ideas?|what else|"
                         r"anything for me|what do you have|show me something|surprise me)\b")
 
+# steering between reorders and new products ("my usual" asks for past products, "only new things" for none)
+_RESTOCK = re.compile(r"\b(?:(?:just |only )?(?:my|the) usual(?: stuff| things| order)?|restock(?:ing)?|re-?order(?:ing)?|"
+                      r"buy (?:it |them )?again|order (?:it |them )?again|running low|run(?:ning)? out|top up|"
+                      r"what (?:do )?i (?:usually|always|normally) (?:buy|get|order))\b")
+_NEW_ONLY = re.compile(r"\b(?:(?:only|just|something|anything|some|show me) new(?: things| stuff| products| items| ones)?|"
+                       r"new things|new to me|(?:something|anything|things|stuff|products?|items?)? ?(?:that )?i (?:have not|haven'?t|"
+                       r"never|did not|didn'?t) (?:bought|buy|ordered|order|had|tried)(?: before| yet)?|never (?:bought|ordered) before|"
+                       r"not (?:bought|ordered) before|nothing i(?: have|'ve)? (?:bought|ordered|had)(?: before)?)\b")
+
 _STOP = {"a", "an", "the", "some", "any", "more", "of", "for", "me", "please", "something", "things", "stuff",
          "items", "products", "product", "item", "ones", "one", "thing", "show", "just", "only", "anything",
          "with", "i", "want", "like", "really", "so", "that", "this", "these", "those", "it"}
@@ -85,6 +94,7 @@ class Intent:
     exclude: list[str] = field(default_factory=list)
     ref: int | None = None
     query: str | None = None
+    reorders: str | None = None  # "only": their past products ("my usual") | "off": only new ones | None: as before
 
 
 def _num(text: str) -> float:
@@ -153,6 +163,13 @@ def parse_message(message: str) -> Intent:
     if m := _MIN.search(rest):
         intent.min_price = _value(m, "a")
         rest = rest.replace(m.group(0), " ")
+    # "my usual" / "only new things": a steer, not a keyword ("new things") or an exclusion ("not bought before")
+    if m := _NEW_ONLY.search(rest):
+        intent.reorders = "off"
+        rest = rest.replace(m.group(0), " ")
+    elif m := _RESTOCK.search(rest):
+        intent.reorders = "only"
+        rest = rest.replace(m.group(0), " ")
     masked = rest
 
     def unmask(text: str) -> str:
@@ -189,6 +206,8 @@ def parse_message(message: str) -> Intent:
         intent.kind = "more_like"
     elif _DIFFERENT.search(rest):
         intent.kind = "different"
+    elif intent.reorders:  # "what do I need to restock?", "only new things please": a steer, no search
+        pass
     elif (m := _ASK_FOR.search(rest)) and _keywords(_clean_need(m.group(1))):  # "recommend me a book"
         intent.kind, intent.query = "need", _clean_need(m.group(1))
     elif (m := _NEED.search(rest)) and not _RECOMMEND.search(rest):
@@ -198,7 +217,7 @@ def parse_message(message: str) -> Intent:
     elif _HELP.search(rest) and not _RECOMMEND.search(rest):
         intent.kind = "help"
     elif not (_RECOMMEND.search(rest) or intent.include or intent.exclude or intent.cheaper or intent.pricier
-              or intent.ref is not None):
+              or intent.ref is not None or intent.reorders):
         words = _keywords(re.sub(r"[^a-z' \ue000-\ue0ff-]", " ", masked))  # an age keeps its digits
         if words:  # a bare need such as "candles", "tea lover gift", "napkins under £1" or "toys for ages 3-5"
             intent.kind, intent.query = "need", unmask(" ".join(words))

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,7 @@ class Request:
     exclude_rows: set[int] = field(default_factory=set)  # e.g. products already shown or viewed
     n: int | None = None
     include_had: bool = False  # keep products the shopper already has (only the evaluation's repeat variant)
+    reorders: str = "off"  # off | mixed (due reorders first, then new products) | only (their past products only)
 
 
 @dataclass
@@ -55,10 +57,11 @@ class Recommendation:
     item: float = 0.0
     display_title: str = ""
     description: str = ""
+    kind: str = "new"  # new: not had before | reorder: a past product due again (score = its buy-again probability)
 
     def as_dict(self) -> dict[str, Any]:
         return {"product_id": self.product_id, "title": self.title, "display_title": self.display_title,
-                "price": self.price, "score": round(self.score, 4), "reasons": self.reasons}
+                "price": self.price, "score": round(self.score, 4), "kind": self.kind, "reasons": self.reasons}
 
     def terms(self) -> dict[str, float]:
         return {"content": round(self.content, 3), "item": round(self.item, 3), "als": round(self.als, 3),
@@ -156,6 +159,22 @@ def _largest(values: np.ndarray, rows: np.ndarray | None, k: int) -> np.ndarray:
     above = np.flatnonzero(sub > kth)
     pick = np.concatenate([above, np.flatnonzero(sub == kth)[: k - len(above)]])
     return _ordered(values, pick if rows is None else rows[pick])
+
+
+def reorder_slots(n: int, share: float) -> int:
+    """How many of a list of ``n`` may be reorders."""
+    return max(0, min(n, int(round(share * n))))
+
+
+def with_reorders(due: tuple[np.ndarray, np.ndarray], discovery: Sequence[int], n: int, share: float,
+                  min_probability: float) -> list[tuple[int, str]]:
+    """A known customer's list as (row, kind), in two groups: their due past products (probability at least
+    ``min_probability``, at most :func:`reorder_slots` of ``n``, most likely first), then the ``n`` best of
+    ``discovery`` (new products): restocking takes no place from discovery. The chat shows both groups; the
+    evaluation's all-items track scores the list's first k. Both call this."""
+    rows, probability = due
+    picked = rows[probability >= min_probability][: reorder_slots(n, share)].tolist()
+    return [(int(r), "reorder") for r in picked] + [(int(r), "new") for r in discovery[:n]]
 
 
 def price_mask(prices: np.ndarray, req: Request) -> np.ndarray:
@@ -465,16 +484,43 @@ class Recommender:
         return self.cfg.w_content_history if req.seed_kind == "bought" else self.cfg.w_content
 
     def recommend(self, req: Request) -> list[Recommendation]:
-        """Top products for a request: candidates -> filters -> blend -> MMR -> reasons."""
+        """Top products for a request: candidates -> filters -> blend -> MMR -> reasons; with ``req.reorders``,
+        the customer's due past products first (:func:`with_reorders`), or only those."""
+        n = req.n or self.cfg.n_results
+        due = self.due(req)
+        if req.reorders == "only":
+            return [self.reorder(req.user_id or "", int(r), float(p)) for r, p in zip(*[a[:n] for a in due], strict=True)]
         found = self.scored_candidates(req)
-        if found is None:
+        if found is None and not len(due[0]):
             return []
-        rows, t, why, sig = found
+        rows, t, why, sig = found if found is not None else (np.zeros(0, dtype=np.int64), {}, None, None)
         cw = self.content_weight(req)
-        score, picks = self.pick(rows, t, req)
+        score, picks = self.pick(rows, t, req) if found is not None else (np.zeros(0), [])
         pos = {int(r): i for i, r in enumerate(rows)}
-        return [self.recommendation(r, {k: float(v[pos[r]]) for k, v in t.items()}, why.get(r), sig, cw,
-                                    score=float(score[pos[r]])) for r in picks]
+        probability = dict(zip(due[0].tolist(), due[1].tolist(), strict=True))
+        return [self.reorder(req.user_id or "", r, probability[r]) if kind == "reorder" else
+                self.recommendation(r, {k: float(v[pos[r]]) for k, v in t.items()}, why.get(r), sig, cw,
+                                    score=float(score[pos[r]]))
+                for r, kind in with_reorders(due, picks, n, self.cfg.reorder_share, self.cfg.reorder_min_probability)]
+
+    def due(self, req: Request) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, buy-again probabilities) of the customer's past products that pass the request's filters, most
+        likely first; empty unless ``req.reorders`` asks for them and the bundle has a buy-again table."""
+        empty = (np.zeros(0, dtype=np.int64), np.zeros(0))
+        if req.reorders == "off" or self.b.reorders is None or not req.user_id:
+            return empty
+        rows, probability = self.b.reorders.of(req.user_id)
+        if not len(rows):
+            return empty
+        keep = self.allowed(rows, dataclasses.replace(req, include_had=True, seeds=[], seed_kind="bought"))
+        return rows[keep], probability[keep]
+
+    def reorder(self, user_id: str, row: int, probability: float) -> Recommendation:
+        """A due past product, with the figures of its orders as its reason."""
+        figures = self.b.reorders.figures(user_id, row) if self.b.reorders is not None else None
+        reason = {"kind": "reorder", **(figures or {"probability": round(probability, 3)})}
+        return Recommendation(row=row, **self.b.product(row), score=probability, content=0.0, als=0.0, popularity=0.0,
+                              reasons=[reason], kind="reorder")
 
     def scored_candidates(self, req: Request
                           ) -> tuple[np.ndarray, dict[str, np.ndarray], Reasons, Signals] | None:

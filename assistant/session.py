@@ -30,6 +30,8 @@ class SessionState:
     hint_shown: bool = False  # the "how to switch the LLM on" notice is shown once per session
     client: str | None = None  # who opened it: the authenticated user, else the client's address (limits)
     notes: list[str] = field(default_factory=list)  # to tell the shopper at the next turn (a fresh conversation...)
+    reorders: str = "mixed"  # a known customer's lists: mixed (due reorders, then new) | only ("my usual") | off
+    retired: bool = False  # replaced by another customer's fresh state: a reply still streaming stops
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -53,6 +55,7 @@ class SessionState:
     def reset_constraints(self) -> None:
         self.max_price = self.min_price = self.query = self.anchor = None
         self.include, self.exclude = [], []
+        self.reorders = "mixed"
 
     def used(self) -> bool:
         """Anything of a shopper's in it: views, shown products, turns or filters."""

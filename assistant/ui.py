@@ -6,6 +6,7 @@ No ``from __future__ import annotations`` here: gr.api reads the real type hints
 import html
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -23,7 +24,8 @@ from index_builder.core.text import readable_title
 
 log = logging.getLogger(__name__)
 
-N_CARDS = 5
+N_CARDS = 10  # a known customer's list: up to 5 due reorders, then 5 new products
+STREAM_EVERY_S = 0.05  # a reply's text is sent to the page at most this often (each send carries the whole chat)
 PICKER_START = 100  # best sellers listed before the shopper types
 PICKER_MATCHES = 50  # matches listed for what they typed
 CSS = """
@@ -33,6 +35,9 @@ CSS = """
 .cw-card .cw-title {font-weight:600; font-size:0.92em; min-height:2.6em;}
 .cw-card .cw-price {font-size:1.1em; margin-top:4px;}
 .cw-card .cw-id {color:var(--body-text-color-subdued); font-size:0.8em;}
+.cw-card.cw-reorder {border-color:#2e7d32;}
+.cw-card .cw-due {color:#2e7d32; font-size:0.8em; margin-top:2px;}
+.cw-group {width:100%; font-weight:600; margin:6px 0 0;}
 """
 
 
@@ -41,15 +46,30 @@ def cards_html(products: list[dict[str, Any]], currency: str | None) -> str:
     if not products:
         return ""
     cards = []
-    for p in products:
+    grouped = any(p.get("kind") == "reorder" for p in products) and any(p.get("kind") != "reorder" for p in products)
+    for i, p in enumerate(products):
+        reorder = p.get("kind") == "reorder"
+        if grouped and (i == 0 or reorder != (products[i - 1].get("kind") == "reorder")):
+            cards.append(f'<div class="cw-group">{"Time to restock" if reorder else "New for you"}</div>')
+        due = _due_line(p["reasons"][0]) if reorder and p.get("reasons") else ""
         cards.append(
-            f'<div class="cw-card" data-testid="product-card" data-product-id="{html.escape(p["product_id"])}">'
+            f'<div class="cw-card{" cw-reorder" if reorder else ""}" data-testid="product-card" '
+            f'data-kind="{"reorder" if reorder else "new"}" data-product-id="{html.escape(p["product_id"])}">'
             f'<div class="cw-title" title="{html.escape(p["title"])}">{p["number"]}. '
             f'{html.escape(readable_title(p["title"]))}</div>'
             f'<div class="cw-price">{html.escape(format_money(p["price"], currency))}</div>'
-            f'<div class="cw-id">id {html.escape(p["product_id"])}</div></div>'
+            + (f'<div class="cw-due">{html.escape(due)}</div>' if due else "")
+            + f'<div class="cw-id">id {html.escape(p["product_id"])}</div></div>'
         )
     return '<div class="cw-cards">' + "".join(cards) + "</div>"
+
+
+def _due_line(reason: dict[str, Any]) -> str:
+    """A reorder card's line: "ordered 6x, about every 30 days; last 41 days ago"."""
+    if "orders" not in reason:
+        return "bought before"
+    every = f", about every {reason['every_days']} days" if reason.get("every_days") else ""
+    return f"ordered {reason['orders']}x{every}; last {reason['last_days']} days ago"
 
 
 def writer_markdown(ctx: ReplyContext) -> str:
@@ -246,8 +266,13 @@ def _insights_tab(insights: Insights | None) -> SimpleNamespace:
                 gr.Plot(km, label="Clusters: how k was chosen", elem_id="insights-kmeans")
             table = insights.metrics_table()
             if not table.empty:
-                gr.Markdown("### How good the recommendations are (held-out weeks; hybrid is what the chat serves)")
+                gr.Markdown("### How good the recommendations are: new products (held-out weeks; hybrid is what the chat serves)")
                 gr.Dataframe(table, interactive=False, elem_id="insights-metrics")
+            all_items = insights.metrics_table("all")
+            if not all_items.empty:
+                gr.Markdown("### Restocks and new products: everything bought next (hybrid is the chat's list: due "
+                            "reorders, then new products)")
+                gr.Dataframe(all_items, interactive=False, elem_id="insights-all-items")
             for fig, elem in ((insights.top_figure(), "insights-top"), (insights.degree_figure(), "insights-degree")):
                 if fig is not None:
                     gr.Plot(fig, label=fig.layout.title.text.split(":")[0], elem_id=elem)
@@ -333,13 +358,22 @@ def _wire_chat(shared: _Shared, c: SimpleNamespace) -> None:
             turn = assistant.turn(message, state)
             buttons = button_updates(turn.products, gr.update)
             cards = cards_html(turn.context.products, b.currency) if turn.products else gr.update()
-            first = True
+            first, sent = True, 0.0
+            keep = [gr.update()] * (1 + N_CARDS)
             for text in assistant.shown(turn):
+                if state.retired:  # another customer was picked while this streamed: not a word more of it
+                    return
                 history[-1] = {"role": "assistant", "content": text}
-                # Clear the textbox once; later chunks leave it alone so the shopper can type the next message.
-                yield (history, state, cards, *buttons, "" if first else gr.update(), gr.update())
-                first = False
-            yield (history, state, cards, *buttons, "" if first else gr.update(), writer_markdown(turn.context))
+                if not first and time.monotonic() - sent < STREAM_EVERY_S:
+                    continue  # the page is sent the text so far at most every STREAM_EVERY_S, not every word
+                # The cards and buttons go once, with the first text; the textbox is cleared once, so the shopper
+                # can type the next message while the reply streams.
+                yield (history, state, *([cards, *buttons] if first else keep), "" if first else gr.update(), gr.update())
+                first, sent = False, time.monotonic()
+            if state.retired:
+                return
+            yield (history, state, *([cards, *buttons] if first else keep), "" if first else gr.update(),
+                   writer_markdown(turn.context))
 
     def on_card(i: int, state: SessionState | None, request: Any = None):
         state = _session(state, request)

@@ -36,7 +36,7 @@ from index_builder.core import bundle as fmt  # noqa: E402
 
 SCRIPT = ["what should I buy next?", "something cheaper", "only candles", "more like the second one",
           "why the first one?", "no bags", "show me something different", "a gift for a tea lover",
-          "under 3 pounds", "#2"]
+          "under 3 pounds", "#2", "just my usual", "only new things"]
 
 
 def synthesize(src: Path, out: Path, n_target: int, seed: int = 0) -> Path:
@@ -74,8 +74,9 @@ def synthesize(src: Path, out: Path, n_target: int, seed: int = 0) -> Path:
             shutil.copytree(folder / fmt.EMBEDDER_DIR, dst / fmt.EMBEDDER_DIR)
         fmt.save_array(dst, fmt.ITEM_FACTORS, f)
         fmt.save_array(dst, fmt.CENTROIDS, centroids)
-        for name in (fmt.USER_FACTORS, fmt.USERS, fmt.INTERACTIONS):
-            shutil.copy(folder / name, dst / name)
+        for name in (fmt.USER_FACTORS, fmt.USERS, fmt.INTERACTIONS, fmt.BUY_AGAIN):
+            if (folder / name).is_file():  # the buy-again table names the originals: their customers' reorders
+                shutil.copy(folder / name, dst / name)
         nb, wt = fmt.load_item_item(folder, n)
         if nb is not None:  # the originals keep their EASE rows (the model covers the most bought 10,000 at most)
             full_nb = np.full((n_target, nb.shape[1]), -1, dtype=np.int32)

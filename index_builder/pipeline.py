@@ -170,7 +170,7 @@ class BuildConfig:
     oldest_event: str = rules.oldest_event_flag()
     future_hours: float = rules.future_hours_flag()
     eval_cutoff: str | None = flag(None, "train on events before DATE, test on purchases from it on (default: the "
-                                   "last 10% of the time span)", metavar="DATE")
+                                   "last 10% of the events, more when that evaluates under 200 users)", metavar="DATE")
     tune: bool = flag(True, "keep the given ALS/EASE/blend settings instead of tuning them on the validation split",
                       negate="--no-tune")
     evaluate: bool = flag(True, "skip the time-split evaluation (and the tuning it does)", negate="--no-eval")
@@ -296,6 +296,8 @@ class Run:
     user_factors: np.ndarray | None = None
     item_neighbours: np.ndarray | None = None
     item_weights: np.ndarray | None = None
+    buy_again_pdf: pd.DataFrame | None = None
+    buy_again_info: dict[str, Any] = field(default_factory=dict)
     # write
     folder: Path | None = None
 
@@ -534,6 +536,30 @@ def run_evaluation(r: Run) -> dict[str, Any]:
             "recommender": result.recommender}
 
 
+def buy_again_model(r: Run) -> dict[str, Any]:
+    """The buy-again table the chat restocks from: a model of the last window (as long as the evaluation's test
+    window; features from before it, labels in it), predicting every customer's past products at the newest event."""
+    from index_builder.evaluation.evaluate import time_split
+    from index_builder.stages import buy_again
+
+    if r.events_pdf is None or not r.n_pairs:
+        return {"buy_again_info": {"skipped": "no events"}}
+    span = r.result.span if r.result is not None else time_split(r.events_pdf, eval_settings(r.cfg), r.st.say)
+    if span is None:
+        return {"buy_again_info": {"skipped": "the events carry no usable timestamps"}}
+    had = tuple(r.cfg.had_types)
+    model = buy_again.fit(r.events_pdf, had, span.test_cut, span.hi, seed=r.cfg.seed)
+    if model is None:
+        return {"buy_again_info": {"skipped": f"fewer than {buy_again.MIN_POSITIVES} repeat orders in the last window "
+                                              f"({span.test_cut:%Y-%m-%d} .. {span.hi:%Y-%m-%d}): nothing to restock"}}
+    table = buy_again.predict_table(model, r.events_pdf, had, span.hi)
+    info = {**model.fitted_on, "window_days": round(span.window, 1), "predicted_at": span.hi.isoformat(),
+            "pairs_predicted": len(table), "mean_probability": round(float(table[buy_again.PROBABILITY].mean()), 4)}
+    r.st.say("buy-again: %d pairs, fitted on %d (%d repeat orders in the last %.0f days)", len(table), model.fitted_on["pairs"],
+             model.fitted_on["positives"], span.window)
+    return {"buy_again_pdf": table[list(buy_again.TABLE_COLUMNS)], "buy_again_info": info}
+
+
 def als(r: Run) -> dict[str, Any]:
     if r.events is None:
         return {"als_info": {"skipped": "the dataset has no events (catalog only)"}}
@@ -573,6 +599,7 @@ BUILD_STAGES: tuple[Stage, ...] = (
     Stage("collect", collect),
     Stage("evaluate", run_evaluation, lambda r: f"time split{f' at {r.cfg.eval_cutoff}' if r.cfg.eval_cutoff else ''}",
           when=can_evaluate),
+    Stage("buy_again", buy_again_model, lambda r: "who is due to order what again"),
     Stage("als", als),
     Stage("item_item", item_item, lambda r: f"EASE, lambda {r.ease_lambda}"),
     Stage("write", write, lambda r: f"publishing bundle under {r.cfg.out}"),  # runs the "report" stage inside
@@ -632,6 +659,7 @@ def manifest_body(r: Run) -> dict[str, Any]:
                    "widened": r.widened, **r.kmeans_info, "sweep": r.sweep},
         "als": r.als_info,
         "item_item": r.item_info,
+        "buy_again": r.buy_again_info,
         "recommender": r.recommender or {},
         "metrics": r.result.metrics if r.result is not None else {
             "skipped": "--no-eval" if not cfg.evaluate else "no events with timestamps to split in time"},
@@ -660,6 +688,8 @@ def fill_bundle(r: Run, folder: Path) -> dict[str, Any]:
     r.inter_pdf.to_parquet(folder / bundle.INTERACTIONS, index=False)
     if r.events_pdf is not None:
         r.events_pdf.to_parquet(folder / bundle.EVENTS, index=False)
+    if r.buy_again_pdf is not None:
+        r.buy_again_pdf.to_parquet(folder / bundle.BUY_AGAIN, index=False)
     if r.item_factors is not None:
         bundle.save_array(folder, bundle.ITEM_FACTORS, r.item_factors)
         bundle.save_array(folder, bundle.USER_FACTORS, r.user_factors)

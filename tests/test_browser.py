@@ -30,11 +30,18 @@ def browser():
 
 
 def test_pick_customer_ask_and_see_cards(browser, app_url, uci_bundle):
-    folder, _ = uci_bundle
+    folder, manifest = uci_bundle
     products = pd.read_parquet(folder / bundle.PRODUCTS)
     inter = pd.read_parquet(folder / bundle.INTERACTIONS)
-    user_id = sorted(inter.loc[inter.purchased, "user_id"].unique())[0]
+    # the first customer with a product due again (the bundle's buy-again table and tuned settings): their
+    # answer has both groups, reorder cards first
+    due = pd.read_parquet(folder / bundle.BUY_AGAIN)
+    settings = manifest["recommender"]
+    due = due[due.probability >= settings["reorder_min_probability"]]
+    slots = round(settings["reorder_share"] * 5)
+    user_id = sorted(due.user_id.unique())[0] if slots else sorted(inter.loc[inter.purchased, "user_id"].unique())[0]
     bought = set(inter.loc[(inter.user_id == user_id) & inter.purchased, "product_id"])
+    expected_reorders = min(slots, int((due.user_id == user_id).sum()))
     titles = {pid: readable_title(t) for pid, t in zip(products.product_id, products.title, strict=True)}
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -61,10 +68,18 @@ def test_pick_customer_ask_and_see_cards(browser, app_url, uci_bundle):
     page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
 
     ids = [c.get_attribute("data-product-id") for c in cards.all()]
-    assert 3 <= len(ids) <= 5
-    assert set(ids) <= set(titles) and not set(ids) & bought
+    kinds = [c.get_attribute("data-kind") for c in cards.all()]
+    reorders = [pid for pid, kind in zip(ids, kinds, strict=True) if kind == "reorder"]
+    new = [pid for pid, kind in zip(ids, kinds, strict=True) if kind == "new"]
+    assert len(reorders) == expected_reorders and kinds == ["reorder"] * len(reorders) + ["new"] * len(new)
+    assert 3 <= len(new) <= 5 and set(ids) <= set(titles)
+    assert set(reorders) <= bought and not set(new) & bought, "reorders are past products, new ones never are"
     for card, pid in zip(cards.all(), ids, strict=True):
         assert titles[pid] in card.inner_text()
+    if reorders:  # a reorder card says why it is due, under its group's heading
+        assert page.locator(".cw-group").first.inner_text() == "Time to restock"
+        assert "ordered" in cards.first.locator(".cw-due").inner_text()
+        assert "Time to restock" in page.locator("#chatbot").inner_text()
     reply = page.locator("#chatbot").inner_text()
     assert titles[ids[0]] in reply
     assert "written by the template" in page.locator("#writer").inner_text().lower()

@@ -66,5 +66,5 @@ def test_a_bad_flag_value_is_refused_with_what_is_known(argv, says, capsys):
 
 def test_the_help_shows_each_default_once():
     text = " ".join(next(a for a in make_parser()._actions if a.dest == "command").choices["build"].format_help().split())
-    assert "(default 32)" in text and "(default local[2])" in text and "last 10% of the time span" in text
+    assert "(default 32)" in text and "(default local[2])" in text and "last 10% of the events" in text
     assert text.count("(default 32)") == 1

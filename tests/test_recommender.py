@@ -149,7 +149,8 @@ def test_api_rejects_unknown_ids_with_friendly_messages(assistant):
         assistant.recommend_api("", ["C1", "X9"], "what should I buy next?")
     out = assistant.recommend_api("u_mug", ["C1"], "what should I buy next?")
     assert out["reply"] and {p["product_id"] for p in out["products"]}.isdisjoint({"M1", "M2", "C1"})
-    assert set(out["products"][0]) == {"product_id", "title", "display_title", "price", "score", "reasons"}
+    assert set(out["products"][0]) == {"product_id", "title", "display_title", "price", "score", "kind", "reasons"}
+    assert out["products"][0]["kind"] == "new"  # the mini bundle has no buy-again table
     assert out["session_id"] and out["writer"] == "template"
 
 

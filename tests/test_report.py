@@ -34,12 +34,12 @@ def _trace(fig, name_start):
 
 def test_every_build_writes_an_offline_report(built):
     folder, manifest, page, figures = built
-    assert set(figures) == {"fig-kmeans", "fig-map", "fig-metrics", "fig-top", "fig-degree"}
+    assert set(figures) == {"fig-kmeans", "fig-map", "fig-metrics", "fig-all_items", "fig-top", "fig-degree"}
     assert "<script src=" not in page and "Plotly.newPlot" in page and len(page) > 3_000_000, "plotly.js is inline"
     assert f"{REPORT_DIR}/{REPORT_HTML}" in manifest["files"], "the report is checksummed with the bundle"
     for png in ("kmeans_sweep", "product_map", "metrics", "top_recommended", "degree_distribution"):
         assert (folder / bundle.PLOTS_DIR / f"{png}.png").stat().st_size > 5_000
-    assert manifest["report"]["figures"] == ["degree", "kmeans", "map", "metrics", "top"]
+    assert manifest["report"]["figures"] == ["all_items", "degree", "kmeans", "map", "metrics", "top"]
 
 
 def test_kmeans_figure_marks_the_chosen_k(built):
@@ -80,6 +80,17 @@ def test_metrics_table_and_chart_show_the_hybrid_against_the_baselines(built):
     assert "id='metrics-table'" in page and all(f"<td>{m}</td>" in page for m in models)
 
 
+def test_the_all_items_track_is_shown_beside_the_new_items_one(built):
+    _, manifest, page, figures = built
+    track = manifest["metrics"]["all_items"]
+    models = list(track["models"])
+    assert models == ["top_frequency", "recency_frequency", "tifu_knn", "buy_again", "discovery", "hybrid"]
+    bars = figures["fig-all_items"]["data"]
+    assert bars[0]["x"] == models and np.allclose(bars[0]["y"], [track["models"][m]["ndcg@10"] for m in models])
+    assert "id='all-items-table'" in page and "repeats included" in page
+    assert track["users_evaluated"] == track["models"]["hybrid"]["users"] > 0
+
+
 def test_graph_csvs_namespaced_and_grounded_in_the_catalog(built):
     folder, manifest, _, figures = built
     vertices = pd.read_csv(folder / GRAPH_DIR / VERTICES, dtype=str)
@@ -104,7 +115,7 @@ def test_graph_csvs_namespaced_and_grounded_in_the_catalog(built):
     chat = Assistant(load_bundle(folder), encode=lambda texts: None)
     for src in sorted(set(edges.src))[:3]:  # each user's edges are the chat's own answer, in order, with its scores
         req = chat.next_request(SessionState(user_id=src.removeprefix(USER_NS)))
-        req.n = 10
+        req.n, req.reorders = 10, "off"  # the graph holds the new products (the discovery part of the answer)
         shown = chat.recommender.recommend(req)
         mine = edges[edges.src == src].sort_values("rank")
         assert list(mine.dst) == [PRODUCT_NS + r.product_id for r in shown]

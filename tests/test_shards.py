@@ -98,7 +98,7 @@ def test_the_evaluation_gives_the_same_metrics_in_one_process_and_in_two(spark, 
     assert one.metrics["tuning"]["users"] >= 10  # the blend search ran (and was shared out in the second run)
     assert one.recommender == two.recommender
     assert one.metrics["models"] == two.metrics["models"]
-    assert one.metrics["repeats_counted"] == two.metrics["repeats_counted"]
+    assert one.metrics["all_items"] == two.metrics["all_items"]
     assert one.metrics["tuning"]["blend"] == two.metrics["tuning"]["blend"]
     assert np.isfinite(pd.Series(one.metrics["models"]["hybrid"])).all()
 

@@ -38,6 +38,7 @@ ITEM_ROWS = "item_item_rows.npy"  # when present, the two arrays above hold only
 USERS = "users.parquet"
 INTERACTIONS = "interactions.parquet"
 EVENTS = "events.parquet"
+BUY_AGAIN = "buy_again.parquet"  # each customer's past products with the probability of another order soon
 REJECTS_DIR = "rejects"
 PLOTS_DIR = "plots"
 EMBEDDER_DIR = "embedder"  # the exported query/product encoder, when the build used the ONNX backend

@@ -26,6 +26,49 @@ def faiss_kind(manifest: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+class Reorders:
+    """The buy-again table (``buy_again.parquet``) as arrays: each customer's past products, most likely to be
+    ordered again first, with the figures a reason quotes."""
+
+    rows: np.ndarray  # product rows, grouped by user
+    probability: np.ndarray
+    orders: np.ndarray
+    interval_days: np.ndarray  # mean days between the orders (NaN: one order)
+    last_days: np.ndarray  # days since the last order, at the bundle's newest event
+    slices: dict[str, tuple[int, int]]  # user_id -> [start, end) of their pairs
+
+    @classmethod
+    def from_table(cls, table: pd.DataFrame, row_of: dict[str, int]) -> Reorders:
+        rows = table["product_id"].astype(str).map(row_of)
+        t = table[rows.notna().to_numpy()].assign(_row=rows[rows.notna()].astype(np.int64))
+        t = t.sort_values(["user_id", "probability", "last_days", "_row"], ascending=[True, False, True, True],
+                          kind="stable", ignore_index=True)
+        users = t["user_id"].astype(str).to_numpy()
+        starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.zeros(0, dtype=np.int64)
+        ends = np.r_[starts[1:], len(users)]
+        return cls(rows=t["_row"].to_numpy(dtype=np.int64), probability=t["probability"].to_numpy(dtype=np.float64),
+                   orders=t["orders"].to_numpy(dtype=np.int64), interval_days=t["interval_days"].to_numpy(dtype=np.float64),
+                   last_days=t["last_days"].to_numpy(dtype=np.float64),
+                   slices={users[a]: (int(a), int(b)) for a, b in zip(starts, ends, strict=True)})
+
+    def of(self, user_id: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, probabilities) of the user's past products, most likely first (empty for anyone else)."""
+        a, b = self.slices.get(user_id or "", (0, 0))
+        return self.rows[a:b], self.probability[a:b]
+
+    def figures(self, user_id: str, row: int) -> dict[str, Any] | None:
+        """What a reorder's reason says: orders, mean days between them, days since the last, probability."""
+        a, b = self.slices.get(user_id, (0, 0))
+        at = np.flatnonzero(self.rows[a:b] == row)
+        if not len(at):
+            return None
+        i = a + int(at[0])
+        every = self.interval_days[i]
+        return {"orders": int(self.orders[i]), "every_days": None if every != every else int(round(every)),
+                "last_days": int(round(self.last_days[i])), "probability": round(float(self.probability[i]), 3)}
+
+
+@dataclass(frozen=True)
 class Bundle:
     """Everything the recommender reads. Row i of every per-product array is ``products`` row i."""
 
@@ -61,6 +104,7 @@ class Bundle:
     member_embeddings: dict[int, np.ndarray] = field(repr=False, default_factory=dict)
     # the title-word index (built on first use): the product picker and the recommender's keyword filters
     search: ProductSearch = field(repr=False, default=None)
+    reorders: Reorders | None = field(repr=False, default=None)  # the buy-again model's table; None: none was built
 
     def vectors(self, rows) -> np.ndarray:
         """Embedding rows as float32 (whatever the stored precision)."""
@@ -125,6 +169,7 @@ def load_bundle(path: str | Path) -> Bundle:
         users=pd.read_parquet(folder / fmt.USERS), interactions=pd.read_parquet(folder / fmt.INTERACTIONS),
         item_factors=arrays[fmt.ITEM_FACTORS], user_factors=arrays[fmt.USER_FACTORS],
         item_neighbours=arrays[fmt.ITEM_NEIGHBOURS], item_weights=arrays[fmt.ITEM_WEIGHTS],
+        buy_again=pd.read_parquet(folder / fmt.BUY_AGAIN) if (folder / fmt.BUY_AGAIN).is_file() else None,
     )
     log.info("loaded bundle %s: %d products, %d users", folder.name, n, len(bundle.user_rows))
     return bundle
@@ -140,10 +185,12 @@ def _rows_by_user(inter: pd.DataFrame, kind: Callable[[list[int]], Any]) -> dict
 def assemble_bundle(*, folder: Path, manifest: dict[str, Any], products: pd.DataFrame, embeddings: np.ndarray,
                     index: Any, users: pd.DataFrame, interactions: pd.DataFrame,
                     item_factors: np.ndarray | None = None, user_factors: np.ndarray | None = None,
-                    item_neighbours: np.ndarray | None = None, item_weights: np.ndarray | None = None) -> Bundle:
+                    item_neighbours: np.ndarray | None = None, item_weights: np.ndarray | None = None,
+                    buy_again: pd.DataFrame | None = None) -> Bundle:
     """A :class:`Bundle` from tables and arrays already in memory (the reader and the evaluation use it).
 
-    ``interactions``: one row per (user, product) with ``weight``, ``purchased``, ``had`` and ``last_ts``.
+    ``interactions``: one row per (user, product) with ``weight``, ``purchased``, ``had`` and ``last_ts``;
+    ``buy_again``: the buy-again table (user_id, product_id, probability, orders, interval_days, last_days).
     """
     n = len(products)
     user_rows = dict(zip(users["user_id"].astype(str), users["user_idx"].astype(int), strict=True))
@@ -196,4 +243,5 @@ def assemble_bundle(*, folder: Path, manifest: dict[str, Any], products: pd.Data
         member_embeddings={} if faiss_kind(manifest) in IVF_KINDS else
         {c: np.ascontiguousarray(embeddings[m], dtype=np.float32) for c, m in members.items()},
         search=ProductSearch(titles, product_ids, rank),
+        reorders=Reorders.from_table(buy_again, row_of) if buy_again is not None and len(buy_again) else None,
     )

@@ -19,9 +19,11 @@ TOP_RECOMMENDED = 20
 METRIC_COLUMNS = ("ndcg", "hr", "precision", "recall", "map", "coverage")
 
 
-def metrics_table(metrics: dict[str, Any] | None, k: int = 10) -> pd.DataFrame:
-    """One row per model (the chat's hybrid and its baselines), the @k metrics as columns."""
-    models = (metrics or {}).get("models") or {}
+def metrics_table(metrics: dict[str, Any] | None, k: int = 10, track: str = "new") -> pd.DataFrame:
+    """One row per model (the chat's hybrid and its baselines), the @k metrics as columns. ``track``: "new"
+    (truth = products new to the user) or "all" (everything bought next, repeats included)."""
+    source = (metrics or {}) if track == "new" else ((metrics or {}).get("all_items") or {})
+    models = source.get("models") or {}
     rows = [{"model": name, **{f"{m}@{k}": row.get(f"{m}@{k}") for m in METRIC_COLUMNS}} for name, row in models.items()]
     return pd.DataFrame(rows, columns=["model", *[f"{m}@{k}" for m in METRIC_COLUMNS]])
 
@@ -109,14 +111,14 @@ def fig_map(points: pd.DataFrame, labels: dict[int, str], share: list[float], *,
     return fig
 
 
-def fig_metrics(table: pd.DataFrame, k: int = 10):
+def fig_metrics(table: pd.DataFrame, k: int = 10, title: str | None = None):
     import plotly.graph_objects as go
 
     fig = go.Figure()
     for metric in (f"ndcg@{k}", f"hr@{k}"):
         fig.add_trace(go.Bar(x=table["model"].tolist(), y=[float(v) for v in table[metric].fillna(0)], name=metric,
                              text=[f"{v:.3f}" for v in table[metric].fillna(0)], textposition="outside"))
-    fig.update_layout(title=f"Next-purchase quality on the held-out weeks: the chat's hybrid vs baselines (@{k})",
+    fig.update_layout(title=title or f"Next-purchase quality on the held-out weeks: the chat's hybrid vs baselines (@{k})",
                       barmode="group", xaxis_title="model", yaxis_title="score", height=420)
     return fig
 

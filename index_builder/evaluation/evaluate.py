@@ -3,8 +3,9 @@
 Protocol (fixed, so numbers compare across versions):
 
 - train = every event before the cut-off; test = the "have" events (purchases, ratings) from the cut-off
-  on. The default cut-off leaves the last 10% of the time span for the test. Events without a
-  timestamp cannot be placed on either side and are left out (counted).
+  on. The default cut-off leaves the last 10% of the events for the test, or more (up to half) when
+  that would evaluate fewer than ``MIN_TEST_USERS`` users (a ratings set whose last tenth is mostly new
+  users' first ratings). Events without a timestamp cannot be placed on either side and are left out (counted).
 - Evaluated users: those with a positive interaction in train and at least one test product they did
   not have in train (the truth: discovery). Products they had in train are never recommended. Users
   left out (no train history, nothing new) are counted. A labelled variant lets repeat purchases count.
@@ -45,7 +46,9 @@ from index_builder.core.constants import (
 from index_builder.core.errors import InputError
 from index_builder.evaluation.metrics import KS, ndcg_at_k, summarize
 from index_builder.evaluation.ratings import rating_errors
+from index_builder.evaluation.repeats import TifuKnn, orders, recency_frequency, top_frequency
 from index_builder.scoring.shards import user_shards
+from index_builder.stages import buy_again
 from index_builder.stages.als import ALSParams, factor_matrix, train_als
 from index_builder.stages.interactions import aggregate
 from index_builder.stages.itemitem import DEFAULT_LAMBDA, MAX_ITEMS, TOP_K, ease_weights, gram_matrix, prune
@@ -56,14 +59,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODELS = ("popularity", "random_in_cluster", "content", "als", "item_item", "trending", "hybrid")
-DEFAULT_TEST_SHARE = 0.10
+# the all-items track (truth: everything bought in the test window): the field's repeat baselines, the buy-again
+# model alone, the discovery list alone, and the chat's list (due reorders, then new products)
+ALL_ITEMS_MODELS = ("top_frequency", "recency_frequency", "tifu_knn", "buy_again", "discovery", "hybrid")
+REPEAT_BASELINES = ("top_frequency", "recency_frequency", "tifu_knn")
+TIFU_ALPHAS = (0.5, 0.7, 0.9, 1.0)
+REORDER_SHARES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+REORDER_PROBABILITIES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6)
+DEFAULT_TEST_SHARE = 0.10  # of the events (not of the time span: a long-tailed history would leave a handful of users)
+TEST_SHARES = (0.10, 0.15, 0.20, 0.25, 0.30, 0.40, 0.50)  # tried in turn until MIN_TEST_USERS are evaluated
+MIN_TEST_USERS = 200  # below this an NDCG@10 moves by ~0.03 on chance alone (its standard error)
 
 
 @dataclass
 class EvalSettings:
     """What the evaluation needs besides the data; ``build`` fills it from its own config."""
 
-    cutoff: str | None = None  # ISO date; default: the last 10% of the time span is the test
+    cutoff: str | None = None  # ISO date; default: the last 10% of the events (more when too few users): default_cutoff()
     seed: int = 42
     als: ALSParams = field(default_factory=ALSParams)
     event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
@@ -96,6 +108,8 @@ class Split:
     left_out: dict[str, int]
     spark: Any = None  # the session ALS fits in
     _frame: Any = None
+    buy_again: pd.DataFrame | None = None  # the buy-again table at train_end (a model of the window before)
+    buy_again_info: dict[str, Any] = field(default_factory=dict)
 
     def train_frame(self) -> DataFrame:
         """The train pairs as a cached Spark frame (user_idx, product_idx, weight): what ALS fits on."""
@@ -139,9 +153,14 @@ def time_bounds(events: pd.DataFrame) -> tuple[dt.datetime | None, dt.datetime |
     return _to_datetime(ts.min()), _to_datetime(ts.max()), len(events) - len(dated)
 
 
-def choose_cutoffs(lo: dt.datetime, hi: dt.datetime, cutoff: str | None) -> tuple[dt.datetime, dt.datetime]:
-    """(validation cut-off, test cut-off). The validation window is as long as the test window."""
-    if cutoff:
+def choose_cutoffs(lo: dt.datetime, hi: dt.datetime, cutoff: str | dt.datetime | None
+                   ) -> tuple[dt.datetime, dt.datetime]:
+    """(validation cut-off, test cut-off). The validation window is as long as the test window. ``cutoff``:
+    a date given by the user (checked), the default's datetime (:func:`default_cutoff`), or None for the
+    last ``DEFAULT_TEST_SHARE`` of the time span."""
+    if isinstance(cutoff, dt.datetime):
+        test_cut = cutoff
+    elif cutoff:
         try:
             test_cut = _to_datetime(cutoff)
         except (ValueError, TypeError) as exc:
@@ -155,6 +174,39 @@ def choose_cutoffs(lo: dt.datetime, hi: dt.datetime, cutoff: str | None) -> tupl
     if val_cut <= lo + (test_cut - lo) / 2:  # keep at least half of train for the validation fit
         val_cut = lo + (test_cut - lo) * (1 - DEFAULT_TEST_SHARE)
     return val_cut, test_cut
+
+
+def users_with_truth(events: pd.DataFrame, cut: dt.datetime, s: EvalSettings) -> int:
+    """How many users a test split at ``cut`` evaluates (as :func:`make_split` counts them, without aggregating):
+    a positive event before ``cut`` and a "have" event from it on for a product they did not have before."""
+    ts = _utc(events[TS])
+    before = (ts < cut).to_numpy()
+    positive = events[EVENT_TYPE].map(s.event_weights).fillna(0).to_numpy() > 0
+    had = events[EVENT_TYPE].isin(list(s.had_types)).to_numpy()
+    users = set(events.loc[before & positive, USER_ID].astype(str))
+    had_pairs = events.loc[before & had, [USER_ID, PRODUCT_ID]].astype(str).drop_duplicates()
+    test = events.loc[(ts >= cut).to_numpy() & had, [USER_ID, PRODUCT_ID]].astype(str).drop_duplicates()
+    test = test[test[USER_ID].isin(users)]
+    new = test.merge(had_pairs, how="left", on=[USER_ID, PRODUCT_ID], indicator=True)
+    return int(new.loc[new["_merge"] == "left_only", USER_ID].nunique())
+
+
+def default_cutoff(events: pd.DataFrame, s: EvalSettings) -> tuple[dt.datetime, float, int]:
+    """(cut-off, share of the dated events after it, users it evaluates): the last ``DEFAULT_TEST_SHARE`` of
+    the events, or the first larger share of :data:`TEST_SHARES` that evaluates ``MIN_TEST_USERS`` users
+    (the share with the most users when none does)."""
+    ts = np.sort(_utc(events[TS].dropna()).to_numpy())
+    best: tuple[dt.datetime, float, int] | None = None
+    for share in TEST_SHARES:
+        cut = _to_datetime(ts[min(len(ts) - 1, int(len(ts) * (1 - share)))])
+        if cut <= _to_datetime(ts[0]):
+            break
+        n = users_with_truth(events, cut, s)
+        if best is None or n > best[2]:
+            best = (cut, share, n)
+        if n >= MIN_TEST_USERS:
+            return cut, share, n
+    return best if best is not None else (_to_datetime(ts[-1]), 0.0, 0)
 
 
 def make_split(name: str, events: pd.DataFrame, products: pd.DataFrame, train_end: dt.datetime,
@@ -213,6 +265,25 @@ def fit_als(split: Split, n_products: int, params: ALSParams) -> tuple[np.ndarra
             factor_matrix(model.userFactors, len(split.users), params.rank, name="user factors"))
 
 
+def with_buy_again(split: Split, events: pd.DataFrame, s: EvalSettings, window: dt.timedelta,
+                   lo: dt.datetime) -> Split:
+    """The split with its buy-again table: a model fitted on the window before ``split.train_end`` (features
+    from before it, labels in it), predicting at ``train_end``; none when that window starts before the
+    events do or holds too few repeat orders (a ratings set: nobody rates a movie twice)."""
+    start = split.train_end - window
+    if start <= lo:
+        split.buy_again_info = {"skipped": f"the window before {split.train_end:%Y-%m-%d} starts before the events"}
+        return split
+    model = buy_again.fit(events, tuple(s.had_types), start, split.train_end, seed=s.seed)
+    if model is None:
+        split.buy_again_info = {"skipped": f"fewer than {buy_again.MIN_POSITIVES} repeat orders in "
+                                           f"{start:%Y-%m-%d} .. {split.train_end:%Y-%m-%d}"}
+        return split
+    split.buy_again = buy_again.predict_table(model, events, tuple(s.had_types), split.train_end)
+    split.buy_again_info = model.fitted_on
+    return split
+
+
 # ---------------------------------------------------------------------------------------------------
 # scoring
 # ---------------------------------------------------------------------------------------------------
@@ -238,7 +309,7 @@ class Scorer:
         self.bundle = assemble_bundle(
             folder=Path("."), manifest=manifest, products=prods, embeddings=embeddings, index=index,
             users=split.users, interactions=inter, item_factors=fitted.item_factors, user_factors=fitted.user_factors,
-            item_neighbours=fitted.item_neighbours, item_weights=fitted.item_weights)
+            item_neighbours=fitted.item_neighbours, item_weights=fitted.item_weights, buy_again=split.buy_again)
         self.assistant = Assistant(self.bundle, encode=_no_text)
         # the seeds' nearest products, shared by every config tried: the vectors and the index never change here
         self._neighbours: dict[tuple, Any] = {}
@@ -302,6 +373,14 @@ class Scorer:
             from assistant.chat import pick_scored
 
             return [r for r, _ in pick_scored(rec, self._scored_candidates(uid, k, repeat))]
+        if model == "buy_again":  # the user's past products by the buy-again model alone
+            return b.reorders.of(uid)[0][:k].tolist() if b.reorders is not None else []
+        if model == "chat":  # the chat's list: due reorders, then new products (Assistant.user_list)
+            from assistant.recommender import with_reorders
+
+            discovery = self.rank("hybrid", uid, k)
+            due = rec.due(self.assistant.user_request(uid, k))
+            return [r for r, _ in with_reorders(due, discovery, k, rec.cfg.reorder_share, rec.cfg.reorder_min_probability)][:k]
         if model == "popularity":
             return self._top(b.popularity, uid, k, repeat)
         if model == "trending":
@@ -472,6 +551,7 @@ class EvalResult:
     als: ALSParams  # chosen on validation: what the published bundle is fitted with
     ease_lambda: float
     recommender: dict[str, Any]  # the blend settings chosen on validation (manifest["recommender"])
+    span: TimeSpan | None = None  # where the splits were cut (the build's buy-again model uses the test window)
 
 
 def evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embeddings: np.ndarray,
@@ -510,21 +590,25 @@ def _evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embe
             als_chosen(params)
         return fit
 
+    window = span.hi - span.test_cut
+    with_buy_again(test, events, s, window, span.lo)
     test_fit: Future | None = None
     if s.tune:
         val = make_split("validation", events, products_pdf, span.val_cut, span.test_cut, s, spark)
+        with_buy_again(val, events, s, window, span.lo)
         chosen, test_fit = tune_on_validation(val, products_pdf, embeddings, index, chosen, span.window, s, say,
-                                              start_test_fit)
+                                              start_test_fit, events)
         val.release()
     if test_fit is None:  # not tuned: the given parameters
         test_fit = start_test_fit(chosen.als)
-    scored = score_test(test, test_fit, products_pdf, embeddings, index, chosen, s, say)
+    scored = score_test(test, test_fit, products_pdf, embeddings, index, chosen, s, say, events)
     test.release()
     metrics = report_metrics(span, test, scored, chosen, s)
     ratings = rating_errors(spark, events, span.val_cut, span.test_cut, seed=s.seed, say=say) if spark else None
     if ratings is not None:  # explicit ratings: how well the stars themselves are predicted
         metrics["ratings"] = ratings
-    return EvalResult(metrics=metrics, als=chosen.als, ease_lambda=chosen.ease_lambda, recommender=chosen.recommender)
+    return EvalResult(metrics=metrics, als=chosen.als, ease_lambda=chosen.ease_lambda, recommender=chosen.recommender,
+                      span=span)
 
 
 # -- the stages ---------------------------------------------------------------------------------------
@@ -550,7 +634,17 @@ def time_split(events: pd.DataFrame, s: EvalSettings, say: Callable[..., None]) 
     if lo is None or lo == hi:
         say("evaluate: skipped: the events carry no usable timestamps, so there is no time split")
         return None
-    val_cut, test_cut = choose_cutoffs(lo, hi, s.cutoff)
+    cutoff: str | dt.datetime | None = s.cutoff
+    if not cutoff:
+        cutoff, share, n = default_cutoff(events, s)
+        say("evaluate: default cut-off %s: the last %.0f%% of the dated events, %d users with a truth%s", f"{cutoff:%Y-%m-%d %H:%M}",
+            100 * share, n, "" if n >= MIN_TEST_USERS else f" (fewer than {MIN_TEST_USERS} at every share tried)")
+    val_cut, test_cut = choose_cutoffs(lo, hi, cutoff)
+    if val_cut != test_cut - (hi - test_cut):  # a window as long as the test's would leave too little to fit on
+        before = events[(_utc(events[TS]) < test_cut).to_numpy()]
+        val_cut, share, n = default_cutoff(before, s)
+        say("evaluate: validation cut-off %s: the last %.0f%% of the events before the test, %d users with a truth",
+            f"{val_cut:%Y-%m-%d %H:%M}", 100 * share, n)
     return TimeSpan(lo, hi, undated, val_cut, test_cut)
 
 
@@ -562,6 +656,7 @@ class Choices:
     ease_lambda: float
     recommender: dict[str, Any]  # the blend settings
     tuning: dict[str, Any]  # metrics["tuning"], less its "chosen"
+    baselines: dict[str, float] = field(default_factory=dict)  # the repeat baselines' half-life and TIFU alpha
 
 
 def given_choices(s: EvalSettings, span: TimeSpan) -> Choices:
@@ -570,7 +665,7 @@ def given_choices(s: EvalSettings, span: TimeSpan) -> Choices:
 
     rec_cfg = RecommenderConfig.from_manifest({"recommender": s.recommender}).tuned()
     tuning: dict[str, Any] = {"split": {"train_end": span.val_cut.isoformat(), "test_end": span.test_cut.isoformat()}}
-    return Choices(s.als, s.ease_lambda, rec_cfg, tuning)
+    return Choices(s.als, s.ease_lambda, rec_cfg, tuning, {"half_life_days": round(4 * span.window, 1), "tifu_alpha": 0.9})
 
 
 @dataclass
@@ -587,7 +682,8 @@ class Validation:
 
 def tune_on_validation(val: Split, products_pdf: pd.DataFrame, embeddings: np.ndarray, index: Any, given: Choices,
                        window: float, s: EvalSettings, say: Callable[..., None],
-                       start_test_fit: Callable[[ALSParams], Future]) -> tuple[Choices, Future | None]:
+                       start_test_fit: Callable[[ALSParams], Future], events: pd.DataFrame
+                       ) -> tuple[Choices, Future | None]:
     """The tuning stages in order: item-item, ALS, the blend. Returns the choices and the test split's ALS fit,
     started (``start_test_fit``) as soon as ALS is chosen; (the given choices, None) with too few validation users."""
     tuning = dict(given.tuning)
@@ -605,7 +701,71 @@ def tune_on_validation(val: Split, products_pdf: pd.DataFrame, embeddings: np.nd
     test_fit = start_test_fit(als.params)  # fits in Spark while the blend is searched here
     blend = tune_blend(v, item_item, als, given.recommender, window, s, say)
     tuning["blend"] = blend.record
-    return Choices(als.params, item_item.ease_lambda, blend.recommender, tuning), test_fit
+    recommender, tuning["reorders"] = tune_reorders(v, blend.recommender, s, say)
+    baselines, tuning["repeat_baselines"] = tune_repeat_baselines(val, events, products_pdf, window, s, say)
+    return Choices(als.params, item_item.ease_lambda, recommender, tuning, baselines), test_fit
+
+
+def _ndcg_of(lists: dict[str, list[int]] | list[list[int]], users: list[str], truth: dict[str, set[int]],
+             k: int = 10) -> np.ndarray:
+    ranked = lists if isinstance(lists, list) else [lists[u] for u in users]
+    return np.array([ndcg_at_k(r, truth[u], k) for r, u in zip(ranked, users, strict=True)])
+
+
+def tune_reorders(v: Validation, rec_cfg: dict[str, Any], s: EvalSettings, say: Callable[..., None],
+                  z: float = 1.0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Stage "tune reorders": the share of a known customer's list given to due reorders and the buy-again
+    probability that makes one due, best on validation's all-items NDCG@10 (the chat's list,
+    :func:`~assistant.recommender.with_reorders`, on the chosen blend's new products). Reorders are kept only
+    when they gain more than ``z`` standard errors over none; no buy-again table: none."""
+    from assistant.recommender import with_reorders
+
+    off = {**rec_cfg, "reorder_share": 0.0}
+    if v.split.buy_again is None:
+        return off, {"skipped": v.split.buy_again_info.get("skipped", "no buy-again table"), "chosen": off["reorder_share"]}
+    truth = v.split.truth_repeat
+    users = _sample(sorted(truth), s.max_tune_users, s.seed)
+    scorer = v.scorer
+    scorer.configure(rec_cfg)
+    rec = scorer.assistant.recommender
+    discovery = scorer.rankings("hybrid", users, 10)
+    due = [rec.due(scorer.assistant.user_request(u, 10)) for u in users]
+    scores: dict[tuple[float, float], np.ndarray] = {}
+    for share in REORDER_SHARES:
+        for p in REORDER_PROBABILITIES if share > 0 else REORDER_PROBABILITIES[:1]:
+            lists = [[r for r, _ in with_reorders(d, disc, 10, share, p)][:10] for d, disc in zip(due, discovery, strict=True)]
+            scores[(share, p)] = _ndcg_of(lists, users, truth)
+    none = scores[(0.0, REORDER_PROBABILITIES[0])]
+    (share, p), best = max(scores.items(), key=lambda kv: (kv[1].mean(), -kv[0][0], kv[0][1]))
+    gain = best - none
+    se = gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else 0.0
+    if not (gain.mean() > 0 and gain.mean() > z * se):
+        share, p, best = 0.0, REORDER_PROBABILITIES[0], none
+    record = {"users": len(users), "model": v.split.buy_again_info, "ndcg@10": round(float(best.mean()), 5),
+              "ndcg@10_none": round(float(none.mean()), 5), "share": share, "min_probability": p,
+              "grid": [{"share": a, "min_probability": b, "ndcg@10": round(float(x.mean()), 5)} for (a, b), x in scores.items()]}
+    say("evaluate: reorders on validation (all items, %d users): share %s, probability >= %s -> ndcg@10 %.4f "
+        "(none: %.4f)", len(users), share, p, best.mean(), none.mean())
+    return {**rec_cfg, "reorder_share": share, "reorder_min_probability": p}, record
+
+
+def tune_repeat_baselines(val: Split, events: pd.DataFrame, products_pdf: pd.DataFrame, window: float,
+                          s: EvalSettings, say: Callable[..., None]) -> tuple[dict[str, float], dict[str, Any]]:
+    """The recency-weighted frequency's half-life and TIFU-KNN's alpha, best on validation's all-items NDCG@10."""
+    truth = val.truth_repeat
+    users = _sample(sorted(truth), s.max_tune_users, s.seed)
+    row_of = dict(zip(products_pdf[PRODUCT_ID].astype(str), range(len(products_pdf)), strict=True))
+    o = orders(events, tuple(s.had_types), val.train_end, row_of)
+    w = max(window, 1.0)
+    lives = {hl: float(_ndcg_of(recency_frequency(o, val.train_end, hl, users, 10), users, truth).mean())
+             for hl in (round(w / 4, 1), round(w, 1), round(4 * w, 1), round(16 * w, 1))}
+    by_alpha = TifuKnn(o, len(products_pdf)).rankings(TIFU_ALPHAS, users, 10)
+    alphas = {a: float(_ndcg_of(lists, users, truth).mean()) for a, lists in by_alpha.items()}
+    chosen = {"half_life_days": max(lives, key=lives.get), "tifu_alpha": max(alphas, key=alphas.get)}
+    say("evaluate: repeat baselines on validation: half-life %s days, TIFU-KNN alpha %s", chosen["half_life_days"],
+        chosen["tifu_alpha"])
+    return chosen, {"half_life_days": {str(k): round(v, 5) for k, v in lives.items()},
+                    "tifu_alpha": {str(k): round(v, 5) for k, v in alphas.items()}, "chosen": chosen}
 
 
 def start_validation(val: Split, products_pdf: pd.DataFrame, embeddings: np.ndarray, index: Any,
@@ -710,12 +870,34 @@ def tune_blend(v: Validation, item_item: ItemItemChoice, als: ALSChoice, rec_cfg
     grid = blend_grid(window)
     # the users are shared out over the cores: each process keeps its users' candidates between settings
     with user_shards(hybrid_ndcg, v.users, s.processes) as objective:
-        rec_cfg, best, trace = coordinate_search(objective, rec_cfg, grid)
+        searched, best, trace = coordinate_search(objective, rec_cfg, grid)
+        # each component alone is a candidate too: the blend is never worse on validation than one of its parts
+        alone = {name: float(np.mean(objective(settings))) for name, settings in component_settings(rec_cfg).items()}
+    chosen, source = searched, "search"
+    for name, score in alone.items():
+        if score > best:
+            chosen, best, source = component_settings(rec_cfg)[name], score, name
     scored = len({setting_key(t) for t in trace})
-    record = {"chosen": rec_cfg, "ndcg@10": round(best, 5), "tried": len(trace), "scored": scored}
-    say("evaluate: blend on validation (%d settings tried, %d scored) -> %s, ndcg@10 %.4f", len(trace), scored,
-        rec_cfg, best)
-    return BlendChoice(rec_cfg, record)
+    record = {"chosen": chosen, "ndcg@10": round(best, 5), "tried": len(trace), "scored": scored,
+              "chosen_from": source, "components": {k: round(v, 5) for k, v in alone.items()}}
+    say("evaluate: blend on validation (%d settings tried, %d scored; alone: %s) -> %s (from %s), ndcg@10 %.4f",
+        len(trace), scored, {k: round(v, 4) for k, v in alone.items()}, chosen, source, best)
+    return BlendChoice(chosen, record)
+
+
+def component_settings(start: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The blend settings under which the hybrid ranks by one of its components alone (no MMR): item-item
+    (plain EASE, no recency), ALS, trending (the start's popularity half-life), all-time popularity, and
+    likeness to the shopper's recent products. The hybrid's candidates hold each component's best
+    products, so each scores about what the component does as a model."""
+    off = {"w_item": 0.0, "w_als": 0.0, "w_popularity": 0.0, "w_content_history": 0.0, "mmr_lambda": 1.0}
+    return {
+        "item_item": {**start, **off, "w_item": 1.0, "history_half_life_days": None},
+        "als": {**start, **off, "w_als": 1.0},
+        "trending": {**start, **off, "w_popularity": 1.0},
+        "popularity": {**start, **off, "w_popularity": 1.0, "popularity_half_life_days": None},
+        "content": {**start, **off, "w_content_history": 1.0},
+    }
 
 
 @dataclass
@@ -723,13 +905,13 @@ class ScoredModels:
     """The test split's metrics."""
 
     models: dict[str, Any]  # metrics by model: truth = the products new to the user
-    repeats: dict[str, Any]  # metrics by model, repeats counted
+    repeats: dict[str, Any]  # the all-items track's metrics by model: truth = every test product
     users: list[str]  # the users scored
     repeat_users: list[str]
 
 
 def score_test(test: Split, test_fit: Future, products_pdf: pd.DataFrame, embeddings: np.ndarray, index: Any,
-               chosen: Choices, s: EvalSettings, say: Callable[..., None]) -> ScoredModels:
+               chosen: Choices, s: EvalSettings, say: Callable[..., None], events: pd.DataFrame) -> ScoredModels:
     """Stage "score the test split": every model, fitted on the test split's train part with the choices."""
     n = len(products_pdf)
     item_f, user_f = test_fit.result()
@@ -745,13 +927,31 @@ def score_test(test: Split, test_fit: Future, products_pdf: pd.DataFrame, embedd
     def ranked(users: list[str], job: tuple[str, int, bool]) -> list[list[int]]:
         return scorer.rankings(job[0], users, job[1], job[2])
 
-    with user_shards(ranked, test_users, s.processes) as run, user_shards(ranked, repeat_users, s.processes) as run_repeat:
+    k = max(s.ks)
+    truth_all = {u: test.truth_repeat[u] for u in repeat_users}
+    with user_shards(ranked, test_users, s.processes) as run, user_shards(ranked, repeat_users, s.processes) as run_all:
         for model in MODELS:
             models[model] = scorer.score(model, test_users, ks=s.ks, run=run)
-            repeat[model] = scorer.score(model, repeat_users, repeat=True, ks=(10,), run=run_repeat)
-            say("evaluate: %-17s ndcg@10 %.4f  hr@10 %.3f  (repeats counted: ndcg@10 %.4f)", model,
-                models[model]["ndcg@10"], models[model]["hr@10"], repeat[model]["ndcg@10"])
+            say("evaluate: %-17s ndcg@10 %.4f  hr@10 %.3f", model, models[model]["ndcg@10"], models[model]["hr@10"])
+        lists = repeat_baselines(test, events, products_pdf, chosen.baselines, repeat_users, k, s)
+        lists["buy_again"] = run_all(("buy_again", k, True))
+        lists["discovery"] = run_all(("hybrid", k, False))
+        lists["hybrid"] = run_all(("chat", k, False))
+    for model in ALL_ITEMS_MODELS:
+        ranked_lists = lists[model] if isinstance(lists[model], list) else [lists[model][u] for u in repeat_users]
+        repeat[model] = summarize(dict(zip(repeat_users, ranked_lists, strict=True)), truth_all, n_catalog=n, ks=s.ks)
+        say("evaluate: all items: %-17s ndcg@10 %.4f  hr@10 %.3f", model, repeat[model]["ndcg@10"], repeat[model]["hr@10"])
     return ScoredModels(models, repeat, test_users, repeat_users)
+
+
+def repeat_baselines(split: Split, events: pd.DataFrame, products_pdf: pd.DataFrame, params: dict[str, float],
+                     users: list[str], k: int, s: EvalSettings) -> dict[str, dict[str, list[int]]]:
+    """The all-items track's baselines (:mod:`~index_builder.evaluation.repeats`) on the split's train orders."""
+    row_of = dict(zip(products_pdf[PRODUCT_ID].astype(str), range(len(products_pdf)), strict=True))
+    o = orders(events, tuple(s.had_types), split.train_end, row_of)
+    return {"top_frequency": top_frequency(o, users, k),
+            "recency_frequency": recency_frequency(o, split.train_end, params["half_life_days"], users, k),
+            "tifu_knn": TifuKnn(o, len(products_pdf)).rankings((params["tifu_alpha"],), users, k)[params["tifu_alpha"]]}
 
 
 def report_metrics(span: TimeSpan, test: Split, scored: ScoredModels, chosen: Choices,
@@ -769,8 +969,10 @@ def report_metrics(span: TimeSpan, test: Split, scored: ScoredModels, chosen: Ch
             "users_with_truth": len(test.truth), "users_evaluated_repeats": len(scored.repeat_users), "ks": list(s.ks),
         },
         "models": scored.models,
-        "repeats_counted": {"note": "truth = every test product, repeats included; nothing filtered",
-                            "models": scored.repeats},
+        "all_items": {"note": "truth = every product bought in the test window, repeats included; hybrid = the "
+                              "chat's list (due reorders, then new products), discovery = its new products alone",
+                      "users_evaluated": len(scored.repeat_users), "buy_again": test.buy_again_info,
+                      "baselines": chosen.baselines, "models": scored.repeats},
         "tuning": {**chosen.tuning, "chosen": {"als": als.as_dict(), "item_item_lambda": lam, "recommender": rec_cfg}},
     }
 
@@ -789,6 +991,11 @@ def format_table(metrics: dict[str, Any], k: int = 10) -> str:
         lines.append(f"{name:<18}" + "".join(f"{row.get(c, float('nan')):>14.4f}" for c in cols))
     p = metrics["protocol"]
     lines.append(f"cut-off {p['cutoff'][:10]}, {p['users_evaluated']} users evaluated, left out {p['users_left_out']}")
+    a = metrics.get("all_items")
+    if a and a.get("models"):
+        lines.append(f"all items (truth: everything bought next, repeats included; {a['users_evaluated']} users):")
+        for name, row in a["models"].items():
+            lines.append(f"{name:<18}" + "".join(f"{row.get(c, float('nan')):>14.4f}" for c in cols))
     r = metrics.get("ratings")
     if r:
         lines.append(f"RMSE of the stars on {r['test_ratings']:,} test ratings ({r['cold_left_out']:,} cold left out): "

@@ -174,6 +174,28 @@ def _metrics_html(table: pd.DataFrame, metrics: dict[str, Any] | None) -> str:
             f"<p class='muted'>{note} Best in each column in bold; <b>hybrid</b> is what the chat serves.</p>{stars}")
 
 
+ALL_ITEMS_TITLE = "Everything bought next (repeats included): the chat's list vs the repeat baselines (@10)"
+
+
+def _all_items_html(table: pd.DataFrame, metrics: dict[str, Any] | None) -> str:
+    """The all-items track: its table (the same layout as the new-items one) and what it rests on."""
+    if table.empty:
+        return ""
+    a = (metrics or {}).get("all_items", {})
+    hybrid = a.get("models", {}).get("hybrid", {})
+    model = a.get("buy_again") or {}
+    fitted = (f"the buy-again model was fitted on {model['pairs']:,} (customer, product) pairs with "
+              f"{model['positives']:,} repeat orders in the window before the test"
+              if "pairs" in model else f"no buy-again model ({html.escape(str(model.get('skipped', 'none')))})")
+    se = (f" The chat's list: NDCG@10 {hybrid['ndcg@10']:.4f} ± {hybrid['ndcg@10_se']:.4f} (one standard error)."
+          if "ndcg@10_se" in hybrid else "")
+    rows = _metrics_html(table, None).split("<p class='muted'>")[0].replace("metrics-table", "all-items-table")
+    return (f"{rows}<p class='muted'>{a.get('users_evaluated', '?')} users, truth = every product they bought in the "
+            f"test window, repeats included; {fitted}.{se} <b>hybrid</b> is the chat's list (due reorders, then new "
+            f"products); <b>discovery</b> its new products alone; top_frequency, recency_frequency and tifu_knn are the "
+            f"next-basket baselines.</p>")
+
+
 PAGE_CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1200px;margin:24px auto;padding:0 16px;color:#222}
 h1{margin-bottom:4px} h2{margin-top:36px;border-bottom:1px solid #ddd;padding-bottom:4px}
@@ -230,6 +252,9 @@ def write_report(folder: Path, inputs: ReportInputs) -> dict[str, Any]:
         figures["kmeans"] = fig_kmeans(inputs.sweep, inputs.k, inputs.elbow)
     if not table.empty:
         figures["metrics"] = fig_metrics(table)
+    all_items = metrics_table(inputs.metrics, track="all")
+    if not all_items.empty:
+        figures["all_items"] = fig_metrics(all_items, title=ALL_ITEMS_TITLE)
     if n_users:
         figures["top"] = fig_top_recommended(counts, titles, ids, n_users)
         figures["degree"] = fig_degree(counts, n_users)
@@ -243,7 +268,8 @@ def write_report(folder: Path, inputs: ReportInputs) -> dict[str, Any]:
     sections = [
         ("kmeans", "Clusters: how k was chosen", "" if inputs.sweep else "<p class='muted'>Too few products to cluster.</p>"),
         ("map", "The product map", sample_note),
-        ("metrics", "How good the recommendations are", _metrics_html(table, inputs.metrics)),
+        ("metrics", "How good the recommendations are: new products", _metrics_html(table, inputs.metrics)),
+        ("all_items", "Restocks and new products: everything bought next", _all_items_html(all_items, inputs.metrics)),
         ("top", "Most recommended products", graph_extra),
         ("degree", "Who gets recommended: the degree distribution", ""),
     ]

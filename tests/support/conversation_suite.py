@@ -81,6 +81,8 @@ def run_conversation(assistant: Assistant, convo: dict[str, Any], titles: dict[s
                 fail(f"{p.title!r} contains one of {t['title_not']}")
             if p.product_id not in b.row_of:
                 fail(f"{p.product_id} is not in the catalog")
+            if "all_kind" in t and p.kind != t["all_kind"]:
+                fail(f"{p.product_id} is a {p.kind!r} product, expected only {t['all_kind']!r} ones")
         for s in t.get("reply_has", []):
             if s.lower() not in low:
                 fail(f"reply lacks {s!r}: {text[:200]!r}")
@@ -98,7 +100,8 @@ def run_conversation(assistant: Assistant, convo: dict[str, Any], titles: dict[s
                 fail(f"shown before: {sorted(again)}")
         if "same_anchor" in t and lists:
             prev = lists[-1]
-            anchor = prev[min(t["same_anchor"], len(prev)) - 1]["product_id"]
+            at = t["same_anchor"]  # 1-based; -1: the last one shown
+            anchor = prev[-1 if at < 0 else min(at, len(prev)) - 1]["product_id"]
             tied = sum(any(r.get("to_id") == anchor for r in p.reasons) for p in turn.products)
             if tied < min(3, len(turn.products)):
                 fail(f"only {tied} products give the anchor {anchor} as a reason")

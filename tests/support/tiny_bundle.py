@@ -40,7 +40,14 @@ def fake_encode(texts):
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
-def write_tiny_bundle(root: Path) -> Path:
+# a buy-again table (what the build's buy_again stage writes): u_candle restocks the candle, the bag is not due
+BUY_AGAIN = pd.DataFrame({"user_id": ["u_candle", "u_candle", "u_mug"], "product_id": ["C1", "B1", "M1"],
+                          "probability": [0.8, 0.1, 0.05], "orders": [6, 1, 2], "interval_days": [30.0, float("nan"), 5.0],
+                          "last_days": [41.0, 20.0, 200.0]})
+
+
+def write_tiny_bundle(root: Path, buy_again: pd.DataFrame | None = None) -> Path:
+    """The bundle under ``root``; ``buy_again``: also a buy-again table (e.g. :data:`BUY_AGAIN`)."""
     import faiss
 
     n = len(CATALOG)
@@ -71,6 +78,8 @@ def write_tiny_bundle(root: Path) -> Path:
         pd.DataFrame(rows).to_parquet(folder / fmt.INTERACTIONS, index=False)
         fmt.save_array(folder, fmt.ITEM_FACTORS, item_f)
         fmt.save_array(folder, fmt.USER_FACTORS, user_f)
+        if buy_again is not None:
+            buy_again.to_parquet(folder / fmt.BUY_AGAIN, index=False)
         return {"dataset": "tiny", "params": {"embedder": "fake"}, "counts": {"products": n, "users": 2},
                 "embedding": {"model": "fake-themes", "dim": 4, "backend": "test"},
                 "kmeans": {"k": 4}, "als": {"params": {"rank": 4}}}
