@@ -50,7 +50,7 @@ def cards_html(products: list[dict[str, Any]], currency: str | None) -> str:
     for i, p in enumerate(products):
         reorder = p.get("kind") == "reorder"
         if grouped and (i == 0 or reorder != (products[i - 1].get("kind") == "reorder")):
-            cards.append(f'<div class="cw-group">{"Time to restock" if reorder else "New for you"}</div>')
+            cards.append(f'<div class="cw-group">{"Buy again" if reorder else "New for you"}</div>')
         due = _due_line(p["reasons"][0]) if reorder and p.get("reasons") else ""
         cards.append(
             f'<div class="cw-card{" cw-reorder" if reorder else ""}" data-testid="product-card" '

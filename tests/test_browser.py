@@ -77,9 +77,9 @@ def test_pick_customer_ask_and_see_cards(browser, app_url, uci_bundle):
     for card, pid in zip(cards.all(), ids, strict=True):
         assert titles[pid] in card.inner_text()
     if reorders:  # a reorder card says why it is due, under its group's heading
-        assert page.locator(".cw-group").first.inner_text() == "Time to restock"
+        assert page.locator(".cw-group").first.inner_text() == "Buy again"
         assert "ordered" in cards.first.locator(".cw-due").inner_text()
-        assert "Time to restock" in page.locator("#chatbot").inner_text()
+        assert "Buy again" in page.locator("#chatbot").inner_text()
     reply = page.locator("#chatbot").inner_text()
     assert titles[ids[0]] in reply
     assert "written by the template" in page.locator("#writer").inner_text().lower()

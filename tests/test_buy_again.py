@@ -102,3 +102,14 @@ def test_the_reorder_settings_are_tuned_and_published(share):
     assert {"reorder_share", "reorder_min_probability"} <= set(TUNED)
     cfg = RecommenderConfig.from_manifest({"recommender": {"reorder_share": share}})
     assert cfg.reorder_share == share and cfg.candidate_key() == RecommenderConfig().candidate_key()
+
+
+def test_without_a_buy_again_table_no_reorder_slot_is_chosen():
+    from types import SimpleNamespace
+
+    from index_builder.evaluation.evaluate import EvalSettings, tune_reorders
+
+    split = SimpleNamespace(buy_again=None, buy_again_info={"skipped": "fewer than 20 repeat orders"})
+    chosen, record = tune_reorders(SimpleNamespace(split=split), {"w_item": 1.0, "reorder_share": 0.4}, EvalSettings(),
+                                   say=lambda *a: None)
+    assert chosen == {"w_item": 1.0, "reorder_share": 0.0} and record["skipped"] == "fewer than 20 repeat orders"

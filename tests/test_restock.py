@@ -48,7 +48,7 @@ def test_a_known_customer_gets_the_due_reorder_first_with_its_reason_then_new_pr
                                            "probability": 0.8}
     reply = "".join(turn.chunks)
     assert "you ordered it 6 times, about every 30 days; the last was 41 days ago" in reply
-    assert "Time to restock" in reply and "New for you" in reply
+    assert "Buy again" in reply and "New for you" in reply
     api = assistant.recommend_api("u_candle", [], "what should I buy next?")
     assert [p["kind"] for p in api["products"]][:2] == ["reorder", "new"]
 
@@ -110,6 +110,6 @@ def test_cards_group_reorders_and_new_products(assistant):
     turn = assistant.turn("what should I buy next?", SessionState(user_id="u_candle"))
     shown = turn.context.products
     page = cards_html(shown, None)
-    assert page.index("Time to restock") < page.index('data-kind="reorder"') < page.index("New for you")
+    assert page.index("Buy again") < page.index('data-kind="reorder"') < page.index("New for you")
     assert "ordered 6x, about every 30 days; last 41 days ago" in page
     assert page.count('data-testid="product-card"') == len(shown)
