@@ -133,11 +133,13 @@ class Assistant:
             state.query, state.anchor = " ".join(intent.query.split()[:MAX_QUERY_WORDS]), None
         elif intent.kind == "recommend" and not refines:  # a plain "what next?": back to the shopper's history
             state.query = state.anchor = None
-            state.reorders = "mixed"
-        if intent.reorders:
+        if intent.reorders:  # "only new things" holds until the shopper asks otherwise or starts over
             state.reorders = intent.reorders
             if intent.reorders == "only":
                 self._check_restock(state, notes)
+        elif state.reorders == "only" and (intent.kind in ("need", "more_like", "different")
+                                           or (intent.kind == "recommend" and not refines)):
+            state.reorders = "mixed"  # "my usual" answered; a new question is asked the usual way
         basis = "popular"
         kind = intent.kind
         if intent.kind == "need" and state.query and not state.viewed:

@@ -63,9 +63,12 @@ _NEW_ONLY = re.compile(r"\b(?:(?:only|just|something|anything|some|show me) new(
                        r"never|did not|didn'?t) (?:bought|buy|ordered|order|had|tried)(?: before| yet)?|never (?:bought|ordered) before|"
                        r"not (?:bought|ordered) before|nothing i(?: have|'ve)? (?:bought|ordered|had)(?: before)?)\b")
 
+_NEGATED = re.compile(r"(?:\bnot|\bno|n't|\bdont|\bdoesnt|\bdidnt|\bnever|\bwithout|\bnothing from|\bstop)\W+(?:\w+\W+){0,2}$")
+
 _STOP = {"a", "an", "the", "some", "any", "more", "of", "for", "me", "please", "something", "things", "stuff",
          "items", "products", "product", "item", "ones", "one", "thing", "show", "just", "only", "anything",
-         "with", "i", "want", "like", "really", "so", "that", "this", "these", "those", "it"}
+         "with", "i", "want", "like", "really", "so", "that", "this", "these", "those", "it", "to", "do", "what",
+         "my", "on", "have", "again", "before", "now"}
 _KW_END = r"(?=$|[,.!?;:]|\s+(?:but|please|under|below|over|above|less|more|cheaper|at|for|with|between)\b)"
 _EXCLUDE = re.compile(r"\b(?:(?:anything|everything|all)\s+(?:but|except(?: for)?|other than|apart from|besides|bar)|"
                       r"other than|apart from|not interested in|don'?t (?:want|like|show(?: me)?)|nothing with|no more|"
@@ -163,13 +166,18 @@ def parse_message(message: str) -> Intent:
     if m := _MIN.search(rest):
         intent.min_price = _value(m, "a")
         rest = rest.replace(m.group(0), " ")
-    # "my usual" / "only new things": a steer, not a keyword ("new things") or an exclusion ("not bought before")
-    if m := _NEW_ONLY.search(rest):
+    # "my usual" / "only new things": a steer, not a keyword ("new things") or an exclusion ("not bought before");
+    # "not my usual" steers away. What else the message says ("restock candles", "new mugs") is read as usual.
+    if found := list(_NEW_ONLY.finditer(rest)):
         intent.reorders = "off"
-        rest = rest.replace(m.group(0), " ")
-    elif m := _RESTOCK.search(rest):
+    elif found := list(_RESTOCK.finditer(rest)):
         intent.reorders = "only"
-        rest = rest.replace(m.group(0), " ")
+        if negation := _NEGATED.search(rest[: found[0].start()]):  # "not my usual", "I don't want my usual"
+            intent.reorders = "off"
+            rest = rest[: negation.start()] + " " + rest[negation.end():]
+            found = list(_RESTOCK.finditer(rest))
+    for m in reversed(found):
+        rest = rest[: m.start()] + " " + rest[m.end():]
     masked = rest
 
     def unmask(text: str) -> str:
@@ -206,8 +214,6 @@ def parse_message(message: str) -> Intent:
         intent.kind = "more_like"
     elif _DIFFERENT.search(rest):
         intent.kind = "different"
-    elif intent.reorders:  # "what do I need to restock?", "only new things please": a steer, no search
-        pass
     elif (m := _ASK_FOR.search(rest)) and _keywords(_clean_need(m.group(1))):  # "recommend me a book"
         intent.kind, intent.query = "need", _clean_need(m.group(1))
     elif (m := _NEED.search(rest)) and not _RECOMMEND.search(rest):
@@ -217,7 +223,7 @@ def parse_message(message: str) -> Intent:
     elif _HELP.search(rest) and not _RECOMMEND.search(rest):
         intent.kind = "help"
     elif not (_RECOMMEND.search(rest) or intent.include or intent.exclude or intent.cheaper or intent.pricier
-              or intent.ref is not None or intent.reorders):
+              or intent.ref is not None):
         words = _keywords(re.sub(r"[^a-z' \ue000-\ue0ff-]", " ", masked))  # an age keeps its digits
         if words:  # a bare need such as "candles", "tea lover gift", "napkins under £1" or "toys for ages 3-5"
             intent.kind, intent.query = "need", unmask(" ".join(words))

@@ -162,8 +162,8 @@ def _largest(values: np.ndarray, rows: np.ndarray | None, k: int) -> np.ndarray:
 
 
 def reorder_slots(n: int, share: float) -> int:
-    """How many of a list of ``n`` may be reorders."""
-    return max(0, min(n, int(round(share * n))))
+    """How many of a list of ``n`` may be reorders (halves round up: 0.1 of 5 is 1, as 0.1 of 10 is 1)."""
+    return max(0, min(n, int(np.floor(share * n + 0.5 + 1e-9))))
 
 
 def with_reorders(due: tuple[np.ndarray, np.ndarray], discovery: Sequence[int], n: int, share: float,
@@ -513,6 +513,8 @@ class Recommender:
         if not len(rows):
             return empty
         keep = self.allowed(rows, dataclasses.replace(req, include_had=True, seeds=[], seed_kind="bought"))
+        if req.query and keep.any():  # "restock candles": their past products that match, by title or meaning
+            keep[keep] = self._keyword_mask(rows[keep], [req.query])
         return rows[keep], probability[keep]
 
     def reorder(self, user_id: str, row: int, probability: float) -> Recommendation:

@@ -548,11 +548,12 @@ def buy_again_model(r: Run) -> dict[str, Any]:
     if span is None:
         return {"buy_again_info": {"skipped": "the events carry no usable timestamps"}}
     had = tuple(r.cfg.had_types)
-    model = buy_again.fit(r.events_pdf, had, span.test_cut, span.hi, seed=r.cfg.seed)
+    end = span.hi + dt.timedelta(microseconds=1)  # the windows end after the newest event, which counts too
+    model = buy_again.fit(r.events_pdf, had, span.test_cut, end, seed=r.cfg.seed)
     if model is None:
         return {"buy_again_info": {"skipped": f"fewer than {buy_again.MIN_POSITIVES} repeat orders in the last window "
                                               f"({span.test_cut:%Y-%m-%d} .. {span.hi:%Y-%m-%d}): nothing to restock"}}
-    table = buy_again.predict_table(model, r.events_pdf, had, span.hi)
+    table = buy_again.predict_table(model, r.events_pdf, had, end)
     info = {**model.fitted_on, "window_days": round(span.window, 1), "predicted_at": span.hi.isoformat(),
             "pairs_predicted": len(table), "mean_probability": round(float(table[buy_again.PROBABILITY].mean()), 4)}
     r.st.say("buy-again: %d pairs, fitted on %d (%d repeat orders in the last %.0f days)", len(table), model.fitted_on["pairs"],

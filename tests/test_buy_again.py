@@ -75,6 +75,8 @@ def test_the_reader_groups_the_table_by_customer_most_likely_first():
     assert rows.tolist() == [1, 0] and p.tolist() == [0.7, 0.2] and r.of("nobody")[0].tolist() == []
     assert r.figures("a", 1) == {"orders": 3, "every_days": 20, "last_days": 7, "probability": 0.7}
     assert r.figures("a", 0)["every_days"] is None and r.figures("b", 1) is None
+    stale = Reorders.from_table(table[table.product_id == "GONE"], {"X": 0})  # an edited bundle: nothing left
+    assert stale.of("a")[0].tolist() == [] and stale.slices == {}
 
 
 def test_the_frequency_baselines_rank_by_orders_then_recency():
@@ -84,6 +86,18 @@ def test_the_frequency_baselines_rank_by_orders_then_recency():
     # a short half-life: the one recent order of C outweighs two old ones
     assert recency_frequency(o, T0 + pd.Timedelta(days=10), 1.0, ["u"], 1) == {"u": [2]}
     assert recency_frequency(o, T0 + pd.Timedelta(days=10), 1000.0, ["u"], 1) == {"u": [1]}
+
+
+def test_no_have_event_before_the_cut_gives_empty_baselines():
+    o = orders(ev([("u", "A", 20)]), ("purchase",), T0 + pd.Timedelta(days=10), {"A": 0})
+    assert len(o) == 0 and recency_frequency(o, T0, 5.0, ["u"], 3) == {"u": []} and top_frequency(o, ["u"], 3) == {"u": []}
+
+
+def test_the_newest_event_counts_when_the_window_ends_just_after_it():
+    events = ev([("u", "A", 0), ("u", "A", 10)])
+    end = T0 + pd.Timedelta(days=10) + pd.Timedelta(microseconds=1)
+    h = ba.pair_figures(ba.order_history(ba.order_lines(events, ("purchase",), end), end, dt.timedelta(days=5)), end)
+    assert h["orders"].tolist() == [2] and h["last_days"].iloc[0] < 1e-6
 
 
 def test_tifu_knn_blends_the_users_own_orders_with_their_neighbours():

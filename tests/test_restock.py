@@ -32,6 +32,7 @@ def kinds(products):
 def test_with_reorders_gives_the_due_ones_their_slots_and_keeps_every_new_one():
     due = (np.array([7, 3, 9]), np.array([0.9, 0.5, 0.2]))
     assert reorder_slots(5, 0.4) == 2 and reorder_slots(5, 0.0) == 0 and reorder_slots(5, 1.0) == 5
+    assert reorder_slots(5, 0.1) == 1 and reorder_slots(10, 0.1) == 1 and reorder_slots(5, 0.5) == 3  # halves round up
     assert with_reorders(due, [1, 2, 4, 5, 6, 8], 5, 0.4, 0.3) == [
         (7, "reorder"), (3, "reorder"), (1, "new"), (2, "new"), (4, "new"), (5, "new"), (6, "new")]
     assert with_reorders(due, [1, 2], 5, 1.0, 0.6) == [(7, "reorder"), (1, "new"), (2, "new")]  # 0.5 < 0.6: not due
@@ -68,8 +69,10 @@ def test_only_new_things_has_no_reorder_and_stays_until_a_plain_question(assista
     assert {"C1", "B1"}.isdisjoint(p.product_id for p in turn.products)
     cheaper = assistant.turn("something cheaper", state)  # a refinement keeps the steer
     assert all(p.kind == "new" for p in cheaper.products)
-    again = assistant.turn("what should I buy next?", state)  # a plain question: the usual mix again
-    assert again.products[0].kind == "reorder"
+    again = assistant.turn("what should I buy next?", state)  # so does a plain question: they said only new ones
+    assert again.products and all(p.kind == "new" for p in again.products)
+    fresh = assistant.turn("start over", state) and assistant.turn("what should I buy next?", state)
+    assert fresh.products[0].kind == "reorder"  # starting over brings the usual mix back
 
 
 def test_reorders_obey_the_filters(assistant):
@@ -113,3 +116,33 @@ def test_cards_group_reorders_and_new_products(assistant):
     assert page.index("Buy again") < page.index('data-kind="reorder"') < page.index("New for you")
     assert "ordered 6x, about every 30 days; last 41 days ago" in page
     assert page.count('data-testid="product-card"') == len(shown)
+
+
+@pytest.mark.parametrize(("message", "steer", "query"), [
+    ("just my usual", "only", None), ("what do I need to restock?", "only", None), ("restock candles", "only", "candles"),
+    ("I have run out of tea", "only", "tea"), ("not my usual", "off", None), ("I don't want my usual", "off", None),
+    ("I dont want to restock", "off", None), ("only new things", "off", None), ("show me new mugs", "off", "mugs"),
+    ("candles I haven't tried", "off", "candles"), ("new year cards", None, "new year cards"), ("renew", None, "renew"),
+])
+def test_the_steering_messages_parse_with_what_else_they_say(message, steer, query):
+    from assistant.parsing import parse_message
+
+    intent = parse_message(message)
+    assert (intent.reorders, intent.query) == (steer, query) and not intent.include and not intent.exclude
+
+
+def test_restock_a_kind_of_product_lists_only_those_past_products(assistant):
+    turn = assistant.turn("restock candles", SessionState(user_id="u_candle"))
+    assert kinds(turn.products) == [("C1", "reorder")]
+
+
+def test_after_my_usual_a_new_question_is_asked_the_usual_way(assistant):
+    state = SessionState(user_id="u_candle")
+    assert kinds(assistant.turn("just my usual", state).products) == [("C1", "reorder"), ("B1", "reorder")]
+    mugs = assistant.turn("show me mugs", state)
+    assert mugs.products and all(p.kind == "new" for p in mugs.products) and mugs.products[0].product_id.startswith("M")
+    state = SessionState(user_id="u_candle")
+    assistant.turn("just my usual", state)
+    like = assistant.turn("more like #1", state)  # more like the candle: new products, not an empty list
+    assert like.products and all(p.kind == "new" for p in like.products)
+    assert kinds(assistant.turn("not my usual", SessionState(user_id="u_candle")).products)[0][1] == "new"

@@ -45,7 +45,7 @@ class Reorders:
                           kind="stable", ignore_index=True)
         users = t["user_id"].astype(str).to_numpy()
         starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.zeros(0, dtype=np.int64)
-        ends = np.r_[starts[1:], len(users)]
+        ends = np.r_[starts[1:], len(users)] if len(users) else starts
         return cls(rows=t["_row"].to_numpy(dtype=np.int64), probability=t["probability"].to_numpy(dtype=np.float64),
                    orders=t["orders"].to_numpy(dtype=np.int64), interval_days=t["interval_days"].to_numpy(dtype=np.float64),
                    last_days=t["last_days"].to_numpy(dtype=np.float64),

@@ -64,6 +64,8 @@ MODELS = ("popularity", "random_in_cluster", "content", "als", "item_item", "tre
 ALL_ITEMS_MODELS = ("top_frequency", "recency_frequency", "tifu_knn", "buy_again", "discovery", "hybrid")
 REPEAT_BASELINES = ("top_frequency", "recency_frequency", "tifu_knn")
 TIFU_ALPHAS = (0.5, 0.7, 0.9, 1.0)
+CHAT_N = 10  # the all-items track scores the chat's list as if it showed 10 new products (its share of reorders
+# is a share of that: the chat's 5 get half as many), so that it is tuned and scored at the same size
 REORDER_SHARES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 REORDER_PROBABILITIES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6)
 DEFAULT_TEST_SHARE = 0.10  # of the events (not of the time span: a long-tailed history would leave a handful of users)
@@ -375,12 +377,13 @@ class Scorer:
             return [r for r, _ in pick_scored(rec, self._scored_candidates(uid, k, repeat))]
         if model == "buy_again":  # the user's past products by the buy-again model alone
             return b.reorders.of(uid)[0][:k].tolist() if b.reorders is not None else []
-        if model == "chat":  # the chat's list: due reorders, then new products (Assistant.user_list)
+        if model == "chat":  # the chat's list for a list of CHAT_N (Assistant.user_list): reorders, then new products
             from assistant.recommender import with_reorders
 
-            discovery = self.rank("hybrid", uid, k)
-            due = rec.due(self.assistant.user_request(uid, k))
-            return [r for r, _ in with_reorders(due, discovery, k, rec.cfg.reorder_share, rec.cfg.reorder_min_probability)][:k]
+            discovery = self.rank("hybrid", uid, max(k, CHAT_N))
+            due = rec.due(self.assistant.user_request(uid, CHAT_N))
+            return [r for r, _ in with_reorders(due, discovery, CHAT_N, rec.cfg.reorder_share,
+                                                rec.cfg.reorder_min_probability)][:k]
         if model == "popularity":
             return self._top(b.popularity, uid, k, repeat)
         if model == "trending":
@@ -728,12 +731,13 @@ def tune_reorders(v: Validation, rec_cfg: dict[str, Any], s: EvalSettings, say: 
     scorer = v.scorer
     scorer.configure(rec_cfg)
     rec = scorer.assistant.recommender
-    discovery = scorer.rankings("hybrid", users, 10)
-    due = [rec.due(scorer.assistant.user_request(u, 10)) for u in users]
+    discovery = scorer.rankings("hybrid", users, CHAT_N)
+    due = [rec.due(scorer.assistant.user_request(u, CHAT_N)) for u in users]
     scores: dict[tuple[float, float], np.ndarray] = {}
     for share in REORDER_SHARES:
         for p in REORDER_PROBABILITIES if share > 0 else REORDER_PROBABILITIES[:1]:
-            lists = [[r for r, _ in with_reorders(d, disc, 10, share, p)][:10] for d, disc in zip(due, discovery, strict=True)]
+            lists = [[r for r, _ in with_reorders(d, disc, CHAT_N, share, p)][:10]
+                     for d, disc in zip(due, discovery, strict=True)]
             scores[(share, p)] = _ndcg_of(lists, users, truth)
     none = scores[(0.0, REORDER_PROBABILITIES[0])]
     (share, p), best = max(scores.items(), key=lambda kv: (kv[1].mean(), -kv[0][0], kv[0][1]))

@@ -27,7 +27,7 @@ def orders(events: pd.DataFrame, had_types: tuple[str, ...], end: dt.datetime, r
     keep = (events[EVENT_TYPE].isin(list(had_types)) & (ts < pd.Timestamp(end))).to_numpy()
     rows = events.loc[keep, PRODUCT_ID].astype(str).map(row_of)
     out = pd.DataFrame({USER_ID: events.loc[keep, USER_ID].astype(str).to_numpy(), "row": rows.to_numpy(),
-                        TS: ts[keep].to_numpy()}).dropna().drop_duplicates()
+                        TS: pd.Series(ts[keep].to_numpy(), dtype="datetime64[ns, UTC]")}).dropna().drop_duplicates()
     return out.astype({"row": np.int64}).sort_values([USER_ID, TS], kind="stable", ignore_index=True)
 
 
