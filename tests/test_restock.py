@@ -146,3 +146,8 @@ def test_after_my_usual_a_new_question_is_asked_the_usual_way(assistant):
     like = assistant.turn("more like #1", state)  # more like the candle: new products, not an empty list
     assert like.products and all(p.kind == "new" for p in like.products)
     assert kinds(assistant.turn("not my usual", SessionState(user_id="u_candle")).products)[0][1] == "new"
+
+
+def test_the_list_the_evaluation_scores_is_the_one_the_chat_shows(assistant):
+    turn = assistant.turn("what should I buy next?", SessionState(user_id="u_candle"))
+    assert assistant.user_list("u_candle", 5) == [(p.row, p.kind) for p in turn.products]
