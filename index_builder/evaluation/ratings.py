@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 MIN_RATINGS = 100  # fewer rating events than this: no RMSE (a purchase log has none)
 DAMPING_GRID = (0.0, 5.0, 10.0, 25.0)  # ratings' worth of pull towards the mean of the offsets, tried on validation
 RANK = 10  # latent factors of the explicit model (the tutorials' choice; the implicit model tunes its own)
-REG_GRID = (0.05, 0.1, 0.2, 0.5, 1.0)  # regParam values tried on validation
+REG_GRID = (0.05, 0.1, 0.2, 0.5)  # regParam values tried on validation
 MAX_ITER = 10
 
 
