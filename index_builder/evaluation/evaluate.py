@@ -62,7 +62,6 @@ MODELS = ("popularity", "random_in_cluster", "content", "als", "item_item", "tre
 # the all-items track (truth: everything bought in the test window): the field's repeat baselines, the buy-again
 # model alone, the discovery list alone, and the chat's list (due reorders, then new products)
 ALL_ITEMS_MODELS = ("top_frequency", "recency_frequency", "tifu_knn", "buy_again", "discovery", "hybrid")
-REPEAT_BASELINES = ("top_frequency", "recency_frequency", "tifu_knn")
 TIFU_ALPHAS = (0.5, 0.7, 0.9, 1.0)
 CHAT_N = 10  # the all-items track scores the chat's list as if it showed 10 new products (its share of reorders
 # is a share of that: the chat's 5 get half as many), so that it is tuned and scored at the same size
@@ -709,6 +708,11 @@ def tune_on_validation(val: Split, products_pdf: pd.DataFrame, embeddings: np.nd
     return Choices(als.params, item_item.ease_lambda, recommender, tuning, baselines), test_fit
 
 
+def _row_of(products_pdf: pd.DataFrame) -> dict[str, int]:
+    """product_id -> bundle row."""
+    return dict(zip(products_pdf[PRODUCT_ID].astype(str), range(len(products_pdf)), strict=True))
+
+
 def _ndcg_of(lists: dict[str, list[int]] | list[list[int]], users: list[str], truth: dict[str, set[int]],
              k: int = 10) -> np.ndarray:
     ranked = lists if isinstance(lists, list) else [lists[u] for u in users]
@@ -758,8 +762,7 @@ def tune_repeat_baselines(val: Split, events: pd.DataFrame, products_pdf: pd.Dat
     """The recency-weighted frequency's half-life and TIFU-KNN's alpha, best on validation's all-items NDCG@10."""
     truth = val.truth_repeat
     users = _sample(sorted(truth), s.max_tune_users, s.seed)
-    row_of = dict(zip(products_pdf[PRODUCT_ID].astype(str), range(len(products_pdf)), strict=True))
-    o = orders(events, tuple(s.had_types), val.train_end, row_of)
+    o = orders(events, tuple(s.had_types), val.train_end, _row_of(products_pdf))
     w = max(window, 1.0)
     lives = {hl: float(_ndcg_of(recency_frequency(o, val.train_end, hl, users, 10), users, truth).mean())
              for hl in (round(w / 4, 1), round(w, 1), round(4 * w, 1), round(16 * w, 1))}
@@ -951,8 +954,7 @@ def score_test(test: Split, test_fit: Future, products_pdf: pd.DataFrame, embedd
 def repeat_baselines(split: Split, events: pd.DataFrame, products_pdf: pd.DataFrame, params: dict[str, float],
                      users: list[str], k: int, s: EvalSettings) -> dict[str, dict[str, list[int]]]:
     """The all-items track's baselines (:mod:`~index_builder.evaluation.repeats`) on the split's train orders."""
-    row_of = dict(zip(products_pdf[PRODUCT_ID].astype(str), range(len(products_pdf)), strict=True))
-    o = orders(events, tuple(s.had_types), split.train_end, row_of)
+    o = orders(events, tuple(s.had_types), split.train_end, _row_of(products_pdf))
     return {"top_frequency": top_frequency(o, users, k),
             "recency_frequency": recency_frequency(o, split.train_end, params["half_life_days"], users, k),
             "tifu_knn": TifuKnn(o, len(products_pdf)).rankings((params["tifu_alpha"],), users, k)[params["tifu_alpha"]]}
