@@ -52,7 +52,13 @@ def test_explicit_als_beats_the_baselines_on_low_rank_ratings(spark):
     assert out["test_ratings"] > 100 and out["cold_left_out"] >= 0
     assert m["bias_plus_als"] < m["bias"] < m["global_mean"] and m["explicit_als"] < m["global_mean"], m
     assert out["explicit_als"]["reg_param"] in (0.05, 0.1, 0.2, 0.5) and out["bias"]["damping"] in (0.0, 5.0, 10.0, 25.0)
-    assert set(out["bias_plus_als"]["validation_rmse"]) == {"0.05", "0.1", "0.2", "0.5"}
+    # the rank search: every rank at regParam 0.1, then every regParam at the best rank (7 fits a model)
+    for model in ("explicit_als", "bias_plus_als"):
+        tried = {(t["rank"], t["reg_param"]) for t in out[model]["validation_rmse"]}
+        best = out[model]["rank"]
+        assert tried == {(2, 0.1), (5, 0.1), (10, 0.1), (20, 0.1), (best, 0.05), (best, 0.2), (best, 0.5)}, tried
+        chosen = min(out[model]["validation_rmse"], key=lambda t: t["rmse"])
+        assert (chosen["rank"], chosen["reg_param"]) == (best, out[model]["reg_param"])
 
 
 def test_the_report_page_shows_the_rmse_table_and_the_standard_error():
