@@ -43,7 +43,8 @@ from index_builder.core.constants import (
     WEIGHT,
 )
 from index_builder.core.embedders.base import BACKENDS, DEVICES, encode_chunks, resolve_backend, resolve_device
-from index_builder.core.embedders.factory import DRIVER_MAX, Preload, local_cores, make_embedder
+from index_builder.core.embedders.cache import CachedEmbedder
+from index_builder.core.embedders.factory import DRIVER_MAX, Preload, local_cores, make_embedder, with_cache
 from index_builder.core.embedders.torch_backend import SentenceTransformerEmbedder
 from index_builder.core.errors import InputError
 from index_builder.core.flags import flag
@@ -150,6 +151,10 @@ class BuildConfig:
     embed_backend: str = flag("auto", "local model runtime: torch, or onnx (exported once to int8 and cached, about "
                               "2x faster on a CPU); auto = onnx on the CPU from 50,000 products, else torch",
                               choices=BACKENDS)
+    embed_cache: bool = flag(True, "embed every text again instead of reading the vectors of texts embedded before "
+                             "(by the same model, backend and libraries) from the embedding cache "
+                             "($CARTWISE_EMBED_CACHE, default ~/.cache/cartwise/embeddings.sqlite)",
+                             negate="--no-embed-cache")
     device: str = flag("auto", "where torch embeds: cuda (float16, large batches) or cpu; auto = cuda when torch "
                        "sees a GPU", choices=DEVICES)
     faiss: str = flag("auto", "auto: exact flat index below 50,000 products, else ivfpq: cells = the KMeans "
@@ -267,6 +272,7 @@ class Run:
     # embed
     embedder: Any = None
     in_driver: bool = False
+    embed_cache: dict[str, Any] | None = None  # the embedding cache's path and hits (None: not used)
     embeddings: np.ndarray | None = None
     # kmeans, faiss
     k_range: tuple[int, int] = (1, 1)
@@ -414,6 +420,8 @@ def choose_embedder(r: Run) -> dict[str, Any]:
                  and r.n_products <= DRIVER_MAX)
     if in_driver:
         embedder = r.preload.get()
+    if r.cfg.embed_cache:  # a local model reads the texts it embedded before from the cache (OpenAI has its own)
+        embedder = with_cache(embedder)
     # the preload is not needed any more (or never was: a big catalog embeds in the executors)
     return {"embedder": embedder, "in_driver": in_driver, "preload": None}
 
@@ -427,16 +435,24 @@ def embed(r: Run) -> dict[str, Any]:
         done = [0]
         with reported(r.st, "embed", n_products, "texts", lambda: done[0]):
             vectors = encode_chunks(embedder, texts[TEXT].fillna("").astype(str).tolist(), EMBED_TASK_ROWS, done)
+        hits = getattr(embedder, "hits", 0)
     else:
         # Tasks of at most EMBED_TASK_ROWS texts: the accumulator reaches the driver as each task ends.
         texts = product_text(r.products).select(PRODUCT_IDX, TEXT).repartition(
             max(r.spark.sparkContext.defaultParallelism, -(-n_products // EMBED_TASK_ROWS)))
-        counter = r.spark.sparkContext.accumulator(0)
-        embedded = embed_column(texts, embedder, TEXT, EMBEDDING, counter=counter)
+        counter, cached = r.spark.sparkContext.accumulator(0), r.spark.sparkContext.accumulator(0)
+        embedded = embed_column(texts, embedder, TEXT, EMBEDDING, counter=counter, cached=cached)
         with reported(r.st, "embed", n_products, "texts", lambda: counter.value):
             emb_pdf = embedded.select(PRODUCT_IDX, EMBEDDING).toPandas().sort_values(PRODUCT_IDX)
         vectors = np.stack(emb_pdf[EMBEDDING].to_numpy())
-    return {"embeddings": bundle.check_finite(bundle.EMBEDDINGS, np.asarray(vectors, dtype=np.float32))}
+        hits = cached.value
+    cache = ({"path": embedder.path, "from_cache": int(hits), "encoded": n_products - int(hits)}
+             if isinstance(embedder, CachedEmbedder) else None)
+    if cache is not None:
+        r.st.say("embed: %d of %d texts from the embedding cache (%s), %d encoded", cache["from_cache"], n_products,
+                 cache["path"], cache["encoded"])
+    return {"embeddings": bundle.check_finite(bundle.EMBEDDINGS, np.asarray(vectors, dtype=np.float32)),
+            "embed_cache": cache}
 
 
 def embed_line(r: Run) -> str:
@@ -655,7 +671,8 @@ def manifest_body(r: Run) -> dict[str, Any]:
         "assumed": r.source.defaults,
         "versions": _versions(),
         "counts": counts,
-        "embedding": {**r.embedder.identity(), "where": "driver" if r.in_driver else "executors"},
+        "embedding": {**r.embedder.identity(), "where": "driver" if r.in_driver else "executors",
+                      "cache": r.embed_cache or "off"},
         "kmeans": {"k": r.k, "elbow_k": r.elbow, "rule": K_RULE, "seed": cfg.seed, "restarts": cfg.kmeans_restarts,
                    "widened": r.widened, **r.kmeans_info, "sweep": r.sweep},
         "als": r.als_info,

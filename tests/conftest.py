@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ from tests.support.procs import shared_data_dir, start_app, stop
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# builds embed through the embedding cache: one of this run's own, never vectors an earlier run (older code) wrote
+os.environ.setdefault("CARTWISE_EMBED_CACHE", os.path.join(tempfile.mkdtemp(prefix="cartwise-embed-"), "e.sqlite"))
 
 
 # Test tiers. A test is marked by what it needs; most marks follow from the fixtures it uses (a test that

@@ -12,8 +12,9 @@ import urllib.request
 import numpy as np
 import pytest
 
+from index_builder.core.embedders.cache import EmbeddingCache
 from index_builder.core.embedders.factory import make_embedder
-from index_builder.core.embedders.openai_backend import MAX_INPUTS, EmbeddingCache, OpenAIEmbedder, batches
+from index_builder.core.embedders.openai_backend import MAX_INPUTS, OpenAIEmbedder, batches
 from index_builder.stages.embedding import embed_column
 from tests.support.fault_server import FaultServer
 from tests.support.procs import free_port, stop

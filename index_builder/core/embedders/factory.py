@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 from index_builder.core.embedders.base import DEFAULT_MODEL, ONNX_FROM, Embedder, resolve_device
+from index_builder.core.embedders.cache import CachedEmbedder, default_cache, fingerprint
 from index_builder.core.embedders.torch_backend import SentenceTransformerEmbedder
 
 _WORKER_CACHE: dict[tuple, Embedder] = {}
@@ -14,10 +16,12 @@ _WORKER_CACHE: dict[tuple, Embedder] = {}
 
 def embedder_from_spec(spec: dict[str, Any]) -> Embedder:
     """Rebuild an embedder from its spec, cached per process (one model load per Python worker)."""
-    key = tuple(sorted(spec.items()))
+    key = json.dumps(spec, sort_keys=True, default=str)
     if key not in _WORKER_CACHE:
         args = {k: v for k, v in spec.items() if k != "kind"}
-        if spec["kind"] == "openai":
+        if spec["kind"] == "cached":
+            _WORKER_CACHE[key] = CachedEmbedder(embedder_from_spec(spec["inner"]), spec["path"], spec["tag"])
+        elif spec["kind"] == "openai":
             from index_builder.core.embedders.openai_backend import OpenAIEmbedder
 
             _WORKER_CACHE[key] = OpenAIEmbedder(**args)
@@ -30,6 +34,26 @@ def embedder_from_spec(spec: dict[str, Any]) -> Embedder:
         else:
             raise ValueError(f"unknown embedder kind {spec['kind']!r}")
     return _WORKER_CACHE[key]
+
+
+# what a local backend's vectors depend on besides the model's files and its identity
+RUNTIME_LIBRARIES = {"sentence-transformers": ("torch", "transformers", "sentence-transformers"),
+                     "onnx-int8": ("onnxruntime", "tokenizers")}
+
+
+def with_cache(embedder: Embedder, path: str | None = None) -> Embedder:
+    """``embedder`` behind the embedding cache (:mod:`.cache`; ``path`` default: :func:`.cache.default_cache`),
+    keyed by its model files, identity and runtime libraries. The OpenAI embedder caches by itself and is
+    returned as it is."""
+    if embedder.backend not in RUNTIME_LIBRARIES:
+        return embedder
+    if isinstance(embedder, CachedEmbedder):
+        return embedder
+    from index_builder.core.embedders.torch_backend import minilm_path
+
+    folder = getattr(embedder, "folder", None) or getattr(embedder, "model_path", None) or minilm_path()
+    tag = fingerprint(embedder.identity(), folder, RUNTIME_LIBRARIES[embedder.backend])
+    return CachedEmbedder(embedder, path or default_cache(), tag)
 
 
 DRIVER_MAX = ONNX_FROM  # a local build embeds up to this many texts in the driver, with the model it preloaded

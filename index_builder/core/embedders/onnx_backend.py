@@ -9,7 +9,6 @@ bundle (``embedder/``), so the assistant embeds queries with the same graph and 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from index_builder.core.embedders.base import DEFAULT_MODEL, Embedder, normalize
+from index_builder.core.embedders.cache import folder_key, versions
 from index_builder.core.embedders.torch_backend import minilm_path
 from index_builder.core.errors import ModelFitError
 
@@ -32,21 +32,7 @@ META_FILE = "export.json"
 BACKEND = "onnx-int8"
 
 
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    return {name: md.version(name) for name in ("torch", "onnx", "onnxruntime", "transformers")}
-
-
-def _model_key(model_path: Path) -> str:
-    """A short hash of the model's files (names, sizes, first MiB) and the exporting libraries' versions."""
-    h = hashlib.sha256(json.dumps(_versions(), sort_keys=True).encode())
-    for p in sorted(model_path.rglob("*")):
-        if p.is_file():
-            h.update(f"{p.relative_to(model_path)}:{p.stat().st_size}".encode())
-            with open(p, "rb") as fh:
-                h.update(fh.read(1 << 20))
-    return h.hexdigest()[:16]
+LIBRARIES = ("torch", "onnx", "onnxruntime", "transformers")  # the export depends on these versions
 
 
 def models_cache() -> Path:
@@ -67,7 +53,7 @@ def export_onnx(model_path: str | Path | None = None, *, model: str = DEFAULT_MO
     pooling = src / "1_Pooling" / "config.json"
     if pooling.is_file() and not json.loads(pooling.read_text()).get("pooling_mode_mean_tokens", False):
         raise ModelFitError(f"{src}: the ONNX backend supports mean-pooling models only; use --embed-backend torch")
-    target = (cache or models_cache()) / f"{model}-{BACKEND}-{_model_key(src)}"
+    target = (cache or models_cache()) / f"{model}-{BACKEND}-{folder_key(src, LIBRARIES)}"
     if (target / META_FILE).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +116,7 @@ def _export(src: Path, out: Path) -> None:
     st_config = src / "sentence_bert_config.json"
     if st_config.is_file():
         max_len = int(json.loads(st_config.read_text()).get("max_seq_length", max_len))
-    meta = {"source": str(src), "dim": int(config.hidden_size), "max_seq_length": max_len, "versions": _versions(),
+    meta = {"source": str(src), "dim": int(config.hidden_size), "max_seq_length": max_len, "versions": versions(LIBRARIES),
             "steps": ["torch.onnx.export, eager attention, mean pooling + L2 norm in the graph",
                       "onnxruntime dynamic quantization: int8 weights per channel"]}
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")

@@ -4,30 +4,26 @@
   and ``max_request_tokens`` (300,000) tokens per request; each input is cut to 8,191 tokens.
 - 429 and 5xx (and dropped connections) are retried with exponential backoff and jitter, honouring
   Retry-After; at most ``concurrency`` requests are in flight per process.
-- A cache keyed by (model, dim, sha256 of the text) in SQLite (``$CARTWISE_EMBED_CACHE``, default
-  ``~/.cache/cartwise/embeddings.sqlite``) means a rebuild pays only for new texts.
+- A cache keyed by (model, dim, sha256 of the text) in SQLite (:mod:`.cache`: ``$CARTWISE_EMBED_CACHE``,
+  default ``~/.cache/cartwise/embeddings.sqlite``) means a rebuild pays only for new texts.
 - The key comes from ``OPENAI_API_KEY`` in each process; it is never part of the spec, so it never
   reaches the manifest or Spark's task closures.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import os
 import random
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from index_builder.core.embedders.base import Embedder, normalize
+from index_builder.core.embedders.cache import EmbeddingCache, default_cache
 from index_builder.core.errors import ModelFitError
 from index_builder.core.settings import DEFAULT_ENV_FILE, read_env
 
@@ -37,75 +33,6 @@ DEFAULT_OPENAI_MODEL = "text-embedding-3-small"
 MAX_INPUTS = 2048
 MAX_REQUEST_TOKENS = 300_000
 MAX_INPUT_TOKENS = 8191
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: str) -> Iterator[None]:
-    """An advisory lock between processes (POSIX); elsewhere SQLite's own locking is all there is."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        yield
-        return
-    with open(lock_path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def default_cache(values: Mapping[str, str] | None = None) -> str:
-    values = read_env() if values is None else values
-    return values.get("CARTWISE_EMBED_CACHE") or str(Path.home() / ".cache" / "cartwise" / "embeddings.sqlite")
-
-
-class EmbeddingCache:
-    """(model, dim, text hash) -> vector, in one SQLite file shared by the processes of a machine.
-
-    Spark starts one Python worker per partition, and they open the cache at the same moment. Switching a
-    file to WAL needs an exclusive lock that SQLite's busy timeout does not wait for ("database is
-    locked" at once), so the one-time setup runs under a file lock; after it every connection only reads
-    and writes, which the 60 s busy timeout covers.
-    """
-
-    def __init__(self, path: str) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._local = threading.local()
-        with _exclusive(path + ".lock"):
-            conn = sqlite3.connect(path, timeout=60)
-            try:
-                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                    conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
-                conn.commit()
-            finally:
-                conn.close()
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = sqlite3.connect(self.path, timeout=60)
-        return conn
-
-    @staticmethod
-    def key(model: str, dim: int | None, text: str) -> str:
-        return f"{model}|{dim or 0}|{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
-
-    def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        conn = self._conn()
-        for i in range(0, len(keys), 500):
-            part = list(keys[i:i + 500])
-            rows = conn.execute(f"SELECT key, vec FROM vectors WHERE key IN ({','.join('?' * len(part))})", part)
-            out.update({k: np.frombuffer(v, dtype=np.float32) for k, v in rows})
-        return out
-
-    def put_many(self, items: dict[str, np.ndarray]) -> None:
-        with self._conn() as c:
-            c.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)",
-                          [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()])
 
 
 def batches(texts: Sequence[str], counts: Sequence[int], *, max_inputs: int = MAX_INPUTS,
