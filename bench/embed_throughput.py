@@ -46,8 +46,7 @@ def main() -> None:
 
     import torch
 
-    from index_builder.core.embedders.base import resolve_backend
-    from index_builder.core.embedders.factory import make_embedder
+    from index_builder.core.embedders.factory import choose_backend, make_embedder
 
     torch.set_num_threads(args.threads)
 
@@ -66,9 +65,12 @@ def main() -> None:
         rows.append(("cuda fp32, bare", *timed(gpu32)))
         rows.append(("cuda fp16, bare", *timed(make_embedder("minilm", device="cuda"))))
 
+    # what --embed-backend auto picks for a big catalog (100,000 texts like these) on this machine
+    backend, choice = choose_backend(texts[:256], 100_000, SentenceTransformerEmbedder(threads=args.threads),
+                                     lambda: make_embedder("minilm", backend="onnx", threads=args.threads))
+    print(f"auto for 100,000 such texts: {backend} {choice}")
     spark = make_spark(master=args.master)
     cfg = BuildConfig(out="-", master=args.master)
-    backend = resolve_backend(cfg.embed_backend, "cpu", 10**9)  # the backend of a big catalog's build
     threads = _embed_threads(spark, cfg)
     embedder = make_embedder("minilm", backend=backend, threads=threads)
     frame = spark.createDataFrame(pd.DataFrame({"i": range(len(texts)), "text": texts}))

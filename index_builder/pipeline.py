@@ -42,9 +42,16 @@ from index_builder.core.constants import (
     USER_IDX,
     WEIGHT,
 )
-from index_builder.core.embedders.base import BACKENDS, DEVICES, encode_chunks, resolve_backend, resolve_device
-from index_builder.core.embedders.cache import CachedEmbedder
-from index_builder.core.embedders.factory import DRIVER_MAX, Preload, local_cores, make_embedder, with_cache
+from index_builder.core.embedders.base import (
+    BACKENDS,
+    DEVICES,
+    DRIVER_MAX,
+    encode_chunks,
+    resolve_backend,
+    resolve_device,
+)
+from index_builder.core.embedders.cache import CachedEmbedder, default_cache
+from index_builder.core.embedders.factory import SAMPLE, Preload, choose_backend, local_cores, make_embedder, with_cache
 from index_builder.core.embedders.torch_backend import SentenceTransformerEmbedder
 from index_builder.core.errors import InputError
 from index_builder.core.flags import flag
@@ -148,8 +155,9 @@ class BuildConfig:
     embedding_dim: int | None = flag(None, "--embedder openai: dimensions, e.g. 512 (text-embedding-3 models)", type=int)
     embed_batch_size: int = flag(64, "texts per torch batch on the CPU")
     embed_threads: int | None = flag(None, "torch / ONNX Runtime threads per Spark Python worker", type=int)
-    embed_backend: str = flag("auto", "local model runtime: torch, or onnx (exported once to int8 and cached, about "
-                              "2x faster on a CPU); auto = onnx on the CPU from 50,000 products, else torch",
+    embed_backend: str = flag("auto", "local model runtime: torch, or onnx (exported once to int8 and cached, "
+                              "1.2-2.6x torch on a CPU); auto = on a GPU torch, on the CPU the faster of the two on a "
+                              "sample of the catalog's texts (torch when it would take under a minute)",
                               choices=BACKENDS)
     embed_cache: bool = flag(True, "embed every text again instead of reading the vectors of texts embedded before "
                              "(by the same model, backend and libraries) from the embedding cache "
@@ -230,17 +238,43 @@ def _embed_threads(spark, cfg: BuildConfig) -> int | None:
     return None
 
 
-def build_embedder(spark, cfg: BuildConfig, st: Stages, n_products: int):
-    """The build's embedder: OpenAI, or the local model on the backend and device asked for (``auto`` resolved)."""
-    if cfg.embedder == "openai":
-        return make_embedder("openai", model=cfg.embedding_model, dim=cfg.embedding_dim)
-    device = resolve_device(cfg.device)
-    backend = resolve_backend(cfg.embed_backend, device, n_products)
+def local_embedder(r: Run, backend: str, device: str):
+    """The local model on ``backend`` (``torch`` or ``onnx``, its export timed as the "export" stage)."""
+    cfg = r.cfg
     if backend == "onnx":
-        with st.stage("export", "%s to int8 ONNX (once per model; cached)", cfg.embedder):
-            return make_embedder(cfg.embedder, backend="onnx", threads=_embed_threads(spark, cfg))
+        with r.st.stage("export", "%s to int8 ONNX (once per model; cached)", cfg.embedder):
+            return make_embedder(cfg.embedder, backend="onnx", threads=_embed_threads(r.spark, cfg))
     return make_embedder(cfg.embedder, backend="torch", device=device, batch_size=cfg.embed_batch_size,
-                         threads=_embed_threads(spark, cfg) if device == "cpu" else None)
+                         threads=_embed_threads(r.spark, cfg) if device == "cpu" else None)
+
+
+def measured_backend(r: Run, device: str) -> tuple[str, dict[str, Any]]:
+    """``--embed-backend auto`` on the CPU: time torch and ONNX int8 on a spread sample of this catalog's texts
+    (:func:`~index_builder.core.embedders.factory.choose_backend`), both with the driver's threads."""
+    from pyspark.sql import functions as F
+
+    from index_builder.stages.transforms import product_text
+
+    cfg = r.cfg
+    step = max(1, r.n_products // SAMPLE)
+    sample = (product_text(r.products).where(F.col(PRODUCT_IDX) % step == 0).orderBy(PRODUCT_IDX).select(TEXT)
+              .limit(SAMPLE).toPandas()[TEXT].fillna("").astype(str).tolist())
+    threads = cfg.embed_threads or local_cores(cfg.master) or os.cpu_count() or 1
+    torch_embedder = (r.preload.get() if r.preload is not None else
+                      make_embedder(cfg.embedder, backend="torch", device=device, batch_size=cfg.embed_batch_size,
+                                    threads=threads))
+
+    def onnx_embedder():
+        with r.st.stage("export", "%s to int8 ONNX (once per model; cached)", cfg.embedder):
+            return make_embedder(cfg.embedder, backend="onnx", threads=threads)
+
+    backend, record = choose_backend(sample, r.n_products, torch_embedder, onnx_embedder,
+                                     default_cache() if cfg.embed_cache else None)
+    r.st.say("embed: auto backend: %s (%s texts/s on %d of the catalog's texts; estimated %s s%s)", backend,
+             record["texts_per_s"], len(sample), record["estimated_s"],
+             f"; int8 cosine to torch {record['onnx_cosine']}" if "onnx_cosine" in record else "")
+    return backend, record
+
 
 
 @dataclass
@@ -273,6 +307,7 @@ class Run:
     embedder: Any = None
     in_driver: bool = False
     embed_cache: dict[str, Any] | None = None  # the embedding cache's path and hits (None: not used)
+    embed_choice: dict[str, Any] | None = None  # how --embed-backend auto chose (None: not measured)
     embeddings: np.ndarray | None = None
     # kmeans, faiss
     k_range: tuple[int, int] = (1, 1)
@@ -414,8 +449,17 @@ def interactions(r: Run) -> dict[str, Any]:
 
 
 def choose_embedder(r: Run) -> dict[str, Any]:
-    """The build's embedder; a small local catalog embeds in the driver with the model preloaded at the start."""
-    embedder = build_embedder(r.spark, r.cfg, r.st, r.n_products)
+    """The build's embedder: OpenAI, or the local model on the backend asked for (``auto``: measured); a small
+    local catalog embeds in the driver with the model preloaded at the start."""
+    cfg, choice = r.cfg, None
+    if cfg.embedder == "openai":
+        embedder = make_embedder("openai", model=cfg.embedding_model, dim=cfg.embedding_dim)
+    else:
+        device = resolve_device(cfg.device)
+        backend = resolve_backend(cfg.embed_backend, device)
+        if backend == "measure":
+            backend, choice = measured_backend(r, device)
+        embedder = local_embedder(r, backend, device)
     in_driver = (r.preload is not None and embedder.backend == SentenceTransformerEmbedder.backend
                  and r.n_products <= DRIVER_MAX)
     if in_driver:
@@ -423,7 +467,7 @@ def choose_embedder(r: Run) -> dict[str, Any]:
     if r.cfg.embed_cache:  # a local model reads the texts it embedded before from the cache (OpenAI has its own)
         embedder = with_cache(embedder)
     # the preload is not needed any more (or never was: a big catalog embeds in the executors)
-    return {"embedder": embedder, "in_driver": in_driver, "preload": None}
+    return {"embedder": embedder, "in_driver": in_driver, "preload": None, "embed_choice": choice}
 
 
 def embed(r: Run) -> dict[str, Any]:
@@ -672,7 +716,7 @@ def manifest_body(r: Run) -> dict[str, Any]:
         "versions": _versions(),
         "counts": counts,
         "embedding": {**r.embedder.identity(), "where": "driver" if r.in_driver else "executors",
-                      "cache": r.embed_cache or "off"},
+                      "cache": r.embed_cache or "off", **({"choice": r.embed_choice} if r.embed_choice else {})},
         "kmeans": {"k": r.k, "elbow_k": r.elbow, "rule": K_RULE, "seed": cfg.seed, "restarts": cfg.kmeans_restarts,
                    "widened": r.widened, **r.kmeans_info, "sweep": r.sweep},
         "als": r.als_info,

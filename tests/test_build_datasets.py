@@ -13,10 +13,15 @@ from index_builder.core import bundle
 def test_manifest_describes_the_build(uci_bundle):
     folder, m = uci_bundle
     assert m["dataset"] == "online-retail" and m["params"]["sample_users"] == 200
-    # a catalog under 50,000 products embeds with torch by default (ONNX from there on, or with --embed-backend),
-    # in a local build's driver, with the model it loaded while Spark read the data
-    assert m["embedding"] == {"model": "all-MiniLM-L6-v2", "dim": 384, "backend": "sentence-transformers",
-                              "device": "cpu", "where": "driver"}
+    # auto timed torch on the catalog's titles: seconds, so no ONNX export was tried; a catalog under 50,000
+    # products embeds in a local build's driver, with the model it loaded while Spark read the data
+    emb = dict(m["embedding"])
+    choice, cache = emb.pop("choice"), emb.pop("cache")
+    assert emb == {"model": "all-MiniLM-L6-v2", "dim": 384, "backend": "sentence-transformers", "device": "cpu",
+                   "where": "driver"}
+    assert choice["chosen"] == "torch" and set(choice["texts_per_s"]) == {"torch"} and choice["sample"] == 256
+    assert choice["estimated_s"]["torch"] < 60 and choice["texts"] == m["counts"]["products"]
+    assert cache["from_cache"] + cache["encoded"] == m["counts"]["products"]
     assert m["kmeans"]["sample"] == m["counts"]["products"] and m["kmeans"]["restarts_used"] == 3
     assert {"python", "spark", "torch", "sentence-transformers", "faiss"} <= set(m["versions"])
     swept, widened = [r["k"] for r in m["kmeans"]["sweep"]], m["kmeans"]["widened"]

@@ -81,8 +81,7 @@ def test_backend_and_device_choice():
     assert resolve_device("cpu") == "cpu"
     assert resolve_backend("torch", "cpu") == "torch"
     assert resolve_backend("auto", "cuda") == "torch"
-    assert resolve_backend("auto", "cpu", 50_000) == "onnx"  # onnxruntime is in requirements.txt
-    assert resolve_backend("auto", "cpu", 49_999) == "torch"  # a small catalog keeps torch's exact vectors
+    assert resolve_backend("auto", "cpu") == "measure"  # onnxruntime is in requirements.txt: the build times both
     with pytest.raises(ModelFitError, match="CPU only"):
         resolve_backend("onnx", "cuda")
     with pytest.raises(ValueError, match="unknown embedding backend"):
@@ -173,3 +172,70 @@ def test_an_onnx_build_carries_its_encoder_and_the_assistant_embeds_queries_with
     row = b.row_of[f"S{titles.index('dog collar')}"]
     assert float(vecs[0] @ b.embeddings[row]) > 0.9999, "a title typed in the chat lands on its product"
     assert float(vecs[0] @ SentenceTransformerEmbedder().encode(["dog collar"])[0]) < 0.99999, "not torch's vector"
+
+
+class _Timed:
+    """A pure-logic stand-in for a backend: ``seconds`` a text, vectors = ``basis`` plus ``noise``."""
+
+    def __init__(self, backend, seconds, noise=0.0):
+        self.model, self.backend, self.seconds, self.noise, self.calls = "m", backend, seconds, noise, 0
+
+    dim = 4
+
+    def encode(self, texts):
+        self.calls += 1
+        time.sleep(self.seconds * len(texts))
+        out = np.tile(np.array([1.0, 0, 0, 0], dtype=np.float32), (len(texts), 1))
+        out[:, 1] = self.noise
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    def identity(self):
+        return {"model": self.model, "dim": 4, "backend": self.backend}
+
+
+def test_auto_picks_the_backend_that_embeds_the_catalog_soonest_among_good_enough_ones():
+    from index_builder.core.embedders.factory import QUICK_S, choose_backend
+
+    sample = [f"text {i}" for i in range(40)]
+    torch_, onnx_ = _Timed("sentence-transformers", 0.002), _Timed("onnx-int8", 0.0005)
+    exported = []
+
+    def export():
+        exported.append(1)
+        return onnx_
+
+    # a small catalog: torch's estimate is under QUICK_S, ONNX is never exported
+    backend, rec = choose_backend(sample, 1_000, torch_, export)
+    assert backend == "torch" and not exported and rec["estimated_s"]["torch"] < QUICK_S
+    # a big one: both timed, the faster wins
+    backend, rec = choose_backend(sample, 1_000_000, torch_, export)
+    assert backend == "onnx" and exported and rec["texts_per_s"]["onnx"] > rec["texts_per_s"]["torch"]
+    assert rec["onnx_cosine"]["mean"] == 1.0 and rec["estimated_s"]["onnx"] < rec["estimated_s"]["torch"]
+    # a machine where int8 is slower (no int8 dot products): torch
+    assert choose_backend(sample, 1_000_000, torch_, lambda: _Timed("onnx-int8", 0.004))[0] == "torch"
+    # vectors too far from torch's are not good enough, however fast
+    backend, rec = choose_backend(sample, 1_000_000, torch_, lambda: _Timed("onnx-int8", 0.0001, noise=0.5))
+    assert backend == "torch" and "onnx" not in rec["estimated_s"] and rec["onnx_cosine"]["mean"] < 0.99
+    assert choose_backend([], 10, torch_, export)[0] == "torch"
+
+
+def test_auto_keeps_the_backend_whose_cache_holds_the_catalog(tmp_path):
+    """An already embedded catalog costs nothing on the backend that embedded it: no export, no switch."""
+    from index_builder.core.embedders.factory import choose_backend, with_cache
+
+    sample = [f"hand painted mug {i}" for i in range(30)]
+    torch_ = SentenceTransformerEmbedder(threads=2)
+    path = str(tmp_path / "c.sqlite")
+    with_cache(torch_, path).encode(sample)
+    backend, rec = choose_backend(sample, 10_000_000, torch_, lambda: pytest.fail("exported"), path)
+    assert backend == "torch" and rec["cached_share"] == {"torch": 1.0}
+    assert rec["estimated_s"] == {"torch": round(rec["load_s"]["torch"], 1)}  # the warm-up run alone
+
+
+def test_auto_times_the_real_backends_on_catalog_texts(onnx_embedder, data_dir):
+    from index_builder.core.embedders.factory import choose_backend
+
+    texts = _real_texts(data_dir, 64)
+    backend, rec = choose_backend(texts, 1_000_000, SentenceTransformerEmbedder(threads=2), lambda: onnx_embedder)
+    assert rec["onnx_cosine"]["mean"] >= 0.99 and set(rec["texts_per_s"]) == {"torch", "onnx"}
+    assert backend == min(rec["estimated_s"], key=rec["estimated_s"].get)

@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 CUDA_BATCH = 512  # texts per batch on a GPU (fills an H100 with MiniLM; CPU batches stay small)
 BACKENDS = ("auto", "torch", "onnx")
-# auto picks ONNX from this many texts: below it embedding takes seconds, and on UCI (3,808 products) the int8
-# vectors moved the tuned blend enough to cost NDCG@10 (0.1169 vs 0.1200 with torch in the same protocol)
-ONNX_FROM = 50_000
+# a local build embeds up to this many texts in the driver (the model preloaded while Spark starts), more in
+# the executors
+DRIVER_MAX = 50_000
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -79,20 +79,20 @@ def resolve_device(device: str = "auto") -> str:
     return "cuda" if has_gpu else "cpu"
 
 
-def resolve_backend(backend: str, device: str, n_texts: int = 0) -> str:
-    """``auto`` -> torch on a GPU; on the CPU, ONNX Runtime int8 from :data:`ONNX_FROM` texts (when onnxruntime
-    is installed), else torch: a small catalog embeds in seconds either way and keeps torch's exact vectors."""
+def resolve_backend(backend: str, device: str) -> str:
+    """``auto`` -> torch on a GPU; on the CPU ``measure`` (the build times torch and ONNX Runtime int8 on a sample
+    of the catalog: :func:`.factory.choose_backend`) when onnxruntime is installed, else torch."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown embedding backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if backend == "onnx" and device == "cuda":
         raise ModelFitError("--embed-backend onnx runs on the CPU only; use --device cpu, or --embed-backend torch")
     if backend != "auto":
         return backend
-    if device == "cuda" or n_texts < ONNX_FROM:
+    if device == "cuda":
         return "torch"
     import importlib.util
 
-    return "onnx" if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx") else "torch"
+    return "measure" if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx") else "torch"
 
 
 def encode_chunks(embedder: Embedder, texts: Sequence[str], chunk: int = 1_000, counter: list[int] | None = None

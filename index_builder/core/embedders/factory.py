@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
-from index_builder.core.embedders.base import DEFAULT_MODEL, ONNX_FROM, Embedder, resolve_device
+from index_builder.core.embedders.base import DEFAULT_MODEL, Embedder, resolve_device
 from index_builder.core.embedders.cache import CachedEmbedder, default_cache, fingerprint
 from index_builder.core.embedders.torch_backend import SentenceTransformerEmbedder
 
@@ -56,7 +57,67 @@ def with_cache(embedder: Embedder, path: str | None = None) -> Embedder:
     return CachedEmbedder(embedder, path or default_cache(), tag)
 
 
-DRIVER_MAX = ONNX_FROM  # a local build embeds up to this many texts in the driver, with the model it preloaded
+SAMPLE = 256  # catalog texts each backend embeds to be timed (about a second each on 2 cores)
+QUICK_S = 60.0  # torch's estimated time below which ONNX is not tried: its first export (30-60 s) and Spark's
+# workers loading it would eat what it saves (UCI's 4,000 titles: about 8 s of torch, 20 s on a slower CPU)
+GOOD_ENOUGH = (0.99, 0.95)  # the int8 vectors' mean and least cosine to torch's on the sample
+
+
+def timing(embedder: Embedder, texts: list[str]) -> tuple[float, float]:
+    """(seconds of a first run on a few of ``texts``: the model's load when it is not loaded yet, texts per
+    second on all of them after it)."""
+    import time
+
+    start = time.perf_counter()
+    embedder.encode(texts[:8])
+    loaded = time.perf_counter()
+    embedder.encode(texts)
+    return loaded - start, len(texts) / max(time.perf_counter() - loaded, 1e-9)
+
+
+def _cached_share(embedder: Embedder, texts: list[str], cache_path: str | None) -> float:
+    """The share of ``texts`` whose vectors by ``embedder`` the embedding cache holds (0 without a cache)."""
+    if cache_path is None or not texts:
+        return 0.0
+    from index_builder.core.embedders.cache import EmbeddingCache
+
+    cached = with_cache(embedder, cache_path)
+    keys = list(dict.fromkeys(EmbeddingCache.key(cached.model, cached.tag, t) for t in texts))
+    return len(cached.cache.get_many(keys)) / len(keys)
+
+
+def choose_backend(sample: list[str], n_texts: int, torch_embedder: Embedder, onnx_embedder: Callable[[], Embedder],
+                   cache_path: str | None = None) -> tuple[str, dict[str, Any]]:
+    """``auto`` on the CPU: the backend that embeds this catalog soonest, of those whose vectors are good enough.
+
+    Both backends are timed on ``sample`` (catalog texts): each one's cost is its first run (the model's load,
+    paid again by each Spark worker that runs it) plus the texts its cache does not hold over its throughput. When torch's is under :data:`QUICK_S` seconds it is kept without exporting ONNX (a
+    small or already embedded catalog). ONNX int8 counts only when its vectors of the sample are within
+    :data:`GOOD_ENOUGH` cosine of torch's (a model that quantizes badly stays on torch). The int8 vectors rank as
+    well as torch's on three datasets (BENCHMARKS.md); the speed is the machine's: int8 is 2.6x torch on a CPU
+    with int8 dot products (AVX-512 VNNI), about 1.2x on one without. Returns (backend, the measurements).
+    """
+    if not sample:  # nothing to time: nothing to embed either
+        return "torch", {"sample": 0, "texts": n_texts, "chosen": "torch"}
+    load, rate, share = {}, {}, {}
+    load["torch"], rate["torch"] = timing(torch_embedder, sample)
+    share["torch"] = _cached_share(torch_embedder, sample, cache_path)
+    cost = {"torch": load["torch"] + n_texts * (1 - share["torch"]) / rate["torch"]}
+    record: dict[str, Any] = {"sample": len(sample), "texts": n_texts}
+    if cost["torch"] > QUICK_S:
+        onnx = onnx_embedder()
+        load["onnx"], rate["onnx"] = timing(onnx, sample)
+        share["onnx"] = _cached_share(onnx, sample, cache_path)
+        cosine = (onnx.encode(sample) * torch_embedder.encode(sample)).sum(axis=1)
+        record["onnx_cosine"] = {"mean": round(float(cosine.mean()), 4), "min": round(float(cosine.min()), 4)}
+        if cosine.mean() >= GOOD_ENOUGH[0] and cosine.min() >= GOOD_ENOUGH[1]:
+            cost["onnx"] = load["onnx"] + n_texts * (1 - share["onnx"]) / rate["onnx"]
+    chosen = min(cost, key=lambda b: (cost[b], b != "torch"))
+    record.update({"texts_per_s": {b: round(v, 1) for b, v in rate.items()},
+                   "load_s": {b: round(v, 2) for b, v in load.items()},
+                   "cached_share": {b: round(v, 3) for b, v in share.items()},
+                   "estimated_s": {b: round(v, 1) for b, v in cost.items()}, "chosen": chosen})
+    return chosen, record
 
 
 def local_cores(master: str) -> int | None:
@@ -72,7 +133,7 @@ def local_cores(master: str) -> int | None:
 class Preload:
     """The local torch embedder, loaded in a background thread while Spark reads and validates the input.
 
-    A local build of a catalog below :data:`DRIVER_MAX` products embeds in the driver with it: loading the
+    A local build of a catalog below :data:`.base.DRIVER_MAX` products embeds in the driver with it: loading the
     model (~4 s) in each Python worker of the embedding job, then encoding a few thousand titles, took 13 s
     on UCI; preloaded while the JVM works, the encoding alone takes ~4.5 s on the same two cores. (Encoding
     while Spark validates the events made both slower on 2 cores: the encoding waits for its stage.) A bigger
