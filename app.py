@@ -15,7 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from assistant.session import PER_CLIENT_ENV, SESSIONS_PER_CLIENT  # noqa: E402 - after the offline switches
+from assistant.gate import CLIENT_ENV, CLIENT_PER_MINUTE, SESSION_ENV, SESSION_PER_MINUTE  # noqa: E402 - after the offline switches
+from assistant.session import PER_CLIENT_ENV, SESSIONS_PER_CLIENT  # noqa: E402
 from index_builder.core.settings import DEFAULT_ENV_FILE, number, read_env  # noqa: E402
 
 log = logging.getLogger("app")
@@ -50,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.db = args.db if args.db is not None else env.get("CARTWISE_DB")
     args.ui_sessions = number(env, "CARTWISE_UI_SESSIONS", UI_SESSIONS)
     args.sessions_per_client = number(env, PER_CLIENT_ENV, SESSIONS_PER_CLIENT)
+    args.turns_per_session = number(env, SESSION_ENV, SESSION_PER_MINUTE)
+    args.turns_per_client = number(env, CLIENT_ENV, CLIENT_PER_MINUTE)
     return args
 
 
@@ -89,11 +92,11 @@ def ensure_bundle(args: argparse.Namespace):
 
 
 def build_assistant(folder, env_file: str | None = ".env", *, store=None, sessions=None, db: str | None = None,
-                    limits=None):
+                    limits=None, turn_limits=None):
     """The assistant over a verified bundle, with the SQLite event store next to the bundle and the LLM
     writer when OPENAI_API_KEY or OPENAI_BASE_URL is set (environment or ``env_file``). ``store``,
-    ``sessions`` and ``limits`` are the app's own: a hot reload passes the first assistant's on, so the
-    shoppers' sessions and the day's LLM usage outlive every bundle version."""
+    ``sessions``, ``limits`` and ``turn_limits`` are the app's own: a hot reload passes the first assistant's
+    on, so the shoppers' sessions, the day's LLM usage and the last minute's turns outlive every bundle version."""
     from assistant.chat import Assistant
     from assistant.events import open_store
     from assistant.llm import Limits, LLMSettings, make_writer
@@ -106,7 +109,8 @@ def build_assistant(folder, env_file: str | None = ".env", *, store=None, sessio
     settings = LLMSettings.from_env(env_file=env_file)
     writer = make_writer(bundle, settings, limits=limits or Limits(settings))
     print(f"replies: {'LLM ' + settings.model + ' at ' + settings.host if settings.enabled else 'template writer (no OPENAI_API_KEY or OPENAI_BASE_URL)'}")
-    assistant = Assistant(bundle, encode=query_encoder(bundle, env_file), store=store, writer=writer, sessions=sessions)
+    assistant = Assistant(bundle, encode=query_encoder(bundle, env_file), store=store, writer=writer, sessions=sessions,
+                          turn_limits=turn_limits)
     assistant.recommender.encode(["warm-up"])  # load the query model now, not on the first message
     bundle.search.warm()  # the title index of the picker and the keyword filters (2-3 s at a million products)
     assistant.recommender.recommend(Request(n=3))  # a bundle that cannot answer is refused before it serves
@@ -114,15 +118,18 @@ def build_assistant(folder, env_file: str | None = ".env", *, store=None, sessio
 
 
 def serve_assistant(folder, root, env_file: str | None, reload_interval: float, db: str | None = None,
-                    sessions_per_client: int = SESSIONS_PER_CLIENT):
+                    sessions_per_client: int = SESSIONS_PER_CLIENT, turns_per_session: int = SESSION_PER_MINUTE,
+                    turns_per_client: int = CLIENT_PER_MINUTE):
     """The assistant for ``folder``; when it is ``root``'s current version and reloading is on, a
     :class:`~assistant.live.LiveAssistant` that swaps in each new version published under ``root``."""
     from pathlib import Path
 
+    from assistant.gate import TurnLimits
     from assistant.session import SessionStore
     from index_builder.core import bundle as fmt
 
-    first = build_assistant(folder, env_file, db=db, sessions=SessionStore(per_client=max(1, sessions_per_client)))
+    first = build_assistant(folder, env_file, db=db, sessions=SessionStore(per_client=max(1, sessions_per_client)),
+                            turn_limits=TurnLimits(turns_per_session, turns_per_client))
     follows = reload_interval > 0 and not (Path(root) / fmt.MANIFEST).is_file()
     if not follows:
         return first
@@ -132,7 +139,7 @@ def serve_assistant(folder, root, env_file: str | None, reload_interval: float, 
         if f == folder:
             return first
         return build_assistant(f, env_file, store=first.store, sessions=first.sessions,
-                               limits=getattr(first.writer, "limits", None))
+                               limits=getattr(first.writer, "limits", None), turn_limits=first.turn_limits)
 
     live = LiveAssistant(root, make, interval_s=reload_interval)
     print(f"following {root}/current: a new version is swapped in within {reload_interval:g}s of being published")
@@ -140,9 +147,12 @@ def serve_assistant(folder, root, env_file: str | None, reload_interval: float, 
 
 
 def launch(demo, *, host: str, port: int, share: bool, auth: tuple[str, str] | None = None,
-           capacity: int = UI_SESSIONS) -> None:
-    """Serve the app; without internet a share link cannot be made, so say so and keep serving locally."""
+           capacity: int = UI_SESSIONS, routes: list | None = None) -> None:
+    """Serve the app; without internet a share link cannot be made, so say so and keep serving locally.
+    ``routes`` (the JSON API's) are served by the same server, before Gradio's own."""
     from assistant.ui import CSS
+
+    app_kwargs = {"routes": list(routes or [])}
 
     if share and not auth:
         print("warning: --share without --auth lets anyone with the link use the app (and the LLM budget)")
@@ -151,12 +161,13 @@ def launch(demo, *, host: str, port: int, share: bool, auth: tuple[str, str] | N
     try:
         demo.queue(default_concurrency_limit=8).launch(server_name=host, server_port=port, share=share,
                                                        prevent_thread_lock=share, css=CSS, auth=auth,
-                                                       state_session_capacity=capacity)
+                                                       state_session_capacity=capacity, app_kwargs=app_kwargs)
     except Exception as exc:  # gradio raises when the share tunnel cannot be reached
         if not share:
             raise
         print(f"Could not create a public share link ({exc}); serving locally at http://{host}:{port}")
-        demo.launch(server_name=host, server_port=port, share=False, css=CSS, auth=auth, state_session_capacity=capacity)
+        demo.launch(server_name=host, server_port=port, share=False, css=CSS, auth=auth, state_session_capacity=capacity,
+                    app_kwargs={"routes": list(routes or [])})
         return
     if share:
         if getattr(demo, "share_url", None):
@@ -179,16 +190,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bundle {folder}: {c['products']:,} products, {c['users']:,} users, "
               f"k={manifest['kmeans']['k']} clusters, ALS {'skipped' if 'skipped' in manifest['als'] else 'trained'}")
         assistant = serve_assistant(folder, args.bundle or args.out, args.env_file, args.reload_interval, args.db,
-                                    args.sessions_per_client)
+                                    args.sessions_per_client, args.turns_per_session, args.turns_per_client)
     except BuilderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from assistant.json_api import json_routes
     from assistant.ui import build_demo
 
     global demo
     demo = build_demo(assistant)
-    print(f"chat at http://{args.host}:{args.port}")
-    launch(demo, host=args.host, port=args.port, share=args.share, auth=auth, capacity=args.ui_sessions)
+    print(f"chat at http://{args.host}:{args.port}; JSON API at http://{args.host}:{args.port}/api/v1/ "
+          f"(schema: /api/v1/openapi.json)")
+    launch(demo, host=args.host, port=args.port, share=args.share, auth=auth, capacity=args.ui_sessions,
+           routes=json_routes(assistant, auth))
     return 0
 
 

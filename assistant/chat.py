@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +14,12 @@ import numpy as np
 
 from assistant.config import RecommenderConfig
 from assistant.events import EventStore
+from assistant.gate import TurnLimits, check_call
 from assistant.parsing import NO_PRODUCT_KINDS, Intent, parse_message
 from assistant.recommender import Recommendation, Recommender, Request, with_reorders
-from assistant.safety import catalog_urls, screened, without_markup
+from assistant.safety import catalog_urls, screen, screened, without_markup
 from assistant.session import SessionState, SessionStore
-from assistant.writers import ReplyContext, ReplyWriter, TemplateWriter, accumulate, final_text, last
+from assistant.writers import ReplyContext, ReplyWriter, TemplateWriter, accumulate, final_text
 from index_builder.core.bundle_reader import Bundle, load_bundle
 from index_builder.core.embedders.query import query_encoder
 from index_builder.core.errors import UnknownProduct, UnknownUser
@@ -25,6 +28,7 @@ from index_builder.core.text import money
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 500  # a longer message is cut (and the shopper told): parsing and prompts stay small
+STREAM_EVERY_S = 0.05  # a streamed API reply sends the text so far at most this often (each update carries all of it)
 MAX_QUERY_WORDS = 12  # words of a stated need kept (a pasted essay is not a search)
 WEAK_MATCH = 0.45  # a stated need whose best catalog match is below this cosine is "not really in this shop"
 SWITCHED = ("You are now shopping as {who}, so this is a fresh conversation: nothing from the previous one "
@@ -54,11 +58,13 @@ class Assistant:
     """Holds one immutable bundle; every turn reads from ``self.bundle`` as it was when the turn began."""
 
     def __init__(self, bundle: Bundle, *, writer: ReplyWriter | None = None, store: EventStore | None = None,
-                 config: RecommenderConfig | None = None, encode=None, sessions: SessionStore | None = None) -> None:
+                 config: RecommenderConfig | None = None, encode=None, sessions: SessionStore | None = None,
+                 turn_limits: TurnLimits | None = None) -> None:
         self.bundle = bundle
         self.writer = writer or TemplateWriter()
         self.store = store
         self.sessions = sessions if sessions is not None else SessionStore()  # an empty store is falsy
+        self.turn_limits = turn_limits  # the app's (assistant.gate); None: no turn limits (in-process use)
         self.recommender = Recommender(bundle, encode or query_encoder(bundle), config)  # None: the bundle's tuned settings
         self.cfg = self.recommender.cfg
         self.has_prices = bool(np.isfinite(bundle.prices).any())
@@ -366,16 +372,53 @@ class Assistant:
         """The reply as the page and the API show it, the text so far after each chunk (:mod:`.safety`)."""
         return screened(accumulate(turn.chunks), self.allowed_urls)
 
-    def recommend_api(self, user_id: str | None, recently_viewed: Sequence[str], message: str,
+    def recommend_api(self, user_id: str | None, recently_viewed: Sequence[str] | None, message: str,
                       session_id: str | None = None, client: str | None = None) -> dict[str, Any]:
         """One turn for programmatic use: products with reasons, the full reply, who wrote it and the
-        session id (pass it back to continue the conversation)."""
-        state, notes = self.api_session(user_id, recently_viewed, session_id, client)
+        session id (pass it back to continue the conversation). The last item of :meth:`api_stream`."""
+        *_, done = self.api_stream(user_id, recently_viewed, message, session_id, client, every_s=math.inf)
+        return {k: done[k] for k in ("session_id", "products", "reply", "writer")}
+
+    def api_stream(self, user_id: str | None, recently_viewed: Sequence[str] | None, message: str,
+                   session_id: str | None = None, client: str | None = None, *,
+                   every_s: float = STREAM_EVERY_S) -> Iterator[dict[str, Any]]:
+        """The one implementation behind every programmatic turn: Gradio's ``/recommend`` and ``/chat`` and
+        the JSON API's ``/api/v1/recommend`` and ``/api/v1/chat`` all call it.
+
+        Checked now, before anything is returned (so a web API can answer with a status): the bounds of the
+        arguments (:func:`~assistant.gate.check_call`, raises ``BadInput``), the user and product ids and the
+        session's owner (:meth:`api_session`: another customer's id never continues a session), and the turn
+        limits per session and per ``client`` (:meth:`admit`, raises ``TooManyTurns``). Then, as the returned
+        iterator is read, the turn runs holding the session's lock, and yields ``{"session_id", "text"}`` with
+        the reply so far (screened whole at the output boundary, :mod:`.safety`: send the latest, not a
+        difference): the first text at once, then at most every ``every_s`` seconds (``math.inf``: none), then
+        one ``{"session_id", "text", "done": True, "reply", "products", "writer"}``. Only what is sent is
+        screened: screening every word's text so far doubled the time of a template turn.
+        """
+        user_id, viewed, message, session_id = check_call(user_id, recently_viewed, message, session_id)
+        state, notes = self.api_session(user_id, viewed, session_id or None, client)
+        self.admit(state.session_id, client)
+        return self._api_turn(state, message, notes, every_s)
+
+    def _api_turn(self, state: SessionState, message: str, notes: list[str], every_s: float
+                  ) -> Iterator[dict[str, Any]]:
         with state.lock:
-            turn = self.turn(message or "", state, notes=notes)
-            reply = last(self.shown(turn))
-        return {"session_id": state.session_id, "products": [p.as_dict() for p in turn.products],
-                "reply": reply, "writer": turn.context.meta.get("writer", self.writer.name)}
+            turn = self.turn(message, state, notes=notes)
+            raw, at = "", None
+            for raw in accumulate(turn.chunks):
+                if math.isfinite(every_s) and (at is None or time.monotonic() - at >= every_s):
+                    at = time.monotonic()
+                    yield {"session_id": state.session_id, "text": screen(raw, self.allowed_urls)}
+            text = screen(raw, self.allowed_urls)
+            yield {"session_id": state.session_id, "text": text, "done": True, "reply": text,
+                   "products": [p.as_dict() for p in turn.products],
+                   "writer": turn.context.meta.get("writer", self.writer.name)}
+
+    def admit(self, session_id: str, client: str | None) -> None:
+        """Count one turn against the app's turn limits (:class:`~assistant.gate.TurnLimits`), or raise
+        ``TooManyTurns``; the page's chat calls it too."""
+        if self.turn_limits is not None:
+            self.turn_limits.admit(session_id, client)
 
     def api_session(self, user_id: str | None, recently_viewed: Sequence[str] | None,
                     session_id: str | None = None, client: str | None = None) -> tuple[SessionState, list[str]]:

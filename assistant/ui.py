@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from assistant.chat import MAX_MESSAGE_CHARS, Assistant
+from assistant.gate import TooManyTurns, client_key
 from assistant.insights import Insights
 from assistant.safety import screen
 from assistant.session import SessionState
@@ -97,12 +98,8 @@ def client_of(request: Any) -> str | None:
     """Who is calling, for the limits: the logged-in user, else the client's address (None outside a request)."""
     if request is None:
         return None
-    user = getattr(request, "username", None)
-    if user:
-        return f"user:{user}"
     client = getattr(request, "client", None)
-    host = getattr(client, "host", None) if client is not None else None
-    return f"ip:{host}" if host else None
+    return client_key(getattr(request, "username", None), getattr(client, "host", None) if client is not None else None)
 
 
 def button_updates(products: list, update) -> list:
@@ -354,6 +351,12 @@ def _wire_chat(shared: _Shared, c: SimpleNamespace) -> None:
         history = list(history or [])
         history.append({"role": "user", "content": shown_message(message, assistant.allowed_urls)})
         history.append({"role": "assistant", "content": ""})
+        try:
+            assistant.admit(state.session_id, state.client)  # the same turn limits as the API
+        except TooManyTurns as exc:
+            history[-1] = {"role": "assistant", "content": html.escape(f"{str(exc)[0].upper()}{str(exc)[1:]}.")}
+            yield (history, state, *[gr.update()] * (1 + N_CARDS), gr.update(), gr.update())
+            return
         with state.lock:
             turn = assistant.turn(message, state)
             buttons = button_updates(turn.products, gr.update)
@@ -419,13 +422,15 @@ def _wire_api(shared: _Shared) -> None:
              request: gr.Request = None) -> Iterator[tuple[str, str]]:
         """The conversational reply, streamed: each item is (the text so far, the session id)."""
         try:
-            state, notes = assistant.api_session(user_id, recently_viewed, session_id or None, client=client_of(request))
+            updates = assistant.api_stream(user_id, recently_viewed, message, session_id or None,
+                                           client=client_of(request))
         except AssistantError as exc:
             raise gr.Error(html.escape(str(exc), quote=False)) from None
-        with state.lock:
-            turn = assistant.turn(message, state, notes=notes)
-            for text in assistant.shown(turn):
-                yield text, state.session_id
+        sent = None
+        for update in updates:  # the text so far (at most every STREAM_EVERY_S), then the whole reply
+            if update["text"] != sent:
+                sent = update["text"]
+                yield sent, update["session_id"]
 
     def products(query: str, limit: int = 20) -> list[dict]:
         """Products whose titles contain every word of the query (the last word as a prefix), best sellers first."""

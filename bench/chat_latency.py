@@ -1,15 +1,17 @@
 """Chat latency without an LLM: a turn (parse + retrieve + blend + template) for the UCI bundle and
-100k- and 1M-product bundles, time to the first streamed chunk through the Gradio HTTP API, the app's
-RSS, and the product picker's server-side search.
+100k- and 1M-product bundles, in process and over HTTP through both APIs (the JSON API's /api/v1/recommend
+and Gradio's /recommend through gradio_client, one client and N concurrent ones), time to the first streamed
+chunk through the Gradio HTTP API, the app's RSS, and the product picker's server-side search.
 
-    .venv/bin/python -m bench.chat_latency --bundle artifacts/ [--big 100000,1000000]
+    .venv/bin/python -m bench.chat_latency --bundle artifacts/ [--big 100000,1000000] [--clients 20]
 
 The big bundles are made from the UCI one: each product is copied (26 or 263 times) with its embedding
 perturbed (then re-normalised), its price jittered and its ALS factors copied with noise, each copy in its
 original's cluster, and stored as the builder stores a catalog of 50,000 products or more: the vectors once
 as float16 and an ivfpq FAISS index whose cells are the clusters. Goals: p50 <= 15 ms and p99 <= 50 ms per
 turn at 100k, p50 <= 20 ms and p99 <= 60 ms at 1M, first chunk <= 150 ms, RSS <= 1.5 GB at 100k and
-<= 2.5 GB at 1M.
+<= 2.5 GB at 1M; over HTTP (JSON API, --clients concurrent clients, each its own conversation of SCRIPT's
+turns with no pause between them) p50 <= 20 ms and p99 <= 50 ms per turn.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -93,6 +96,11 @@ def synthesize(src: Path, out: Path, n_target: int, seed: int = 0) -> Path:
     return fmt.publish(out, fill)
 
 
+def customers(b) -> list[str]:
+    """The known customers a session may be: those who bought (those who rated, in a ratings bundle)."""
+    return sorted(b.purchased) or sorted(b.had)
+
+
 def turn_latencies(folder: Path, sessions: int, seed: int = 1) -> dict[str, list[float]]:
     from assistant.chat import Assistant
     from assistant.session import SessionState
@@ -101,7 +109,7 @@ def turn_latencies(folder: Path, sessions: int, seed: int = 1) -> dict[str, list
     a.recommender.encode(["warm-up"])
     a.bundle.search.warm()
     rng = random.Random(seed)
-    users = sorted(a.bundle.purchased)
+    users = customers(a.bundle)
     out: dict[str, list[float]] = {}
     for s in range(sessions):
         state = SessionState(user_id=rng.choice(users) if s % 2 == 0 else None)
@@ -134,14 +142,72 @@ def first_chunk_http(client, message: str, user_id: str = "") -> tuple[float, fl
     return first, (time.perf_counter() - t) * 1000
 
 
-def app_first_chunk(folder: Path, requests: int) -> dict[str, object]:
-    """Start app.py on the bundle; first /chat chunk over raw HTTP and via gradio_client; RSS (MB)."""
+def conversation(turn, users: list[str], client: int, rounds: int, out: list[float], barrier=None) -> None:
+    """One client's conversations: SCRIPT's turns ``rounds`` times, a known customer every other round (else
+    anonymous), each turn timed whole (``turn(user, message, session_id) -> session_id``)."""
+    rng = random.Random(client)
+    if barrier is not None:
+        barrier.wait()
+    for r in range(rounds):
+        user, sid = (rng.choice(users) if (client + r) % 2 == 0 else ""), ""
+        for message in SCRIPT:
+            t = time.perf_counter()
+            sid = turn(user, message, sid)
+            out.append((time.perf_counter() - t) * 1000)
+
+
+def http_turns(url: str, kind: str, clients: int, rounds: int, users: list[str]) -> dict[str, object]:
+    """Turns over HTTP through ``kind`` (json: POST /api/v1/recommend with httpx; gradio: /recommend with
+    gradio_client), ``clients`` at once, each its own conversations: the ms per turn and turns a second."""
     import httpx
     from gradio_client import Client
 
+    def make(i: int):
+        if kind == "json":
+            http = httpx.Client(base_url=url, timeout=60)
+
+            def turn(user, message, sid):
+                r = http.post("/api/v1/recommend", json={"user_id": user, "message": message, "session_id": sid})
+                r.raise_for_status()
+                return r.json()["session_id"]
+        else:
+            gc = Client(url + "/", verbose=False)
+
+            def turn(user, message, sid):
+                return gc.predict(user, [], message, sid, api_name="/recommend")["session_id"]
+        conversation(turn, users, i, 1, [])  # warm: connections, caches
+        return turn
+
+    turns = [make(i) for i in range(clients)]
+    times: list[list[float]] = [[] for _ in range(clients)]
+    barrier = threading.Barrier(clients)
+    threads = [threading.Thread(target=conversation, args=(turns[i], users, i, rounds, times[i], barrier))
+               for i in range(clients)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - t
+    every = [v for vs in times for v in vs]
+    return {"ms": every, "per_s": len(every) / wall}
+
+
+def app_first_chunk(folder: Path, requests: int, clients: int = 20, rounds: int = 2) -> dict[str, object]:
+    """Start app.py on the bundle; first /chat chunk over raw HTTP and via gradio_client; turns over HTTP
+    through both APIs, one client and ``clients`` at once; RSS (MB)."""
+    import httpx
+    from gradio_client import Client
+
+    from index_builder.core.bundle_reader import load_bundle
+
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--bundle", str(folder), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    # no turn limits (one address calls for every client here) and the template writer, whatever .env says
+    env = {**os.environ, "CARTWISE_TURNS_SESSION_PER_MINUTE": "0", "CARTWISE_TURNS_CLIENT_PER_MINUTE": "0",
+           "OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--bundle", str(folder), "--port", str(port),
+                             "--env-file", "", "--reload-interval", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(240):
@@ -166,9 +232,12 @@ def app_first_chunk(folder: Path, requests: int) -> dict[str, object]:
                     first = (time.perf_counter() - t) * 1000
             if i >= 2:
                 via_client.append(first)
+        users = customers(load_bundle(folder))
+        turns = {(kind, n): http_turns(url, kind, n, rounds if n > 1 else rounds * 4, users)
+                 for kind in ("json", "gradio") for n in dict.fromkeys((1, clients))}
         status = Path(f"/proc/{proc.pid}/status").read_text()
         field = {ln.split(":")[0]: ln.split()[1] for ln in status.splitlines() if ln.startswith(("VmRSS", "VmHWM"))}
-        return {"http": http, "full": full, "client": via_client,
+        return {"http": http, "full": full, "client": via_client, "turns": turns,
                 "rss": int(field["VmRSS"]) / 1024, "peak": int(field["VmHWM"]) / 1024}
     finally:
         proc.terminate()
@@ -206,12 +275,15 @@ def main() -> None:
     parser.add_argument("--big", default="100000,1000000", help="sizes of the synthetic bundles, comma-separated")
     parser.add_argument("--sessions", type=int, default=40)
     parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--clients", type=int, default=20, help="concurrent HTTP clients (each its own conversation)")
+    parser.add_argument("--rounds", type=int, default=2, help="times each concurrent client runs the script's turns")
     args = parser.parse_args()
 
     uci = fmt.resolve(args.bundle)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        bundles = [("UCI", uci)]
+        dataset = fmt.verify(uci)[1].get("dataset", "")
+        bundles = [("UCI" if dataset == "online-retail" else dataset or "bundle", uci)]
         for n in [int(x) for x in args.big.split(",") if x]:
             t = time.perf_counter()
             bundles.append((f"{n // 1000}k", synthesize(uci, Path(tmp) / str(n), n)))
@@ -219,22 +291,37 @@ def main() -> None:
         for name, folder in bundles:
             lat = turn_latencies(folder, args.sessions)
             every = [v for vs in lat.values() for v in vs]
-            rows.append((name, every, lat, app_first_chunk(folder, args.requests), search_latency(folder)))
+            rows.append((name, every, lat, app_first_chunk(folder, args.requests, args.clients, args.rounds),
+                         search_latency(folder)))
             print(f"{name}: done", flush=True)
 
-    print(f"\n{'bundle':<7} {'turns':>6} {'p50 ms':>7} {'p99 ms':>7} | {'HTTP 1st chunk p50':>18} {'p99':>6} "
+    print(f"\n{'bundle':<14} {'turns':>6} {'p50 ms':>7} {'p99 ms':>7} | {'HTTP 1st chunk p50':>18} {'p99':>6} "
           f"{'whole reply':>11} | {'gradio_client 1st':>17} | {'RSS MB':>6} {'peak':>6} | {'search index s':>14} "
           f"{'query p50 ms':>12} {'max':>5}")
     for name, every, _, app, srch in rows:
-        print(f"{name:<7} {len(every):>6} {pct(every, 50):7.1f} {pct(every, 99):7.1f} | {pct(app['http'], 50):18.1f} "
+        print(f"{name:<14} {len(every):>6} {pct(every, 50):7.1f} {pct(every, 99):7.1f} | {pct(app['http'], 50):18.1f} "
               f"{pct(app['http'], 99):6.1f} {pct(app['full'], 50):11.1f} | {pct(app['client'], 50):17.1f} | "
               f"{app['rss']:6.0f} {app['peak']:6.0f} | {srch['build_s']:14.1f} {srch['p50']:12.2f} {srch['max']:5.1f}")
+    print(f"\nper turn, whole reply (ms; in process: one thread; HTTP: /recommend, N clients at once, no pause; "
+          f"{os.cpu_count()} CPU cores)")
+    print(f"{'bundle':<14} {'API':<28} {'clients':>7} {'turns':>6} {'p50 ms':>7} {'p99 ms':>7} {'turns/s':>8}")
+    for name, every, _, app, _ in rows:
+        print(f"{name:<14} {'in process (Assistant.turn)':<28} {1:>7} {len(every):>6} {pct(every, 50):7.1f} "
+              f"{pct(every, 99):7.1f} {'':>8}")
+        for (kind, n), got in app["turns"].items():
+            label = "JSON /api/v1/recommend" if kind == "json" else "Gradio /recommend (client)"
+            print(f"{name:<14} {label:<28} {n:>7} {len(got['ms']):>6} {pct(got['ms'], 50):7.1f} "
+                  f"{pct(got['ms'], 99):7.1f} {got['per_s']:8.0f}")
     print("\nper message (p50 / p99 ms):")
     print(f"{'message':<32}" + "".join(f"{name:>16}" for name, *_ in rows))
     for message in SCRIPT:
         cells = "".join(f"{pct(r[2][message], 50):8.1f}/{pct(r[2][message], 99):6.1f} " for r in rows)
         print(f"{message:<32}{cells}")
     goals = [("HTTP first chunk <= 150 ms", max(pct(r[3]["http"], 50) for r in rows) <= 150)]
+    for name, _, _, app, _ in rows:
+        json_n = app["turns"][("json", args.clients)]["ms"]
+        goals += [(f"JSON API p50 <= 20 ms with {args.clients} clients at {name}", pct(json_n, 50) <= 20),
+                  (f"JSON API p99 <= 50 ms with {args.clients} clients at {name}", pct(json_n, 99) <= 50)]
     for name, every, _, app, _ in rows:
         if name in GOALS:
             p50, p99, rss = GOALS[name]
