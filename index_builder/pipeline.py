@@ -44,13 +44,14 @@ from index_builder.core.constants import (
 )
 from index_builder.core.embedders.base import (
     BACKENDS,
+    DEFAULT_MODEL,
     DEVICES,
     DRIVER_MAX,
     encode_chunks,
     resolve_backend,
     resolve_device,
 )
-from index_builder.core.embedders.cache import CachedEmbedder, default_cache
+from index_builder.core.embedders.cache import CachedEmbedder, EmbeddingCache, default_cache
 from index_builder.core.embedders.factory import SAMPLE, Preload, choose_backend, local_cores, make_embedder, with_cache
 from index_builder.core.embedders.torch_backend import SentenceTransformerEmbedder
 from index_builder.core.errors import InputError
@@ -268,11 +269,22 @@ def measured_backend(r: Run, device: str) -> tuple[str, dict[str, Any]]:
         with r.st.stage("export", "%s to int8 ONNX (once per model; cached)", cfg.embedder):
             return make_embedder(cfg.embedder, backend="onnx", threads=threads)
 
+    def onnx_if_exported():
+        from index_builder.core.embedders.onnx_backend import exported
+
+        path = cfg.embedder if os.path.isdir(cfg.embedder) else None
+        return onnx_embedder() if exported(path, model=os.path.basename(os.path.normpath(path)) if path
+                                           else DEFAULT_MODEL) else None
+
     backend, record = choose_backend(sample, r.n_products, torch_embedder, onnx_embedder,
-                                     default_cache() if cfg.embed_cache else None)
-    r.st.say("embed: auto backend: %s (%s texts/s on %d of the catalog's texts; estimated %s s%s)", backend,
-             record["texts_per_s"], len(sample), record["estimated_s"],
-             f"; int8 cosine to torch {record['onnx_cosine']}" if "onnx_cosine" in record else "")
+                                     default_cache() if cfg.embed_cache else None, onnx_if_exported)
+    if "texts_per_s" in record:
+        r.st.say("embed: auto backend: %s (%s texts/s on %d of the catalog's texts; estimated %s s%s)", backend,
+                 record["texts_per_s"], len(sample), record["estimated_s"],
+                 f"; int8 cosine to torch {record['onnx_cosine']}" if "onnx_cosine" in record else "")
+    else:
+        r.st.say("embed: auto backend: %s (the embedding cache holds its vectors of the catalog: %s)", backend,
+                 record.get("cached_share"))
     return backend, record
 
 
@@ -471,6 +483,9 @@ def choose_embedder(r: Run) -> dict[str, Any]:
 
 
 def embed(r: Run) -> dict[str, Any]:
+    """Every product's vector. A small local catalog embeds in the driver; a big one in the executors, where the
+    driver first looks each text up in the embedding cache (by its sha256, computed by Spark: the texts stay
+    there) and the executors embed only the texts it does not hold, whose vectors the driver then stores."""
     from index_builder.stages.transforms import product_text
 
     embedder, n_products = r.embedder, r.n_products
@@ -481,15 +496,7 @@ def embed(r: Run) -> dict[str, Any]:
             vectors = encode_chunks(embedder, texts[TEXT].fillna("").astype(str).tolist(), EMBED_TASK_ROWS, done)
         hits = getattr(embedder, "hits", 0)
     else:
-        # Tasks of at most EMBED_TASK_ROWS texts: the accumulator reaches the driver as each task ends.
-        texts = product_text(r.products).select(PRODUCT_IDX, TEXT).repartition(
-            max(r.spark.sparkContext.defaultParallelism, -(-n_products // EMBED_TASK_ROWS)))
-        counter, cached = r.spark.sparkContext.accumulator(0), r.spark.sparkContext.accumulator(0)
-        embedded = embed_column(texts, embedder, TEXT, EMBEDDING, counter=counter, cached=cached)
-        with reported(r.st, "embed", n_products, "texts", lambda: counter.value):
-            emb_pdf = embedded.select(PRODUCT_IDX, EMBEDDING).toPandas().sort_values(PRODUCT_IDX)
-        vectors = np.stack(emb_pdf[EMBEDDING].to_numpy())
-        hits = cached.value
+        vectors, hits = embed_in_executors(r, embedder)
     cache = ({"path": embedder.path, "from_cache": int(hits), "encoded": n_products - int(hits)}
              if isinstance(embedder, CachedEmbedder) else None)
     if cache is not None:
@@ -497,6 +504,45 @@ def embed(r: Run) -> dict[str, Any]:
                  cache["path"], cache["encoded"])
     return {"embeddings": bundle.check_finite(bundle.EMBEDDINGS, np.asarray(vectors, dtype=np.float32)),
             "embed_cache": cache}
+
+
+def embed_in_executors(r: Run, embedder) -> tuple[np.ndarray, int]:
+    """(vectors by product row, how many came from the cache): the executors embed what the driver's cache
+    lacks (everything without one) in tasks of at most EMBED_TASK_ROWS texts, whose counts reach the driver as
+    each ends."""
+    from pyspark.sql import functions as F
+
+    from index_builder.stages.transforms import product_text
+
+    texts = product_text(r.products).select(PRODUCT_IDX, F.coalesce(F.col(TEXT), F.lit("")).alias(TEXT))
+    vectors = np.zeros((r.n_products, embedder.dim), dtype=np.float32)
+    hits = 0
+    cached = isinstance(embedder, CachedEmbedder)
+    if cached:
+        prefix = EmbeddingCache.prefix(embedder.model, embedder.tag)
+        keys = texts.select(PRODUCT_IDX, F.concat(F.lit(prefix), F.sha2(F.col(TEXT), 256)).alias("key")).toPandas()
+        have = embedder.cache.get_many(list(dict.fromkeys(keys["key"])))
+        found = keys["key"].isin(have).to_numpy()
+        if found.any():
+            vectors[keys[PRODUCT_IDX].to_numpy()[found]] = np.stack([have[k] for k in keys["key"][found]])
+        hits = int(found.sum())
+        missing = keys.loc[~found, [PRODUCT_IDX]]
+        if missing.empty:
+            return vectors, hits
+        texts = texts.join(F.broadcast(r.spark.createDataFrame(missing)), PRODUCT_IDX)
+        embedder = embedder.inner
+    todo = r.n_products - hits
+    texts = texts.repartition(max(r.spark.sparkContext.defaultParallelism, -(-todo // EMBED_TASK_ROWS)))
+    counter = r.spark.sparkContext.accumulator(0)
+    embedded = embed_column(texts, embedder, TEXT, EMBEDDING, counter=counter)
+    with reported(r.st, "embed", todo, "texts", lambda: counter.value):
+        emb_pdf = embedded.select(PRODUCT_IDX, EMBEDDING).toPandas()
+    rows = emb_pdf[PRODUCT_IDX].to_numpy()
+    vectors[rows] = np.stack(emb_pdf[EMBEDDING].to_numpy()).astype(np.float32)
+    if cached:
+        key_of = pd.Series(keys["key"].to_numpy(), index=keys[PRODUCT_IDX].to_numpy())
+        r.embedder.cache.put_many(dict(zip(key_of[rows], vectors[rows], strict=True)))
+    return vectors, hits
 
 
 def embed_line(r: Run) -> str:

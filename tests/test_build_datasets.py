@@ -19,8 +19,11 @@ def test_manifest_describes_the_build(uci_bundle):
     choice, cache = emb.pop("choice"), emb.pop("cache")
     assert emb == {"model": "all-MiniLM-L6-v2", "dim": 384, "backend": "sentence-transformers", "device": "cpu",
                    "where": "driver"}
-    assert choice["chosen"] == "torch" and set(choice["texts_per_s"]) == {"torch"} and choice["sample"] == 256
-    assert choice["estimated_s"]["torch"] < 60 and choice["texts"] == m["counts"]["products"]
+    assert choice["chosen"] == "torch" and choice["sample"] == 256 and choice["texts"] == m["counts"]["products"]
+    if "texts_per_s" in choice:  # timed: torch alone (an earlier build of this run may have filled the cache)
+        assert set(choice["texts_per_s"]) == {"torch"} and choice["estimated_s"]["torch"] < 60
+    else:
+        assert choice["cached_share"]["torch"] >= 0.99
     assert cache["from_cache"] + cache["encoded"] == m["counts"]["products"]
     assert m["kmeans"]["sample"] == m["counts"]["products"] and m["kmeans"]["restarts_used"] == 3
     assert {"python", "spark", "torch", "sentence-transformers", "faiss"} <= set(m["versions"])

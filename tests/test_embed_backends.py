@@ -228,8 +228,21 @@ def test_auto_keeps_the_backend_whose_cache_holds_the_catalog(tmp_path):
     path = str(tmp_path / "c.sqlite")
     with_cache(torch_, path).encode(sample)
     backend, rec = choose_backend(sample, 10_000_000, torch_, lambda: pytest.fail("exported"), path)
-    assert backend == "torch" and rec["cached_share"] == {"torch": 1.0}
-    assert rec["estimated_s"] == {"torch": round(rec["load_s"]["torch"], 1)}  # the warm-up run alone
+    assert backend == "torch" and rec == {"sample": 30, "texts": 10_000_000, "cached_share": {"torch": 1.0},
+                                          "chosen": "torch"}, "nothing timed"
+    # a catalog the ONNX graph embedded before: taken at once, torch never runs
+    other = [f"oak side table {i}" for i in range(30)]
+    onnx_ = _Timed("onnx-int8", 0.0)
+    onnx_.spec = lambda: {"kind": "fake"}
+    (tmp_path / "graph").mkdir()
+    (tmp_path / "graph" / "model.onnx").write_bytes(b"int8")
+    onnx_.folder = str(tmp_path / "graph")  # what the fingerprint hashes for an ONNX embedder
+    with_cache(onnx_, path).encode(other)
+    never = _Timed("sentence-transformers", 0.0)
+    never.encode = lambda texts: pytest.fail("torch was timed")
+    never.model_path = str(tmp_path / "graph")
+    backend, rec = choose_backend(other, 10_000_000, never, lambda: pytest.fail("exported"), path, lambda: onnx_)
+    assert backend == "onnx" and rec["cached_share"] == {"torch": 0.0, "onnx": 1.0}
 
 
 def test_auto_times_the_real_backends_on_catalog_texts(onnx_embedder, data_dir):

@@ -15,13 +15,11 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 
-def embed_column(df: DataFrame, embedder: Embedder, text_col: str, out_col: str, counter=None, cached=None
-                 ) -> DataFrame:
+def embed_column(df: DataFrame, embedder: Embedder, text_col: str, out_col: str, counter=None) -> DataFrame:
     """Add ``out_col`` (array<float>) with the embedding of ``text_col``, computed in the executors.
 
     A pandas UDF over Arrow batches; the model is loaded once per Python worker and reused. ``counter``
-    (a Spark accumulator) gets the number of texts embedded, for progress lines on the driver; ``cached``
-    (another) the number of them read from the embedding cache (a :class:`~.cache.CachedEmbedder`'s hits).
+    (a Spark accumulator) gets the number of texts embedded, for progress lines on the driver.
     """
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
@@ -32,12 +30,9 @@ def embed_column(df: DataFrame, embedder: Embedder, text_col: str, out_col: str,
     def _embed(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
         worker = embedder_from_spec(spec)
         for texts in batches:
-            hits = getattr(worker, "hits", 0)
             vecs = worker.encode(texts.fillna("").astype(str).tolist())
             if counter is not None:
                 counter.add(len(texts))
-            if cached is not None:
-                cached.add(getattr(worker, "hits", 0) - hits)
             yield pd.Series(list(vecs))
 
     return df.withColumn(out_col, _embed(F.col(text_col)))

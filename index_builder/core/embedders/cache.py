@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from index_builder.core.embedders.base import Embedder, normalize
+from index_builder.core.embedders.base import Embedder
 
 FILE_NAME = "embeddings.sqlite"
 LOOKUP_CHUNK = 500  # keys per SELECT (SQLite's default limit on bound parameters is 999 in old builds)
@@ -83,10 +83,15 @@ class EmbeddingCache:
         return conn
 
     @staticmethod
+    def prefix(model: str, variant: str | int | None) -> str:
+        """What every key of one model and variant starts with: the OpenAI backend's variant is its requested
+        dimensions (0: the model's own), a local embedder's its :func:`fingerprint`."""
+        return f"{model}|{variant or 0}|"
+
+    @staticmethod
     def key(model: str, variant: str | int | None, text: str) -> str:
-        """``model|variant|sha256(text)``: the OpenAI backend's variant is its requested dimensions (0: the
-        model's own), a local embedder's its :func:`fingerprint`."""
-        return f"{model}|{variant or 0}|{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
+        """``model|variant|`` and the hex sha256 of the text's UTF-8 (what Spark's ``sha2(text, 256)`` gives)."""
+        return EmbeddingCache.prefix(model, variant) + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -174,7 +179,7 @@ class CachedEmbedder(Embedder):
             fresh = dict(zip(todo, self.inner.encode(list(todo.values())), strict=True))
             self.cache.put_many(fresh)
             have.update(fresh)
-        return normalize(np.stack([have[k] for k in keys]))
+        return np.stack([have[k] for k in keys])  # the inner embedder's unit vectors, as stored
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "cached", "inner": self.inner.spec(), "path": self.path, "tag": self.tag}

@@ -8,6 +8,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from index_builder.core.embedders.base import DEFAULT_MODEL, Embedder, resolve_device
 from index_builder.core.embedders.cache import CachedEmbedder, default_cache, fingerprint
 from index_builder.core.embedders.torch_backend import SentenceTransformerEmbedder
@@ -63,16 +65,19 @@ QUICK_S = 60.0  # torch's estimated time below which ONNX is not tried: its firs
 GOOD_ENOUGH = (0.99, 0.95)  # the int8 vectors' mean and least cosine to torch's on the sample
 
 
-def timing(embedder: Embedder, texts: list[str]) -> tuple[float, float]:
+FULL = 0.99  # a backend whose cache holds this share of the sample is taken at once: nothing left to time
+
+
+def timing(embedder: Embedder, texts: list[str]) -> tuple[float, float, np.ndarray]:
     """(seconds of a first run on a few of ``texts``: the model's load when it is not loaded yet, texts per
-    second on all of them after it)."""
+    second on all of them after it, their vectors)."""
     import time
 
     start = time.perf_counter()
     embedder.encode(texts[:8])
     loaded = time.perf_counter()
-    embedder.encode(texts)
-    return loaded - start, len(texts) / max(time.perf_counter() - loaded, 1e-9)
+    vectors = embedder.encode(texts)
+    return loaded - start, len(texts) / max(time.perf_counter() - loaded, 1e-9), vectors
 
 
 def _cached_share(embedder: Embedder, texts: list[str], cache_path: str | None) -> float:
@@ -87,28 +92,38 @@ def _cached_share(embedder: Embedder, texts: list[str], cache_path: str | None) 
 
 
 def choose_backend(sample: list[str], n_texts: int, torch_embedder: Embedder, onnx_embedder: Callable[[], Embedder],
-                   cache_path: str | None = None) -> tuple[str, dict[str, Any]]:
+                   cache_path: str | None = None, onnx_if_exported: Callable[[], Embedder | None] | None = None
+                   ) -> tuple[str, dict[str, Any]]:
     """``auto`` on the CPU: the backend that embeds this catalog soonest, of those whose vectors are good enough.
 
-    Both backends are timed on ``sample`` (catalog texts): each one's cost is its first run (the model's load,
-    paid again by each Spark worker that runs it) plus the texts its cache does not hold over its throughput. When torch's is under :data:`QUICK_S` seconds it is kept without exporting ONNX (a
-    small or already embedded catalog). ONNX int8 counts only when its vectors of the sample are within
-    :data:`GOOD_ENOUGH` cosine of torch's (a model that quantizes badly stays on torch). The int8 vectors rank as
-    well as torch's on three datasets (BENCHMARKS.md); the speed is the machine's: int8 is 2.6x torch on a CPU
-    with int8 dot products (AVX-512 VNNI), about 1.2x on one without. Returns (backend, the measurements).
+    A rebuild first: a backend whose cache holds (:data:`FULL`) the sample's vectors is taken without timing
+    anything (torch's, then ONNX's when ``onnx_if_exported`` finds its export). Otherwise both backends are
+    timed on ``sample`` (catalog texts): each one's cost is its first run (the model's load, paid again by each
+    Spark worker that runs it) plus the texts its cache does not hold over its throughput. When torch's is under
+    :data:`QUICK_S` seconds it is kept without exporting ONNX (``onnx_embedder`` exports). ONNX int8 counts only
+    when its vectors of the sample are within :data:`GOOD_ENOUGH` cosine of torch's (a model that quantizes
+    badly stays on torch). The int8 vectors rank as well as torch's on three datasets (BENCHMARKS.md); the
+    speed is the machine's: int8 is 2.6x torch on a CPU with int8 dot products (AVX-512 VNNI), about 1.2x on
+    one without. Returns (backend, the measurements).
     """
-    if not sample:  # nothing to time: nothing to embed either
-        return "torch", {"sample": 0, "texts": n_texts, "chosen": "torch"}
-    load, rate, share = {}, {}, {}
-    load["torch"], rate["torch"] = timing(torch_embedder, sample)
-    share["torch"] = _cached_share(torch_embedder, sample, cache_path)
-    cost = {"torch": load["torch"] + n_texts * (1 - share["torch"]) / rate["torch"]}
     record: dict[str, Any] = {"sample": len(sample), "texts": n_texts}
+    if not sample:  # nothing to time: nothing to embed either
+        return "torch", {**record, "chosen": "torch"}
+    share = {"torch": _cached_share(torch_embedder, sample, cache_path)}
+    ready = onnx_if_exported() if share["torch"] < FULL and onnx_if_exported is not None else None
+    if ready is not None:
+        share["onnx"] = _cached_share(ready, sample, cache_path)
+    full = [b for b in ("torch", "onnx") if share.get(b, 0.0) >= FULL]
+    if full:
+        return full[0], {**record, "cached_share": {b: round(v, 3) for b, v in share.items()}, "chosen": full[0]}
+    load, rate = {}, {}
+    load["torch"], rate["torch"], reference = timing(torch_embedder, sample)
+    cost = {"torch": load["torch"] + n_texts * (1 - share["torch"]) / rate["torch"]}
     if cost["torch"] > QUICK_S:
-        onnx = onnx_embedder()
-        load["onnx"], rate["onnx"] = timing(onnx, sample)
+        onnx = ready or onnx_embedder()
+        load["onnx"], rate["onnx"], vectors = timing(onnx, sample)
         share["onnx"] = _cached_share(onnx, sample, cache_path)
-        cosine = (onnx.encode(sample) * torch_embedder.encode(sample)).sum(axis=1)
+        cosine = (vectors * reference).sum(axis=1)
         record["onnx_cosine"] = {"mean": round(float(cosine.mean()), 4), "min": round(float(cosine.min()), 4)}
         if cosine.mean() >= GOOD_ENOUGH[0] and cosine.min() >= GOOD_ENOUGH[1]:
             cost["onnx"] = load["onnx"] + n_texts * (1 - share["onnx"]) / rate["onnx"]

@@ -41,6 +41,14 @@ def models_cache() -> Path:
     return cache_root() / "models"
 
 
+def exported(model_path: str | Path | None = None, *, model: str = DEFAULT_MODEL, cache: Path | None = None
+             ) -> Path | None:
+    """The folder :func:`export_onnx` would return, when the export is already there (None: it is not)."""
+    src = Path(model_path or minilm_path())
+    target = (cache or models_cache()) / f"{model}-{BACKEND}-{folder_key(src, LIBRARIES)}"
+    return target if (target / META_FILE).is_file() else None
+
+
 def export_onnx(model_path: str | Path | None = None, *, model: str = DEFAULT_MODEL, cache: Path | None = None) -> Path:
     """Export (or find already exported) the int8 ONNX graph of a sentence-transformers folder; returns its folder.
 
