@@ -101,6 +101,11 @@ def test_the_evaluation_gives_the_same_metrics_in_one_process_and_in_two(spark, 
     assert one.metrics["all_items"] == two.metrics["all_items"]
     assert one.metrics["tuning"]["blend"] == two.metrics["tuning"]["blend"]
     assert np.isfinite(pd.Series(one.metrics["models"]["hybrid"])).all()
+    # the log and the manifest say what each part cost (a purchase log has no RMSE part)
+    parts = {"split", "buy-again models", "tune item-item", "tune ALS", "tune the blend", "tune reorders",
+             "tune repeat baselines", "score the test split"}
+    assert parts <= set(one.metrics["cost_s"]) and "RMSE of ratings" not in one.metrics["cost_s"]
+    assert all(v > 0 for v in one.metrics["cost_s"].values())
 
 
 @linux_only

@@ -18,10 +18,12 @@ Protocol (fixed, so numbers compare across versions):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -547,6 +549,16 @@ def _sample(users: list[str], n: int, seed: int) -> list[str]:
 # ---------------------------------------------------------------------------------------------------
 # the whole evaluation
 # ---------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def spent(costs: dict[str, float], part: str) -> Iterator[None]:
+    """Add the seconds the block takes to ``costs[part]`` (the manifest's ``metrics.cost_s``)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        costs[part] = round(costs.get(part, 0.0) + time.perf_counter() - start, 2)
+
+
 @dataclass
 class EvalResult:
     metrics: dict[str, Any]  # the manifest's "metrics" section
@@ -580,11 +592,13 @@ def _evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embe
     The test split's ALS fit (and the caller's final fit, ``als_chosen``) starts as soon as the ALS
     parameters are settled: during tuning when there is tuning, else before the test split is scored.
     """
-    span = time_split(events, s, say)
-    if span is None:
-        return None
-    chosen = given_choices(s, span)
-    test = make_split("test", events, products_pdf, span.test_cut, None, s, spark)
+    costs: dict[str, float] = {}
+    with spent(costs, "split"):
+        span = time_split(events, s, say)
+        if span is None:
+            return None
+        chosen = given_choices(s, span)
+        test = make_split("test", events, products_pdf, span.test_cut, None, s, spark)
 
     def start_test_fit(params: ALSParams) -> Future:
         fit = background.submit(fit_als, test, len(products_pdf), params)
@@ -593,22 +607,31 @@ def _evaluate(spark: Any, events: pd.DataFrame, products_pdf: pd.DataFrame, embe
         return fit
 
     window = span.hi - span.test_cut
-    with_buy_again(test, events, s, window, span.lo)
+    with spent(costs, "buy-again models"):
+        with_buy_again(test, events, s, window, span.lo)
     test_fit: Future | None = None
     if s.tune:
-        val = make_split("validation", events, products_pdf, span.val_cut, span.test_cut, s, spark)
-        with_buy_again(val, events, s, window, span.lo)
+        with spent(costs, "split"):
+            val = make_split("validation", events, products_pdf, span.val_cut, span.test_cut, s, spark)
+        with spent(costs, "buy-again models"):
+            with_buy_again(val, events, s, window, span.lo)
         chosen, test_fit = tune_on_validation(val, products_pdf, embeddings, index, chosen, span.window, s, say,
-                                              start_test_fit, events)
+                                              start_test_fit, events, costs)
         val.release()
     if test_fit is None:  # not tuned: the given parameters
         test_fit = start_test_fit(chosen.als)
-    scored = score_test(test, test_fit, products_pdf, embeddings, index, chosen, s, say, events)
+    with spent(costs, "score the test split"):
+        scored = score_test(test, test_fit, products_pdf, embeddings, index, chosen, s, say, events)
     test.release()
     metrics = report_metrics(span, test, scored, chosen, s)
-    ratings = rating_errors(spark, events, span.val_cut, span.test_cut, seed=s.seed, say=say) if spark else None
+    with spent(costs, "RMSE of ratings"):
+        ratings = rating_errors(spark, events, span.val_cut, span.test_cut, seed=s.seed, say=say) if spark else None
     if ratings is not None:  # explicit ratings: how well the stars themselves are predicted
         metrics["ratings"] = ratings
+    else:  # a purchase log: nothing was fitted
+        costs.pop("RMSE of ratings")
+    metrics["cost_s"] = costs
+    say("evaluate: seconds by part: %s", ", ".join(f"{k} {v:.1f}" for k, v in metrics["cost_s"].items()))
     return EvalResult(metrics=metrics, als=chosen.als, ease_lambda=chosen.ease_lambda, recommender=chosen.recommender,
                       span=span)
 
@@ -684,8 +707,8 @@ class Validation:
 
 def tune_on_validation(val: Split, products_pdf: pd.DataFrame, embeddings: np.ndarray, index: Any, given: Choices,
                        window: float, s: EvalSettings, say: Callable[..., None],
-                       start_test_fit: Callable[[ALSParams], Future], events: pd.DataFrame
-                       ) -> tuple[Choices, Future | None]:
+                       start_test_fit: Callable[[ALSParams], Future], events: pd.DataFrame,
+                       costs: dict[str, float] | None = None) -> tuple[Choices, Future | None]:
     """The tuning stages in order: item-item, ALS, the blend. Returns the choices and the test split's ALS fit,
     started (``start_test_fit``) as soon as ALS is chosen; (the given choices, None) with too few validation users."""
     tuning = dict(given.tuning)
@@ -693,18 +716,24 @@ def tune_on_validation(val: Split, products_pdf: pd.DataFrame, embeddings: np.nd
         tuning["skipped"] = f"only {len(val.truth)} validation users; defaults kept"
         say("evaluate: tuning skipped (%s)", tuning["skipped"])
         return replace(given, tuning=tuning), None
-    v = start_validation(val, products_pdf, embeddings, index, given.recommender, s)
-    tuning["users"] = len(v.users)
-    item_item = tune_item_item(v, given.recommender, given.ease_lambda, s, say)
+    costs = {} if costs is None else costs
+    with spent(costs, "tune item-item"):  # the ALS grid fits in Spark meanwhile (start_validation submits it)
+        v = start_validation(val, products_pdf, embeddings, index, given.recommender, s)
+        tuning["users"] = len(v.users)
+        item_item = tune_item_item(v, given.recommender, given.ease_lambda, s, say)
     if item_item.scores is not None:
         tuning["item_item_lambda"] = item_item.scores
-    als = tune_als(v, given.recommender, s, say)
+    with spent(costs, "tune ALS"):  # what the grid's fits still need after the item-item tuning, then scoring
+        als = tune_als(v, given.recommender, s, say)
     tuning["als"] = als.scores
     test_fit = start_test_fit(als.params)  # fits in Spark while the blend is searched here
-    blend = tune_blend(v, item_item, als, given.recommender, window, s, say)
+    with spent(costs, "tune the blend"):
+        blend = tune_blend(v, item_item, als, given.recommender, window, s, say)
     tuning["blend"] = blend.record
-    recommender, tuning["reorders"] = tune_reorders(v, blend.recommender, s, say)
-    baselines, tuning["repeat_baselines"] = tune_repeat_baselines(val, events, products_pdf, window, s, say)
+    with spent(costs, "tune reorders"):
+        recommender, tuning["reorders"] = tune_reorders(v, blend.recommender, s, say)
+    with spent(costs, "tune repeat baselines"):
+        baselines, tuning["repeat_baselines"] = tune_repeat_baselines(val, events, products_pdf, window, s, say)
     return Choices(als.params, item_item.ease_lambda, recommender, tuning, baselines), test_fit
 
 
