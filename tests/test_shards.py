@@ -105,7 +105,7 @@ def test_the_evaluation_gives_the_same_metrics_in_one_process_and_in_two(spark, 
     parts = {"split", "buy-again models", "tune item-item", "tune ALS", "tune the blend", "tune reorders",
              "tune repeat baselines", "score the test split"}
     assert parts <= set(one.metrics["cost_s"]) and "RMSE of ratings" not in one.metrics["cost_s"]
-    assert all(v > 0 for v in one.metrics["cost_s"].values())
+    assert all(v >= 0 for v in one.metrics["cost_s"].values()) and sum(one.metrics["cost_s"].values()) > 1
 
 
 @linux_only
