@@ -51,7 +51,7 @@ from index_builder.core.embedders.base import (
     resolve_backend,
     resolve_device,
 )
-from index_builder.core.embedders.cache import CachedEmbedder, EmbeddingCache, default_cache
+from index_builder.core.embedders.cache import CachedEmbedder, EmbeddingCache, default_cache, unusable
 from index_builder.core.embedders.factory import SAMPLE, Preload, choose_backend, local_cores, make_embedder, with_cache
 from index_builder.core.embedders.torch_backend import SentenceTransformerEmbedder
 from index_builder.core.errors import InputError
@@ -249,7 +249,7 @@ def local_embedder(r: Run, backend: str, device: str):
                          threads=_embed_threads(r.spark, cfg) if device == "cpu" else None)
 
 
-def measured_backend(r: Run, device: str) -> tuple[str, dict[str, Any]]:
+def measured_backend(r: Run, device: str, cache_path: str | None) -> tuple[str, dict[str, Any]]:
     """``--embed-backend auto`` on the CPU: time torch and ONNX int8 on a spread sample of this catalog's texts
     (:func:`~index_builder.core.embedders.factory.choose_backend`), both with the driver's threads."""
     from pyspark.sql import functions as F
@@ -276,8 +276,8 @@ def measured_backend(r: Run, device: str) -> tuple[str, dict[str, Any]]:
         return onnx_embedder() if exported(path, model=os.path.basename(os.path.normpath(path)) if path
                                            else DEFAULT_MODEL) else None
 
-    backend, record = choose_backend(sample, r.n_products, torch_embedder, onnx_embedder,
-                                     default_cache() if cfg.embed_cache else None, onnx_if_exported)
+    backend, record = choose_backend(sample, r.n_products, torch_embedder, onnx_embedder, cache_path,
+                                     onnx_if_exported)
     if "texts_per_s" in record:
         r.st.say("embed: auto backend: %s (%s texts/s on %d of the catalog's texts; estimated %s s%s)", backend,
                  record["texts_per_s"], len(sample), record["estimated_s"],
@@ -463,23 +463,32 @@ def interactions(r: Run) -> dict[str, Any]:
 def choose_embedder(r: Run) -> dict[str, Any]:
     """The build's embedder: OpenAI, or the local model on the backend asked for (``auto``: measured); a small
     local catalog embeds in the driver with the model preloaded at the start."""
-    cfg, choice = r.cfg, None
+    cfg, choice, cache_path, unavailable = r.cfg, None, None, None
+    if cfg.embed_cache and cfg.embedder != "openai":  # the OpenAI embedder keeps its own cache
+        cache_path = default_cache()
+        why = unusable(cache_path)
+        if why is not None:  # a cache only saves time: the build goes on without it, and says so
+            r.st.say("embed: warning: the embedding cache %s cannot be used (%s); embedding every text. Delete or "
+                     "move the file, point CARTWISE_EMBED_CACHE elsewhere, or build with --no-embed-cache",
+                     cache_path, why)
+            cache_path, unavailable = None, f"unavailable: {why}"
     if cfg.embedder == "openai":
         embedder = make_embedder("openai", model=cfg.embedding_model, dim=cfg.embedding_dim)
     else:
         device = resolve_device(cfg.device)
         backend = resolve_backend(cfg.embed_backend, device)
         if backend == "measure":
-            backend, choice = measured_backend(r, device)
+            backend, choice = measured_backend(r, device, cache_path)
         embedder = local_embedder(r, backend, device)
     in_driver = (r.preload is not None and embedder.backend == SentenceTransformerEmbedder.backend
                  and r.n_products <= DRIVER_MAX)
     if in_driver:
         embedder = r.preload.get()
-    if r.cfg.embed_cache:  # a local model reads the texts it embedded before from the cache (OpenAI has its own)
-        embedder = with_cache(embedder)
+    if cache_path is not None:  # a local model reads the texts it embedded before from the cache
+        embedder = with_cache(embedder, cache_path)
     # the preload is not needed any more (or never was: a big catalog embeds in the executors)
-    return {"embedder": embedder, "in_driver": in_driver, "preload": None, "embed_choice": choice}
+    return {"embedder": embedder, "in_driver": in_driver, "preload": None, "embed_choice": choice,
+            "embed_cache": unavailable}
 
 
 def embed(r: Run) -> dict[str, Any]:
@@ -498,8 +507,8 @@ def embed(r: Run) -> dict[str, Any]:
     else:
         vectors, hits = embed_in_executors(r, embedder)
     cache = ({"path": embedder.path, "from_cache": int(hits), "encoded": n_products - int(hits)}
-             if isinstance(embedder, CachedEmbedder) else None)
-    if cache is not None:
+             if isinstance(embedder, CachedEmbedder) else r.embed_cache)
+    if isinstance(embedder, CachedEmbedder):
         r.st.say("embed: %d of %d texts from the embedding cache (%s), %d encoded", cache["from_cache"], n_products,
                  cache["path"], cache["encoded"])
     return {"embeddings": bundle.check_finite(bundle.EMBEDDINGS, np.asarray(vectors, dtype=np.float32)),
@@ -521,7 +530,7 @@ def embed_in_executors(r: Run, embedder) -> tuple[np.ndarray, int]:
     if cached:
         prefix = EmbeddingCache.prefix(embedder.model, embedder.tag)
         keys = texts.select(PRODUCT_IDX, F.concat(F.lit(prefix), F.sha2(F.col(TEXT), 256)).alias("key")).toPandas()
-        have = embedder.cache.get_many(list(dict.fromkeys(keys["key"])))
+        have = embedder.cache.get_many(list(dict.fromkeys(keys["key"])), embedder.dim)
         found = keys["key"].isin(have).to_numpy()
         if found.any():
             vectors[keys[PRODUCT_IDX].to_numpy()[found]] = np.stack([have[k] for k in keys["key"][found]])

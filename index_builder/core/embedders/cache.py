@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import importlib.metadata as md
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -25,7 +26,10 @@ import numpy as np
 
 from index_builder.core.embedders.base import Embedder
 
+log = logging.getLogger(__name__)
+
 FILE_NAME = "embeddings.sqlite"
+NORM_TOLERANCE = 1e-3  # a stored vector is unit-norm (every backend normalizes); one that is not is a miss
 LOOKUP_CHUNK = 500  # keys per SELECT (SQLite's default limit on bound parameters is 999 in old builds)
 
 
@@ -93,19 +97,56 @@ class EmbeddingCache:
         """``model|variant|`` and the hex sha256 of the text's UTF-8 (what Spark's ``sha2(text, 256)`` gives)."""
         return EmbeddingCache.prefix(model, variant) + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    def get_many(self, keys: Sequence[str], dim: int | None = None) -> dict[str, np.ndarray]:
+        """The usable vectors of ``keys``: ``dim`` long (when given), finite and of unit norm. Any other row (a
+        damaged file, another writer's bytes) is a miss, embedded again and overwritten; a file SQLite cannot
+        read is all misses (logged), never the end of a build."""
         out: dict[str, np.ndarray] = {}
-        conn = self._conn()
-        for i in range(0, len(keys), LOOKUP_CHUNK):
-            part = list(keys[i:i + LOOKUP_CHUNK])
-            rows = conn.execute(f"SELECT key, vec FROM vectors WHERE key IN ({','.join('?' * len(part))})", part)
-            out.update({k: np.frombuffer(v, dtype=np.float32) for k, v in rows})
+        try:
+            conn = self._conn()
+            for i in range(0, len(keys), LOOKUP_CHUNK):
+                part = list(keys[i:i + LOOKUP_CHUNK])
+                rows = conn.execute(f"SELECT key, vec FROM vectors WHERE key IN ({','.join('?' * len(part))})", part)
+                for k, blob in rows:
+                    v = usable(blob, dim)
+                    if v is not None:
+                        out[k] = v
+        except sqlite3.Error as exc:
+            log.warning("embedding cache %s: unreadable (%s): embedding without it; delete the file or build with "
+                        "--no-embed-cache", self.path, exc)
         return out
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
-        with self._conn() as c:
-            c.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)",
-                          [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()])
+        """Store unit vectors (a non-finite one is never stored); a write SQLite refuses is logged, not raised."""
+        rows = [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()
+                if np.isfinite(np.asarray(v, dtype=np.float32)).all()]
+        try:
+            with self._conn() as c:
+                c.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)", rows)
+        except sqlite3.Error as exc:
+            log.warning("embedding cache %s: not written (%s)", self.path, exc)
+
+
+def usable(blob: bytes, dim: int | None) -> np.ndarray | None:
+    """A stored vector when it is one: whole float32s, ``dim`` of them (when given), finite, unit norm."""
+    if not isinstance(blob, bytes) or len(blob) % 4 or (dim is not None and len(blob) != 4 * dim) or not blob:
+        return None
+    v = np.frombuffer(blob, dtype=np.float32)
+    if not np.isfinite(v).all() or abs(float(np.linalg.norm(v)) - 1.0) > NORM_TOLERANCE:
+        return None
+    return v
+
+
+def unusable(path: str) -> str | None:
+    """Why the cache file at ``path`` cannot be used (None: it can): what a build says before it goes on
+    without it."""
+    try:
+        EmbeddingCache(path).get_many([])
+        with sqlite3.connect(path, timeout=60) as conn:
+            conn.execute("SELECT count(*) FROM vectors WHERE 0").fetchone()
+    except (sqlite3.Error, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def versions(libraries: Iterable[str]) -> dict[str, str]:
@@ -119,16 +160,31 @@ def versions(libraries: Iterable[str]) -> dict[str, str]:
     return out
 
 
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: each file read once
+
+
+def file_hash(path: Path) -> str:
+    """The sha256 of a whole file (weights changed in place past their first bytes change it too), remembered
+    while its size and modification time stay the same."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        _FILE_HASHES[key] = h.hexdigest()
+    return _FILE_HASHES[key]
+
+
 def folder_key(folder: str | Path, libraries: Iterable[str] = ()) -> str:
-    """A short hash of a model folder's files (names, sizes, first MiB of each) and the versions of
-    ``libraries``: what the vectors (or an export) computed from that folder depend on."""
+    """A short hash of a model folder's files (names and whole contents) and the versions of ``libraries``:
+    what the vectors (or an export) computed from that folder depend on."""
     folder = Path(folder)
     h = hashlib.sha256(json.dumps(versions(libraries), sort_keys=True).encode())
     for p in sorted(folder.rglob("*")):
         if p.is_file():
-            h.update(f"{p.relative_to(folder)}:{p.stat().st_size}".encode())
-            with open(p, "rb") as fh:
-                h.update(fh.read(1 << 20))
+            h.update(f"{p.relative_to(folder)}:{file_hash(p)}".encode())
     return h.hexdigest()[:16]
 
 
@@ -171,7 +227,7 @@ class CachedEmbedder(Embedder):
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         keys = [EmbeddingCache.key(self.model, self.tag, t) for t in texts]
-        have = self.cache.get_many(list(dict.fromkeys(keys)))
+        have = self.cache.get_many(list(dict.fromkeys(keys)), self.dim)
         todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in have}
         self.hits += sum(k in have for k in keys)
         self.encoded += len(todo)

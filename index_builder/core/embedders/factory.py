@@ -88,7 +88,7 @@ def _cached_share(embedder: Embedder, texts: list[str], cache_path: str | None) 
 
     cached = with_cache(embedder, cache_path)
     keys = list(dict.fromkeys(EmbeddingCache.key(cached.model, cached.tag, t) for t in texts))
-    return len(cached.cache.get_many(keys)) / len(keys)
+    return len(cached.cache.get_many(keys, cached.dim)) / len(keys)
 
 
 def choose_backend(sample: list[str], n_texts: int, torch_embedder: Embedder, onnx_embedder: Callable[[], Embedder],

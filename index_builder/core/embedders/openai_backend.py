@@ -152,7 +152,7 @@ class OpenAIEmbedder(Embedder):
         if self._dim is None and texts != ["dimension probe"]:
             self.dim  # noqa: B018 - measure once, so every vector can be checked
         keys = [EmbeddingCache.key(self.model, self.requested_dim, t) for t in texts]
-        have = self.cache.get_many(list(dict.fromkeys(keys)))
+        have = self.cache.get_many(list(dict.fromkeys(keys)), self._dim)
         todo = list(dict.fromkeys(t for t, k in zip(texts, keys, strict=True) if k not in have))
         if todo:
             enc = tokens.encoding("cl100k_base")
