@@ -14,6 +14,9 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# The limits are kept per client address: trust no X-Forwarded-For unless the operator names the proxy
+# (uvicorn trusts the header from 127.0.0.1 by default, so any local sidecar or tunnel could mint addresses).
+os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
 
 from assistant.gate import CLIENT_ENV, CLIENT_PER_MINUTE, SESSION_ENV, SESSION_PER_MINUTE  # noqa: E402 - after the offline switches
 from assistant.session import PER_CLIENT_ENV, SESSIONS_PER_CLIENT  # noqa: E402

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -14,7 +15,7 @@ import numpy as np
 
 from assistant.config import RecommenderConfig
 from assistant.events import EventStore
-from assistant.gate import TurnLimits, check_call
+from assistant.gate import TooManyTurns, TurnLimits, check_call
 from assistant.parsing import NO_PRODUCT_KINDS, Intent, parse_message
 from assistant.recommender import Recommendation, Recommender, Request, with_reorders
 from assistant.safety import catalog_urls, screen, screened, without_markup
@@ -52,6 +53,25 @@ def pick_scored(rec: Recommender, found: tuple[np.ndarray, dict[str, np.ndarray]
     score, picks = rec.pick(rows, terms, req)
     at = {int(r): i for i, r in enumerate(rows)}
     return [(int(r), float(score[at[r]])) for r in picks]
+
+
+def _resumed(first: dict[str, Any], rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """``first``, then the rest of a started turn; closing it closes the turn (and frees its session)."""
+    yield first
+    yield from rest
+
+
+@contextlib.contextmanager
+def busy_or_held(state: SessionState) -> Iterator[None]:
+    """Hold the session's lock, or refuse at once when a turn of the conversation holds it (a programmatic
+    caller waits for its reply before it sends the next message; queued turns would hold the server's threads)."""
+    if not state.lock.acquire(blocking=False):
+        raise TooManyTurns("a reply in this conversation is still being written: send the next message when it "
+                           "has ended", 1, "session")
+    try:
+        yield
+    finally:
+        state.lock.release()
 
 
 class Assistant:
@@ -385,24 +405,31 @@ class Assistant:
         """The one implementation behind every programmatic turn: Gradio's ``/recommend`` and ``/chat`` and
         the JSON API's ``/api/v1/recommend`` and ``/api/v1/chat`` all call it.
 
-        Checked now, before anything is returned (so a web API can answer with a status): the bounds of the
-        arguments (:func:`~assistant.gate.check_call`, raises ``BadInput``), the user and product ids and the
-        session's owner (:meth:`api_session`: another customer's id never continues a session), and the turn
-        limits per session and per ``client`` (:meth:`admit`, raises ``TooManyTurns``). Then, as the returned
-        iterator is read, the turn runs holding the session's lock, and yields ``{"session_id", "text"}`` with
+        Checked now, before anything is returned (so a web API can answer with a status), in this order: the
+        bounds of the arguments (:func:`~assistant.gate.check_call`, raises ``BadInput``); the turn limits per
+        session and per ``client`` (:meth:`admit`, raises ``TooManyTurns``), before the call changes or opens any
+        session; the user and product ids and the session's owner (:meth:`api_session`: another customer's id
+        never continues a session); one turn at a time per conversation (a call while the session's previous
+        reply is still being written is refused with ``TooManyTurns`` at once, not queued: queued turns would
+        hold the server's worker threads). The turn then starts, holding the session's lock; the returned
+        iterator yields ``{"session_id", "text"}`` with
         the reply so far (screened whole at the output boundary, :mod:`.safety`: send the latest, not a
         difference): the first text at once, then at most every ``every_s`` seconds (``math.inf``: none), then
         one ``{"session_id", "text", "done": True, "reply", "products", "writer"}``. Only what is sent is
         screened: screening every word's text so far doubled the time of a template turn.
         """
         user_id, viewed, message, session_id = check_call(user_id, recently_viewed, message, session_id)
+        self.admit(session_id or None, client)
         state, notes = self.api_session(user_id, viewed, session_id or None, client)
-        self.admit(state.session_id, client)
-        return self._api_turn(state, message, notes, every_s)
+        if state.session_id != session_id and self.turn_limits is not None:  # a new session: its first turn counts
+            self.turn_limits.opened(state.session_id)
+        updates = self._api_turn(state, message, notes, every_s)
+        first = next(updates)  # the turn holds its session's lock (or is refused) before this returns
+        return _resumed(first, updates)
 
     def _api_turn(self, state: SessionState, message: str, notes: list[str], every_s: float
                   ) -> Iterator[dict[str, Any]]:
-        with state.lock:
+        with busy_or_held(state):
             turn = self.turn(message, state, notes=notes)
             raw, at = "", None
             for raw in accumulate(turn.chunks):
@@ -410,11 +437,12 @@ class Assistant:
                     at = time.monotonic()
                     yield {"session_id": state.session_id, "text": screen(raw, self.allowed_urls)}
             text = screen(raw, self.allowed_urls)
-            yield {"session_id": state.session_id, "text": text, "done": True, "reply": text,
-                   "products": [p.as_dict() for p in turn.products],
-                   "writer": turn.context.meta.get("writer", self.writer.name)}
+            done = {"session_id": state.session_id, "text": text, "done": True, "reply": text,
+                    "products": [p.as_dict() for p in turn.products],
+                    "writer": turn.context.meta.get("writer", self.writer.name)}
+        yield done  # the lock is free before the last item goes out: the caller's next turn never finds it held
 
-    def admit(self, session_id: str, client: str | None) -> None:
+    def admit(self, session_id: str | None, client: str | None) -> None:
         """Count one turn against the app's turn limits (:class:`~assistant.gate.TurnLimits`), or raise
         ``TooManyTurns``; the page's chat calls it too."""
         if self.turn_limits is not None:
@@ -431,12 +459,12 @@ class Assistant:
         self.rows(ids)  # raises UnknownProduct naming the bad ids
         state, note = self.sessions.get(session_id, client=client)
         notes = [note[0].upper() + note[1:] + "."] if note else []
-        with state.lock:
+        with busy_or_held(state):
             switched = bool(user_id) and user_id != state.user_id and state.used()
         if switched:  # the previous customer's session stays theirs; this one starts over
             state, _ = self.sessions.get(None, client=client)
             notes.append(SWITCHED.format(who=f"customer {user_id}"))
-        with state.lock:
+        with busy_or_held(state):
             if user_id:
                 state.user_id = user_id
             for pid in ids:

@@ -106,12 +106,22 @@ class TurnLimits:
             del self._windows[oldest]
         return q
 
-    def admit(self, session_id: str, client: str | None) -> None:
-        """Count one turn of ``session_id`` by ``client``, or raise :class:`TooManyTurns` (nothing counted)."""
+    def opened(self, session_id: str) -> None:
+        """Count the turn that opened ``session_id`` (admitted before the session had an id) in its window."""
+        if self.session_per_minute > 0:
+            now = self.clock()
+            with self._lock:
+                self._window(f"s:{session_id}", now).append(now)
+
+    def admit(self, session_id: str | None, client: str | None) -> None:
+        """Count one turn of ``session_id`` (None: a conversation not started yet) by ``client``, or raise
+        :class:`TooManyTurns` (nothing counted)."""
         now = self.clock()
         with self._lock:
-            checks = [(self._window(f"s:{session_id}", now), self.session_per_minute, "session",
-                       "this conversation")]
+            checks = []
+            if session_id:
+                checks.append((self._window(f"s:{session_id}", now), self.session_per_minute, "session",
+                               "this conversation"))
             if client:
                 checks.append((self._window(f"c:{client}", now), self.client_per_minute, "client", "you"))
             for q, limit, scope, who in checks:

@@ -20,10 +20,12 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from assistant.gate import MAX_ID, MAX_MESSAGE, MAX_VIEWED, BadInput, TooManyTurns, client_key
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
 NDJSON = "application/x-ndjson"
+MAX_BODY = 64 * 1024  # bytes of one request: the bounds of assistant.gate fit in a tenth of it (413 past it)
 Auth = Callable[[str, str], bool] | tuple[str, str] | Sequence[tuple[str, str]] | None
 
 
@@ -152,6 +155,23 @@ def _refused(exc: AssistantError) -> HTTPException:
     return _refuse(400, "bad_request", str(exc))
 
 
+class BoundedRoute(APIRoute):
+    """A route whose 422 names the fields and what is wrong with them, but never echoes the input: a caller's
+    text is not sent back (and a lone surrogate in it could not be encoded: it was a 500)."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def bounded(request: Request):
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+                return JSONResponse({"detail": errors}, status_code=422)
+
+        return bounded
+
+
 # -- the routes -----------------------------------------------------------------------------------------------
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": RefusalOut, "description": "no login, or a wrong one (the app runs with --auth)"},
@@ -162,10 +182,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 def json_routes(assistant: Any, auth: Auth = None) -> list:
     """The JSON API's routes over ``assistant`` (an Assistant, or a LiveAssistant that follows a bundle root),
     guarded by ``auth``, for ``launch(app_kwargs={"routes": ...})``."""
-    router = APIRouter(prefix=PREFIX, tags=["cartwise"])
+    def login(request: Request) -> str | None:  # a dependency: runs before the body is validated
+        request.state.client = caller(request, auth)
+        return request.state.client
+
+    router = APIRouter(prefix=PREFIX, tags=["cartwise"], dependencies=[Depends(login)], route_class=BoundedRoute,
+                       max_body_size=MAX_BODY)
 
     def start(body: TurnIn, request: Request) -> Iterator[dict[str, Any]]:
-        client = caller(request, auth)
+        client = request.state.client
         try:
             return assistant.api_stream(body.user_id, body.recently_viewed, body.message, body.session_id or None,
                                         client=client)
