@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from assistant.chat import Assistant
+from assistant.gate import TooManyTurns
 from assistant.llm import Limits, LLMSettings, LLMWriter, catalog_titles
 from assistant.safety import screen
 from assistant.session import SessionState, SessionStore
@@ -98,11 +99,22 @@ def test_every_handler_that_touches_a_session_waits_for_its_lock(assistant, two_
         "set_viewed": lambda: assistant.set_viewed(state, [pid]),
         "turn": lambda: assistant.recommend_api(a, [], "what next?", sid),
     }
-    done = threading.Event()
+    done, refused = threading.Event(), []
+
+    def call():
+        try:
+            calls[handler]()
+        except TooManyTurns as exc:  # a programmatic turn is refused at once rather than queued
+            refused.append(exc)
+        done.set()
+
     with state.lock:
-        t = threading.Thread(target=lambda: (calls[handler](), done.set()))
+        t = threading.Thread(target=call)
         t.start()
-        assert not done.wait(0.5), f"{handler} ran while another thread held the session"
+        if handler in ("api_session", "turn"):
+            assert done.wait(5) and refused and refused[0].scope == "session", f"{handler} queued or ran"
+        else:
+            assert not done.wait(0.5), f"{handler} ran while another thread held the session"
     assert done.wait(30)
     t.join()
 
