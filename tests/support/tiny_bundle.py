@@ -46,12 +46,15 @@ BUY_AGAIN = pd.DataFrame({"user_id": ["u_candle", "u_candle", "u_mug"], "product
                           "last_days": [41.0, 20.0, 200.0]})
 
 
-def write_tiny_bundle(root: Path, buy_again: pd.DataFrame | None = None) -> Path:
-    """The bundle under ``root``; ``buy_again``: also a buy-again table (e.g. :data:`BUY_AGAIN`)."""
+def write_tiny_bundle(root: Path, buy_again: pd.DataFrame | None = None, vectors: np.ndarray | None = None,
+                      embedding: dict | None = None, manifest: dict | None = None) -> Path:
+    """The bundle under ``root``; ``buy_again``: also a buy-again table (e.g. :data:`BUY_AGAIN`); ``vectors``
+    and ``embedding`` (the manifest's model, dim, backend): other product vectors than the themes' axes;
+    ``manifest``: more manifest fields."""
     import faiss
 
     n = len(CATALOG)
-    emb = np.array([c[4] for c in CATALOG], dtype=np.float32)
+    emb = np.array([c[4] for c in CATALOG] if vectors is None else vectors, dtype=np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     products = pd.DataFrame({
         "product_id": [c[0] for c in CATALOG], "title": [c[1] for c in CATALOG], "description": "",
@@ -71,7 +74,7 @@ def write_tiny_bundle(root: Path, buy_again: pd.DataFrame | None = None) -> Path
     def fill(folder: Path) -> dict:
         products.to_parquet(folder / fmt.PRODUCTS, index=False)
         fmt.save_array(folder, fmt.EMBEDDINGS, emb)
-        index = faiss.IndexFlatIP(4)
+        index = faiss.IndexFlatIP(emb.shape[1])
         index.add(emb)
         faiss.write_index(index, str(folder / fmt.FAISS_INDEX))
         pd.DataFrame({"user_id": users, "user_idx": range(len(users))}).to_parquet(folder / fmt.USERS, index=False)
@@ -81,7 +84,7 @@ def write_tiny_bundle(root: Path, buy_again: pd.DataFrame | None = None) -> Path
         if buy_again is not None:
             buy_again.to_parquet(folder / fmt.BUY_AGAIN, index=False)
         return {"dataset": "tiny", "params": {"embedder": "fake"}, "counts": {"products": n, "users": 2},
-                "embedding": {"model": "fake-themes", "dim": 4, "backend": "test"},
-                "kmeans": {"k": 4}, "als": {"params": {"rank": 4}}}
+                "embedding": embedding or {"model": "fake-themes", "dim": 4, "backend": "test"},
+                "kmeans": {"k": 4}, "als": {"params": {"rank": 4}}, **(manifest or {})}
 
     return fmt.publish(root, fill)
