@@ -44,7 +44,6 @@ from index_builder.core.constants import (
 )
 from index_builder.core.embedders.base import (
     BACKENDS,
-    DEFAULT_MODEL,
     DEVICES,
     DRIVER_MAX,
     encode_chunks,
@@ -52,7 +51,15 @@ from index_builder.core.embedders.base import (
     resolve_device,
 )
 from index_builder.core.embedders.cache import CachedEmbedder, EmbeddingCache, default_cache, unusable
-from index_builder.core.embedders.factory import SAMPLE, Preload, choose_backend, local_cores, make_embedder, with_cache
+from index_builder.core.embedders.factory import (
+    SAMPLE,
+    Preload,
+    choose_backend,
+    local_cores,
+    local_model,
+    make_embedder,
+    with_cache,
+)
 from index_builder.core.embedders.torch_backend import SentenceTransformerEmbedder
 from index_builder.core.errors import InputError
 from index_builder.core.flags import flag
@@ -272,9 +279,8 @@ def measured_backend(r: Run, device: str, cache_path: str | None) -> tuple[str, 
     def onnx_if_exported():
         from index_builder.core.embedders.onnx_backend import exported
 
-        path = cfg.embedder if os.path.isdir(cfg.embedder) else None
-        return onnx_embedder() if exported(path, model=os.path.basename(os.path.normpath(path)) if path
-                                           else DEFAULT_MODEL) else None
+        path, model = local_model(cfg.embedder)
+        return onnx_embedder() if exported(path, model=model) else None
 
     backend, record = choose_backend(sample, r.n_products, torch_embedder, onnx_embedder, cache_path,
                                      onnx_if_exported)

@@ -141,9 +141,7 @@ def unusable(path: str) -> str | None:
     """Why the cache file at ``path`` cannot be used (None: it can): what a build says before it goes on
     without it."""
     try:
-        EmbeddingCache(path).get_many([])
-        with sqlite3.connect(path, timeout=60) as conn:
-            conn.execute("SELECT count(*) FROM vectors WHERE 0").fetchone()
+        EmbeddingCache(path)  # creates the folder, the file and the table, or says why it cannot
     except (sqlite3.Error, OSError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None

@@ -182,6 +182,15 @@ class Preload:
         return self.embedder
 
 
+def local_model(name: str) -> tuple[str | None, str]:
+    """(model folder, None for the packaged MiniLM; model name) of a local ``--embedder``."""
+    if name in ("minilm", DEFAULT_MODEL):
+        return None, DEFAULT_MODEL
+    if os.path.isdir(name):
+        return name, os.path.basename(os.path.normpath(name))
+    raise ValueError(f"unknown embedder {name!r}: use 'minilm', 'openai' or the folder of a sentence-transformers model")
+
+
 def make_embedder(name: str = "minilm", *, model: str | None = None, dim: int | None = None, backend: str = "torch",
                   device: str = "cpu", **kwargs: Any) -> Embedder:
     """Factory: ``minilm`` (default, offline), ``openai`` (``model``, ``dim``: any /v1/embeddings server)
@@ -191,12 +200,7 @@ def make_embedder(name: str = "minilm", *, model: str | None = None, dim: int | 
         from index_builder.core.embedders.openai_backend import DEFAULT_OPENAI_MODEL, OpenAIEmbedder
 
         return OpenAIEmbedder(model or DEFAULT_OPENAI_MODEL, dim, **kwargs)
-    if name in ("minilm", DEFAULT_MODEL):
-        path, model_name = None, DEFAULT_MODEL
-    elif os.path.isdir(name):
-        path, model_name = name, os.path.basename(os.path.normpath(name))
-    else:
-        raise ValueError(f"unknown embedder {name!r}: use 'minilm', 'openai' or the folder of a sentence-transformers model")
+    path, model_name = local_model(name)
     if backend == "onnx":
         from index_builder.core.embedders.onnx_backend import OnnxEmbedder, export_onnx
 
