@@ -30,6 +30,7 @@ class LiveAssistant:
         folder = fmt.resolve(self.root)
         self.current = make(folder)
         self.version = folder.name
+        self.since = time.time()  # when the version served now was swapped in (epoch seconds)
         self.refused: dict[str, str] = {}
         self._refused_at: dict[str, tuple] = {}  # the files' (name, size, mtime) when a version was refused
         self.swaps = 0
@@ -68,7 +69,7 @@ class LiveAssistant:
             return False
         self.refused.pop(folder.name, None)
         self._refused_at.pop(folder.name, None)
-        old, self.current, self.version = self.version, fresh, folder.name
+        old, self.current, self.version, self.since = self.version, fresh, folder.name, time.time()
         self.swaps += 1
         log.info("bundle reload: now serving %s (was %s), loaded in %.1fs", folder.name, old, time.perf_counter() - t0)
         return True

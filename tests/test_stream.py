@@ -142,6 +142,13 @@ def test_folder_stream_dead_letters_and_publishes(spark, live_root, tmp_path):
     job = run_stream(cfg, spark)
     first = fmt.read_manifest(fmt.resolve(live_root))["stream"]
     assert first["events_folded"] == 201 and first["new_users"] == 1  # walk-in: no event type -> a purchase
+    # the live panel's numbers: the dead letters by reason, when the newest event arrived, its own time stamp
+    assert first["dead_letters"] == {"malformed_json": 1, "unknown_event_type": 1, "unknown_product_id": 1}
+    assert first["full_build"] == base.name and first["base_version"] == base.name
+    arrived, published = pd.Timestamp(first["arrived_at"], unit="s", tz="UTC"), pd.Timestamp(first["published_at"])
+    assert pd.Timedelta(0) <= published.floor("s") - arrived.floor("s") < pd.Timedelta(minutes=2)
+    stamps = pd.to_datetime(EventLog(live_root / "stream").read_events()["ts"], utc=True)
+    assert pd.Timestamp(first["newest_event_ts"]) == stamps.max()  # the walk-in's: it had none, so arrival time
 
     log = EventLog(live_root / "stream")
     dead = log.read_dead_letters()
@@ -156,6 +163,8 @@ def test_folder_stream_dead_letters_and_publishes(spark, live_root, tmp_path):
     assert len(log.read_events()) == 301
     second = fmt.read_manifest(fmt.resolve(live_root))["stream"]
     assert second["events_total"] == 301 and second["through_batch"] > first["through_batch"]
+    assert second["full_build"] == base.name != second["base_version"]  # folded onto the first publish
+    assert second["dead_letters"] == first["dead_letters"] and second["arrived_at"] > first["arrived_at"]
     assert job.published and job.published[-1]["events_folded"] == 100
     versions = [p for p in live_root.iterdir() if (p / fmt.MANIFEST).is_file() and not p.is_symlink()]
     assert len(versions) == 2  # --keep-versions 2: the base version was pruned

@@ -44,6 +44,7 @@ from index_builder.core.constants import (
     PRODUCT_IDX,
     PURCHASED,
     TITLE,
+    TS,
     USER_ID,
     USER_IDX,
     WEIGHT,
@@ -137,8 +138,12 @@ def _embed_products(folder: Path, manifest: dict[str, Any], texts: list[str]) ->
 
 
 def fold_in(root: Path | str, events: pd.DataFrame, new_products: pd.DataFrame | None, *, through_batch: int,
-            refit: bool = False, spark: Any = None, keep_versions: int = 5) -> FoldIn:
-    """Publish a new version of ``root`` with ``events`` (canonical, validated) and ``new_products`` folded in."""
+            refit: bool = False, spark: Any = None, keep_versions: int = 5, feed: dict[str, Any] | None = None) -> FoldIn:
+    """Publish a new version of ``root`` with ``events`` (canonical, validated) and ``new_products`` folded in.
+
+    ``feed``: what the stream knows of these events and adds to the manifest's ``stream`` section
+    (``arrived_at``: epoch seconds when the newest of them reached the stream; ``dead_letters``: its dead
+    letters so far, by reason)."""
     t0 = time.perf_counter()
     root = Path(root)
     base = read_base(root)
@@ -153,7 +158,7 @@ def fold_in(root: Path | str, events: pd.DataFrame, new_products: pd.DataFrame |
         base=base.folder, manifest=base.manifest, products=products, users=folded.users,
         interactions=folded.interactions, events=all_events(base.folder, events),
         changed={**catalog.changed, **models.changed},
-        info=stream_info(base, events, folded, len(catalog.added), models.refit_info, through_batch))
+        info=stream_info(base, events, folded, len(catalog.added), models.refit_info, through_batch, feed))
     folder = fmt.publish(root, partial(write_version, version=version, t0=t0))
     prune_versions(root, keep_versions)
     info = version.info
@@ -342,12 +347,19 @@ def all_events(base: Path, events: pd.DataFrame) -> pd.DataFrame:
 
 
 def stream_info(base: Base, events: pd.DataFrame, folded: Folded, new_products: int, refit_info: dict[str, Any],
-                through_batch: int) -> dict[str, Any]:
-    """The new version's manifest["stream"] (its ``fold_in_s`` is added when the files are written)."""
+                through_batch: int, feed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The new version's manifest["stream"] (its ``fold_in_s`` is added when the files are written): what this
+    publish folded in, the totals since the last full build (``full_build``), and the freshness the Insights
+    tab shows (the newest event's own time stamp; from ``feed``, when it reached the stream)."""
     ev = folded.events
     prev = base.manifest.get("stream", {})
+    stamps = pd.to_datetime(ev[TS], utc=True, errors="coerce").dropna() if len(ev) and TS in ev else pd.Series([])
+    seen = [pd.Timestamp(prev["newest_event_ts"])] if prev.get("newest_event_ts") else []
+    newest = max([*seen, *([stamps.max()] if len(stamps) else [])], default=None)
     return {
-        "base_version": base.folder.name, "through_batch": int(through_batch),
+        "full_build": prev.get("full_build", base.folder.name), "full_build_at": base.manifest.get("created_at"),
+        "base_version": base.folder.name, "through_batch": int(through_batch), "newest_event_ts": newest.isoformat() if newest is not None else None,
+        **{k: v for k, v in (feed or {}).items() if v is not None},
         "events_folded": int(len(ev)), "events_unknown_product": int(len(events) - len(ev)),
         "events_total": int(prev.get("events_total", 0)) + int(len(ev)),
         "new_users": len(folded.new_users), "updated_users": len(folded.touched), "new_products": int(new_products),

@@ -28,6 +28,7 @@ import os
 import re
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -501,9 +502,19 @@ class StreamJob:
         n_pub = len(self.published) + 1
         refit = bool(self.cfg.refit_every) and n_pub % self.cfg.refit_every == 0
         done = fold_in(self.root, events, products, through_batch=last, refit=refit, spark=self.spark,
-                       keep_versions=self.cfg.keep_versions)
+                       keep_versions=self.cfg.keep_versions, feed=self.feed(through, last))
         self.published.append(done.info)
         return done.info
+
+    def feed(self, through: int, last: int) -> dict:
+        """What a publish of batches ``through+1..last`` adds to the manifest: when the newest of their events
+        reached the stream, and every dead letter so far by reason (the Insights tab's live panel shows both)."""
+        arrived = [e["at"] for b, e in self._ledger.items() if through < b <= last and e["events"]]
+        dead = Counter()
+        for e in self._ledger.values():
+            dead.update(e.get("reasons") or {})
+        return {"arrived_at": round(max(arrived), 3) if arrived else None,
+                "dead_letters": {str(k): int(v) for k, v in sorted(dead.items(), key=lambda kv: (-kv[1], kv[0]))}}
 
     def _publish_error(self, error: str) -> None:
         if not self.publish_errors or self.publish_errors[-1] != error:
