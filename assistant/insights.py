@@ -6,17 +6,29 @@ same figure functions (``index_builder.core.figures``) as ``report/report.html``
 
 from __future__ import annotations
 
+import html
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from index_builder.core import figures
-from index_builder.core.bundle import EDGES, GRAPH_DIR, MAP_POINTS, PRODUCT_NS, REPORT_DIR, REPORT_HTML, USER_NS
+from index_builder.core import figures, network
+from index_builder.core.bundle import (
+    EDGES,
+    EVENTS_SUMMARY,
+    GRAPH_DIR,
+    MAP_POINTS,
+    PRODUCT_NS,
+    REPORT_DIR,
+    REPORT_HTML,
+    USER_NS,
+)
 from index_builder.core.bundle_reader import Bundle
 
 log = logging.getLogger(__name__)
@@ -31,6 +43,8 @@ class Insights:
     counts: np.ndarray  # users each product (by row) is recommended to
     graph_users: int
     picks: dict[str, list[str]]  # user_id -> the graph's product ids for them, best first
+    edges: pd.DataFrame | None = None  # the graph's user_id, product_id rows
+    to_whom: dict[str, list[str]] | None = None  # product_id -> the graph's users it is recommended to
 
     @classmethod
     def load(cls, b: Bundle) -> Insights | None:
@@ -51,7 +65,7 @@ class Insights:
         picks = {} if edges is None else edges.groupby("user_id", sort=False)["product_id"].apply(list).to_dict()
         return cls(bundle=b, points=points.set_index("product_id", drop=False), labels=labels,
                    share=list(info.get("pca_variance", [0.0, 0.0])), counts=counts, graph_users=len(picks),
-                   picks=picks)
+                   picks=picks, edges=edges, to_whom=network.recommended_to(picks))
 
     @property
     def html_path(self) -> Path | None:
@@ -93,6 +107,47 @@ class Insights:
             return None
         return figures.fig_top_recommended(self.counts, self.bundle.titles, self.bundle.product_ids, self.graph_users)
 
+    def title_of(self, product_id: str) -> str:
+        b = self.bundle
+        row = b.row_of.get(product_id)
+        return b.titles[row] if row is not None else product_id
+
+    def network_figure(self, user_id: str | None = None):
+        """The picked customer's neighbourhood in the recommendation graph (their picks, the other customers
+        those go to, what they bought, faded); with no customer (or one outside the graph), the overview the
+        report draws. None when the bundle has no graph."""
+        if not self.graph_users or self.edges is None:
+            return None
+        b = self.bundle
+        if user_id and user_id in self.picks:
+            bought = set(b.purchased.get(user_id, ()))
+            newest_first = [b.product_ids[r] for r in b.history.get(user_id, []) if r in bought]
+            net = network.neighbourhood(user_id, self.picks, self.to_whom or {}, self.title_of, newest_first,
+                                        seed=self.seed)
+        else:
+            net = network.overview(self.edges, self.title_of, seed=self.seed)
+        return network.fig_network(net, network.layout(net, self.seed))
+
+    @property
+    def seed(self) -> int:
+        return int(self.bundle.manifest.get("params", {}).get("seed", 42))
+
+    @cached_property
+    def events(self) -> dict[str, Any] | None:
+        """What the events say (``report/events.json``, the build's Spark summary); None when the bundle predates it."""
+        path = self.bundle.folder / REPORT_DIR / EVENTS_SUMMARY
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def event_figures(self) -> dict[str, Any]:
+        """The report's events figures by name (``events_timeline``, ``funnel``, ``long_tail``, ``best_sellers``;
+        those the bundle has data for), drawn from the same summary by the same functions as the page."""
+        return figures.event_figures(self.events)
+
+    def event_notes(self) -> dict[str, str]:
+        """The sentence under each events figure (``events`` alone for a bundle without events); empty when the
+        bundle predates the summary."""
+        return figures.event_notes(self.events) if self.events is not None else {}
+
     def degree_figure(self):
         return figures.fig_degree(self.counts, self.graph_users) if self.graph_users else None
 
@@ -104,3 +159,66 @@ class Insights:
                    "held-out weeks." if hybrid else "")
         return (f"**{len(self.points):,} products in {k} clusters**, {self.graph_users:,} customers in the "
                 f"recommendation graph.{quality} Pick a customer in the sidebar to mark their products on the map.")
+
+
+def _when(epoch_or_iso: float | str | None) -> pd.Timestamp | None:
+    if epoch_or_iso is None or epoch_or_iso == "":
+        return None
+    if isinstance(epoch_or_iso, int | float):
+        return pd.Timestamp(epoch_or_iso, unit="s", tz="UTC")
+    stamp = pd.Timestamp(epoch_or_iso)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _hms(stamp: pd.Timestamp) -> str:
+    return stamp.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def freshness_markdown(manifest: dict[str, Any], version: str, *, since: float | None = None, swaps: int = 0,
+                       following: bool = True) -> str:
+    """The Insights tab's live panel: the version served, the events the stream folded in since the last full
+    build, how long the newest one took from reaching the stream to being served, the dead letters by reason."""
+    lines = ["### Live: what this app serves now"]
+    served = f"Serving version **{html.escape(version)}**"
+    if since is not None:
+        served += f" since {_hms(_when(since))}"
+    if following:
+        served += f" ({swaps} hot reload{'s' * (swaps != 1)} since the app started; this panel follows them)."
+    else:
+        served += " (a fixed version: this app does not follow a bundle root)."
+    lines.append(served)
+    s = manifest.get("stream")
+    if not s:
+        lines.append(f"No live events in this version: it is the full build of {html.escape(str(manifest.get('created_at', '?')))}. "
+                     "When `python -m index_builder stream` publishes into this bundle root, this panel shows what it "
+                     "folded in.")
+        return "\n\n".join(lines)
+    newest, arrived, published = _when(s.get("newest_event_ts")), _when(s.get("arrived_at")), _when(s.get("published_at"))
+    built = _when(s.get("full_build_at"))
+    n_pub = int(s.get("publishes", 0))
+    lines.append(f"**{int(s.get('events_total', 0)):,} events folded in** over {n_pub:,} publish{'es' * (n_pub != 1)} "
+                 f"since the full build {html.escape(str(s.get('full_build', '?')))}"
+                 f"{f' ({_hms(built)})' if built is not None else ''}; this version added "
+                 f"{int(s.get('events_folded', 0)):,} events, {int(s.get('new_users', 0)):,} new customers and "
+                 f"{int(s.get('new_products', 0)):,} new products"
+                 f"{f' (published {_hms(published)})' if published is not None else ''}.")
+    if arrived is not None and published is not None:
+        said = (f"The newest event{f' (time stamped {_hms(newest)})' if newest is not None else ''} reached the stream "
+                f"at {_hms(arrived)}; the version holding it was published "
+                f"**{max(0.0, (published - arrived).total_seconds()):.0f} s** later")
+        if since is not None:
+            said += f" and served **{max(0.0, since - arrived.timestamp()):.0f} s** after it arrived"
+        lines.append(said + ".")
+    elif newest is not None:
+        lines.append(f"The newest event is time stamped {_hms(newest)}.")
+    dead = s.get("dead_letters")
+    if dead is None:
+        lines.append("Dead letters: not recorded by the stream that published this version.")
+    elif not dead:
+        lines.append("Dead letters: **none** so far.")
+    else:
+        cell = {reason: html.escape(str(reason)).replace("|", "\\|") for reason in dead}  # a | would end the cell
+        rows = "\n".join(f"| {cell[reason]} | {int(n):,} |" for reason, n in dead.items())
+        lines.append(f"Dead letters so far, **{sum(int(n) for n in dead.values()):,}** records kept with their reason "
+                     f"(in the stream's dead_letter folder):\n\n| reason | records |\n|---|---:|\n{rows}")
+    return "\n\n".join(lines)

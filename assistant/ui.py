@@ -14,12 +14,13 @@ from typing import Any
 
 from assistant.chat import MAX_MESSAGE_CHARS, Assistant
 from assistant.gate import TooManyTurns, client_key
-from assistant.insights import Insights
+from assistant.insights import Insights, freshness_markdown
 from assistant.safety import screen
 from assistant.session import SessionState
 from assistant.writers import ReplyContext
 from index_builder.core.bundle_reader import Bundle
 from index_builder.core.errors import AssistantError
+from index_builder.core.figures import EVENT_HEADINGS
 from index_builder.core.text import money as format_money
 from index_builder.core.text import readable_title
 
@@ -29,6 +30,7 @@ N_CARDS = 10  # a known customer's list: up to 5 due reorders, then 5 new produc
 STREAM_EVERY_S = 0.05  # a reply's text is sent to the page at most this often (each send carries the whole chat)
 PICKER_START = 100  # best sellers listed before the shopper types
 PICKER_MATCHES = 50  # matches listed for what they typed
+LIVE_EVERY_S = 3.0  # the Insights tab's live panel is read again this often (it follows hot reloads)
 CSS = """
 .cw-cards {display:flex; flex-wrap:wrap; gap:10px;}
 .cw-card {border:1px solid var(--border-color-primary); border-radius:10px; padding:10px 12px; width:190px;
@@ -192,7 +194,7 @@ def build_demo(assistant: Assistant):
     with gr.Blocks(title="cartwise — what should I buy next?") as demo:
         # The components, laid out in this order (keyword arguments are evaluated left to right).
         c = SimpleNamespace(state=gr.State(None), **vars(_sidebar(shared, product_choices)), **vars(_chat_tab(b)),
-                            **vars(_insights_tab(shared.insights)))
+                            **vars(_insights_tab(shared)))
         # The order of the events is the order of the app's functions (and their names): keep it.
         _wire_sidebar(shared, c)
         _wire_insights(shared, c)
@@ -245,12 +247,24 @@ def _chat_tab(b: Bundle) -> SimpleNamespace:
                            card_buttons=card_buttons)
 
 
-def _insights_tab(insights: Insights | None) -> SimpleNamespace:
-    """The bundle's report: summary, product map, clusters, metrics, graph plots; ``map_plot`` None without one."""
+def live_markdown(assistant: Assistant) -> str:
+    """The live panel of the version served now (a :class:`~assistant.live.LiveAssistant` follows hot reloads)."""
+    b = assistant.bundle
+    return freshness_markdown(b.manifest, getattr(assistant, "version", None) or b.version,
+                              since=getattr(assistant, "since", None), swaps=getattr(assistant, "swaps", 0),
+                              following=hasattr(assistant, "swaps"))
+
+
+def _insights_tab(shared: _Shared) -> SimpleNamespace:
+    """The live panel, then the bundle's report: summary, product map, the picked customer's neighbourhood in the
+    recommendation network, clusters, metrics, graph plots; ``map_plot`` and ``network_plot`` None without one."""
     import gradio as gr
 
-    map_plot = marked_md = None
+    insights = shared.insights
+    map_plot = marked_md = network_plot = None
     with gr.Tab("Insights", id="insights", elem_id="insights-tab"):
+        live_md = gr.Markdown(live_markdown(shared.assistant), elem_id="insights-live")
+        live_timer = gr.Timer(LIVE_EVERY_S)
         if insights is None:
             gr.Markdown("This bundle has no insights report: rebuild it with `python -m index_builder build` "
                         "to get the cluster map, the metrics and the recommendation graph here.")
@@ -258,6 +272,9 @@ def _insights_tab(insights: Insights | None) -> SimpleNamespace:
             gr.Markdown(insights.summary(), elem_id="insights-summary")
             map_plot = gr.Plot(insights.map_figure(), label="Product map", elem_id="insights-map")
             marked_md = gr.Markdown("", elem_id="insights-marked")
+            network = insights.network_figure()
+            if network is not None:
+                network_plot = gr.Plot(network, label="Recommendation network", elem_id="insights-network")
             km = insights.kmeans_figure()
             if km is not None:
                 gr.Plot(km, label="Clusters: how k was chosen", elem_id="insights-kmeans")
@@ -273,10 +290,16 @@ def _insights_tab(insights: Insights | None) -> SimpleNamespace:
             for fig, elem in ((insights.top_figure(), "insights-top"), (insights.degree_figure(), "insights-degree")):
                 if fig is not None:
                     gr.Plot(fig, label=fig.layout.title.text.split(":")[0], elem_id=elem)
+            event_figures = insights.event_figures()
+            for key, note in insights.event_notes().items():  # what the events say, as on the report page
+                gr.Markdown(f"### {EVENT_HEADINGS[key]}\n\n{html.escape(note, quote=False)}", elem_id=f"insights-{key}-note")
+                if key in event_figures:
+                    gr.Plot(event_figures[key], label=EVENT_HEADINGS[key], elem_id=f"insights-{key}")
             if insights.html_path is not None:
                 gr.DownloadButton("Download the full report (report.html, works offline)",
                                   value=str(insights.html_path), elem_id="insights-download")
-    return SimpleNamespace(map_plot=map_plot, marked_md=marked_md)
+    return SimpleNamespace(map_plot=map_plot, marked_md=marked_md, network_plot=network_plot, live_md=live_md,
+                           live_timer=live_timer)
 
 
 # -- events -------------------------------------------------------------------------------------
@@ -324,7 +347,8 @@ def _wire_sidebar(shared: _Shared, c: SimpleNamespace) -> None:
 
 
 def _wire_insights(shared: _Shared, c: SimpleNamespace) -> None:
-    """The map follows the customer and the products they viewed (when the bundle has a report)."""
+    """The map follows the customer and the products they viewed, the network the customer (when the bundle has
+    a report); the live panel follows the version served."""
     insights, b = shared.insights, shared.bundle
 
     def on_map(user_id: str, product_ids: list[str] | None):
@@ -334,9 +358,18 @@ def _wire_insights(shared: _Shared, c: SimpleNamespace) -> None:
         note = f"Marked on the map: {said}" if said else ("_Nothing of this customer's is on the map._" if user_id else "")
         return insights.map_figure(user_id or None, product_ids or []), note
 
+    def on_network(user_id: str):
+        """The picked customer's neighbourhood (the overview when none is picked)."""
+        return insights.network_figure(user_id or None)
+
     if c.map_plot is not None:
         for trigger in (c.user_dd, c.viewed_dd):
             trigger.change(on_map, [c.user_dd, c.viewed_dd], [c.map_plot, c.marked_md], api_visibility="private")
+    if c.network_plot is not None:
+        c.user_dd.change(on_network, [c.user_dd], [c.network_plot], api_visibility="private")
+    # the live panel follows hot reloads: it is read again every few seconds (a dictionary lookup and a format)
+    c.live_timer.tick(lambda: live_markdown(shared.assistant), None, [c.live_md], api_visibility="private",
+                      show_progress="hidden")
 
 
 def _wire_chat(shared: _Shared, c: SimpleNamespace) -> None:

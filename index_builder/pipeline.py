@@ -321,6 +321,8 @@ class Run:
     users: Any = None
     n_users: int = 0
     n_pairs: int = 0
+    # events_summary
+    events_summary: dict[str, Any] | None = None  # what the events say (insights.events): the report draws it
     # embed
     embedder: Any = None
     in_driver: bool = False
@@ -464,6 +466,14 @@ def interactions(r: Run) -> dict[str, Any]:
     users = keep(with_index(inter.select(USER_ID).distinct(), USER_ID, USER_IDX))
     inter = keep(inter.join(products.select(PRODUCT_ID, PRODUCT_IDX), PRODUCT_ID).join(users, USER_ID))
     return {"products": products, "users": users, "inter": inter, "n_users": users.count(), "n_pairs": inter.count()}
+
+
+def events_summary(r: Run) -> dict[str, Any]:
+    """What the events say before any model (counts per period by type, funnel, long tail, best sellers): Spark
+    aggregates of the validated events, for the report."""
+    from index_builder.insights.events import summarize_events
+
+    return {"events_summary": summarize_events(r.events, r.products, n_products=r.n_products)}
 
 
 def choose_embedder(r: Run) -> dict[str, Any]:
@@ -712,6 +722,7 @@ BUILD_STAGES: tuple[Stage, ...] = (
     Stage("load", load, lambda r: f"reading {r.cfg.dataset or r.cfg.products}"),
     Stage("validate", validate),
     Stage("interactions", interactions, lambda r: f"weighting events ({r.cfg.event_weights})"),
+    Stage("events_summary", events_summary, lambda r: "events per period, funnel, long tail, best sellers"),
     Stage(None, choose_embedder),  # times its ONNX export, when there is one, as the "export" stage
     Stage("embed", embed, embed_line),
     Stage(None, k_range),
@@ -824,7 +835,8 @@ def fill_bundle(r: Run, folder: Path) -> dict[str, Any]:
             df.to_csv(folder / bundle.REJECTS_DIR / f"{name}.csv", index=False)
     with r.st.stage("report", "recommendation graph and insights report"):
         body["report"] = write_insights(folder, body, r.products_pdf, r.embeddings, r.index, r.users_pdf, r.inter_pdf,
-                                        r.item_factors, r.user_factors, r.item_neighbours, r.item_weights, r.cfg, r.st)
+                                        r.item_factors, r.user_factors, r.item_neighbours, r.item_weights, r.cfg, r.st,
+                                        events_summary=r.events_summary)
     return body
 
 
@@ -898,8 +910,9 @@ def id_hint(unknown: pd.Series, catalog: pd.Series, normalized: bool) -> str:
 
 def write_insights(folder: Path, body: dict[str, Any], products_pdf, embeddings, index, users_pdf, inter_pdf,
                    item_factors, user_factors, item_neighbours, item_weights, cfg: BuildConfig,
-                   st: Stages) -> dict[str, Any]:
-    """The recommendation graph (the finished bundle's own picks for each user) and the insights report."""
+                   st: Stages, events_summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The recommendation graph (the finished bundle's own picks for each user) and the insights report
+    (``events_summary``: :func:`index_builder.insights.events.summarize_events` of the build's events)."""
     from index_builder.core.bundle_reader import assemble_bundle
     from index_builder.insights.graph import graph_users, recommendation_edges, write_graph
     from index_builder.insights.report import ReportInputs, write_report
@@ -924,7 +937,8 @@ def write_insights(folder: Path, body: dict[str, Any], products_pdf, embeddings,
     report = write_report(folder, ReportInputs(
         products=products_pdf, embeddings=embeddings, sweep=body["kmeans"]["sweep"], k=body["kmeans"]["k"],
         elbow=body["kmeans"]["elbow_k"], metrics=body.get("metrics"), edges=edges, dataset=body.get("dataset", ""),
-        created_at=body.get("created_at", ""), currency=body["params"].get("currency"), graph_note=note, seed=cfg.seed))
+        created_at=body.get("created_at", ""), currency=body["params"].get("currency"), graph_note=note, seed=cfg.seed,
+        events=events_summary))
     return {**report, "graph": graph}
 
 

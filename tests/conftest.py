@@ -63,9 +63,6 @@ def uci_bundle(spark, data_dir, tmp_path_factory):
     return bundle.verify(out)
 
 
-
-
-
 @pytest.fixture(scope="session")
 def app_url(uci_bundle, tmp_path_factory):
     """The real app (python app.py) serving the sampled UCI bundle on a free port, template writer."""

@@ -10,6 +10,7 @@ import pytest
 
 from index_builder.core import bundle
 from index_builder.core.text import readable_title
+from tests.support.procs import start_app, stop
 
 pytestmark = pytest.mark.browser
 
@@ -46,13 +47,7 @@ def test_pick_customer_ask_and_see_cards(browser, app_url, uci_bundle):
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(app_url, wait_until="load")
-    customer = page.locator("#customer input").first
-    customer.wait_for(timeout=60_000)
-    customer.click()
-    customer.fill("")  # the box shows "Anonymous" until cleared
-    customer.press_sequentially(user_id, delay=20)
-    page.get_by_role("option", name=user_id).first.click()
-    page.get_by_text(f"Customer {user_id}").first.wait_for(timeout=20_000)  # the profile is shown
+    _pick_customer(page, user_id)
 
     page.locator("#message textarea").fill("what should I buy next?")
     page.locator("#send").click()
@@ -117,11 +112,7 @@ def test_insights_tab_marks_the_customers_products_on_the_map(browser, app_url, 
     labels = manifest["report"]["cluster_labels"]
     assert clusters == [f"{c}: {labels[c]}" for c in sorted(labels, key=int)], "one legend entry per named cluster"
 
-    customer = page.locator("#customer input").first
-    customer.click()
-    customer.fill("")
-    customer.press_sequentially(user_id, delay=20)
-    page.get_by_role("option", name=user_id).first.click()
+    _pick_customer(page, user_id)
     page.locator("#insights-map .legendtext", has_text=f"bought by {user_id}").first.wait_for(timeout=30_000)
     page.wait_for_timeout(1000)
     ARTIFACTS.mkdir(exist_ok=True)
@@ -135,6 +126,80 @@ def test_insights_tab_marks_the_customers_products_on_the_map(browser, app_url, 
                              ".filter(t => t.type === 'scattergl').reduce((n, t) => n + t.x.length, 0)")
     assert n_points == manifest["report"]["map_shown"]
     page.close()
+
+
+NETWORK_TRACE_IDS = """role => document.querySelector('#insights-network .js-plotly-plot').data
+    .filter(t => (t.name || '').startsWith(role + ' (')).flatMap(t => t.customdata.map(c => c[0]))"""
+
+
+def test_insights_network_is_the_picked_customers_neighbourhood(browser, app_url, uci_bundle):
+    """The network plot starts as the overview; picking a customer redraws it around them: the customer in the
+    middle, exactly the graph's picks for them as their products, the customers who share those picks."""
+    from index_builder.core import network
+
+    folder, _ = uci_bundle
+    edges = pd.read_csv(folder / bundle.GRAPH_DIR / bundle.EDGES, dtype={"src": str, "dst": str})
+    user_id = sorted(edges.src.str.removeprefix(bundle.USER_NS).unique())[3]
+    mine = edges[edges.src == bundle.USER_NS + user_id].sort_values("rank")
+    sharing = set(edges.loc[edges.dst.isin(mine.dst) & (edges.src != bundle.USER_NS + user_id), "src"])
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(app_url, wait_until="load")
+    page.get_by_role("tab", name="Insights").click()
+    title = page.locator("#insights-network .gtitle")
+    title.first.wait_for(timeout=60_000)
+    assert title.first.text_content().startswith("Recommendation network: the 25 most recommended products")
+    _pick_customer(page, user_id)
+    page.locator("#insights-network .gtitle", has_text=f"Customer {user_id}'s neighbourhood").wait_for(timeout=30_000)
+    page.wait_for_timeout(800)
+    assert page.evaluate(NETWORK_TRACE_IDS, network.CUSTOMER) == [bundle.USER_NS + user_id]
+    assert page.evaluate(NETWORK_TRACE_IDS, network.RECOMMENDED) == mine.dst.tolist(), "the graph's picks, best first"
+    others = page.evaluate(NETWORK_TRACE_IDS, network.OTHERS)
+    assert others and set(others) <= sharing and len(others) == min(len(sharing), network.MAX_OTHERS)
+    bought = page.evaluate(NETWORK_TRACE_IDS, network.BOUGHT)
+    inter = pd.read_parquet(folder / bundle.INTERACTIONS)
+    had = set(inter.loc[(inter.user_id == user_id) & inter.purchased, "product_id"])
+    assert bought and {b.removeprefix(bundle.PRODUCT_NS) for b in bought} <= had
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#insights-network").screenshot(path=str(ARTIFACTS / "insights-network.png"))
+    page.close()
+
+
+def test_the_live_panel_follows_a_publish_without_a_page_reload(browser, live_root, tmp_path):
+    """The app follows the bundle root; a fold-in publishes a version with 5 events and 4 dead letters; the open
+    page's live panel names the new version, the events, the freshness and the dead letters by reason."""
+    import time
+
+    from index_builder.live.foldin import fold_in
+
+    proc, url = start_app(live_root, tmp_path / "app.log", {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""},
+                          ["--reload-interval", "1"])
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url, wait_until="load")
+        page.get_by_role("tab", name="Insights").click()
+        live = page.locator("#insights-live")
+        live.get_by_text("No live events in this version").wait_for(timeout=60_000)
+        base = bundle.resolve(live_root)
+        inter = pd.read_parquet(base / bundle.INTERACTIONS).head(5)
+        stamp = pd.Timestamp("2011-12-20 09:30")  # naive: read as UTC, as the stream does
+        events = pd.DataFrame({"user_id": inter.user_id, "product_id": inter.product_id, "event_type": "purchase",
+                               "value": 1.0, "ts": stamp}).reset_index(drop=True)
+        done = fold_in(live_root, events, None, through_batch=4,
+                       feed={"arrived_at": time.time() - 3, "dead_letters": {"unknown_product_id": 3, "malformed_json": 1}})
+        page.wait_for_function("v => document.querySelector('#insights-live').innerText.includes(v)",
+                               arg=done.folder.name, timeout=60_000)  # no page reload: the panel follows
+        text = live.inner_text()
+        assert "1 hot reload since the app started" in text
+        assert "5 events folded in" in text and f"since the full build {base.name}" in text
+        assert "time stamped 2011-12-20 09:30:00 UTC" in text and "later" in text
+        assert "Dead letters so far, 4 records" in text
+        assert text.index("unknown_product_id") < text.index("malformed_json"), "commonest reason first"
+        ARTIFACTS.mkdir(exist_ok=True)
+        live.screenshot(path=str(ARTIFACTS / "insights-live.png"))
+        page.close()
+    finally:
+        stop(proc)
 
 
 def test_the_product_picker_searches_the_whole_catalog_on_the_server(browser, app_url, uci_bundle):

@@ -34,12 +34,14 @@ def _trace(fig, name_start):
 
 def test_every_build_writes_an_offline_report(built):
     folder, manifest, page, figures = built
-    assert set(figures) == {"fig-kmeans", "fig-map", "fig-metrics", "fig-all_items", "fig-top", "fig-degree"}
+    assert set(figures) == {"fig-kmeans", "fig-map", "fig-metrics", "fig-all_items", "fig-top", "fig-degree",
+                            "fig-events_timeline", "fig-long_tail", "fig-best_sellers", "fig-network"}  # UCI: no funnel
     assert "<script src=" not in page and "Plotly.newPlot" in page and len(page) > 3_000_000, "plotly.js is inline"
     assert f"{REPORT_DIR}/{REPORT_HTML}" in manifest["files"], "the report is checksummed with the bundle"
     for png in ("kmeans_sweep", "product_map", "metrics", "top_recommended", "degree_distribution"):
         assert (folder / bundle.PLOTS_DIR / f"{png}.png").stat().st_size > 5_000
-    assert manifest["report"]["figures"] == ["all_items", "degree", "kmeans", "map", "metrics", "top"]
+    assert manifest["report"]["figures"] == ["all_items", "best_sellers", "degree", "events_timeline", "kmeans",
+                                             "long_tail", "map", "metrics", "network", "top"]
 
 
 def test_kmeans_figure_marks_the_chosen_k(built):
@@ -126,6 +128,40 @@ def test_graph_csvs_namespaced_and_grounded_in_the_catalog(built):
     assert top["x"] == sorted(top["x"]) and top["x"][-1] == edges.dst.value_counts().iloc[0]
 
 
+def _network_ids(fig, role: str) -> list[str]:
+    return [c[0] for t in fig["data"] if str(t.get("name", "")).startswith(role + " (") for c in t["customdata"]]
+
+
+def test_the_network_draws_the_most_recommended_products_and_a_seeded_sample_of_their_customers(built):
+    from index_builder.core import network
+
+    folder, manifest, page, figures = built
+    edges = pd.read_csv(folder / GRAPH_DIR / EDGES, dtype={"src": str, "dst": str})
+    fig = figures["fig-network"]
+    products = _network_ids(fig, network.PRODUCT)
+    customers = _network_ids(fig, network.SAMPLED)
+    counts = edges.dst.value_counts()
+    assert len(products) == min(network.OVERVIEW_PRODUCTS, len(counts))
+    assert counts[products].tolist() == counts.iloc[: len(products)].tolist(), "the most recommended, most first"
+    reached = set(edges.loc[edges.dst.isin(products), "src"])
+    assert set(customers) <= reached and len(customers) == min(network.OVERVIEW_CUSTOMERS, len(reached))
+    # every line drawn is an edge of the graph between two drawn nodes
+    pos = {}
+    for t in fig["data"]:
+        for (node, _), x, y in zip(t.get("customdata") or [], t["x"], t["y"], strict=False):
+            pos[(x, y)] = node
+    lines = [t for t in fig["data"] if t.get("mode") == "lines"]
+    xs = [v for t in lines for v in t["x"]]
+    ys = [v for t in lines for v in t["y"]]
+    drawn = {tuple(sorted((pos[(xs[i], ys[i])], pos[(xs[i + 1], ys[i + 1])]))) for i in range(0, len(xs), 3)}
+    graph = {tuple(sorted(e)) for e in zip(edges.src, edges.dst, strict=True)}
+    assert drawn and drawn <= graph
+    n_users = edges.src.nunique()
+    assert f"a seeded sample of {len(customers)} of the {len(reached):,} customers" in fig["layout"]["title"]["text"]
+    assert f"{n_users:,} customers and {len(counts):,} products in the whole graph" in fig["layout"]["title"]["text"]
+    assert "The recommendation network" in page
+
+
 @pytest.mark.slow
 def test_a_100k_product_catalog_gets_a_sampled_map_and_a_small_page(tmp_path):
     rng = np.random.default_rng(0)
@@ -152,6 +188,9 @@ def test_a_100k_product_catalog_gets_a_sampled_map_and_a_small_page(tmp_path):
     assert "a random sample of 20,000 of 100,000 products" in fig["layout"]["title"]["text"]
     assert "The map draws a random sample of 20,000 of 100,000 products" in page
     assert "No metrics" in page and "fig-metrics" not in read_figure_json(page)
+    net = read_figure_json(page)["fig-network"]
+    assert 25 < sum(len(t.get("customdata") or []) for t in net["data"]) <= 25 + 60, "capped, not 100k nodes"
+    assert "5,000 customers and" in net["layout"]["title"]["text"]
     assert len(pd.read_parquet(tmp_path / REPORT_DIR / MAP_POINTS)) == n
 
 

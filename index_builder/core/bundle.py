@@ -45,8 +45,10 @@ EMBEDDER_DIR = "embedder"  # the exported query/product encoder, when the build 
 REPORT_DIR = "report"  # the insights page and the product map's points
 REPORT_HTML = "report.html"
 MAP_POINTS = "map.parquet"
+EVENTS_SUMMARY = "events.json"  # what the events say: per-period counts, funnel, long tail, best sellers
 PLOT_FILES = {"kmeans": "kmeans_sweep.png", "map": "product_map.png", "metrics": "metrics.png",
-              "top": "top_recommended.png", "degree": "degree_distribution.png"}  # under PLOTS_DIR
+              "top": "top_recommended.png", "degree": "degree_distribution.png",
+              "events": "events_per_period.png"}  # under PLOTS_DIR
 GRAPH_DIR = "graph"  # the recommendation network (user and product vertices, recommendation edges)
 VERTICES = "vertices.csv"
 EDGES = "edges.csv"

@@ -3,9 +3,13 @@
 Every build writes ``report/report.html``: one self-contained page (plotly.js embedded, so it opens
 offline) with the KMeans elbow and silhouette curves (chosen k marked), a PCA map of the products coloured
 by cluster (clusters named by their most telling title words), the evaluation's metrics against the
-baselines, the most recommended products and the degree distribution of the user -> product
-recommendation graph (``graph.py``). ``report/map.parquet`` keeps every product's map position so the
-app's Insights tab can mark a shopper's products; ``plots/*.png`` are PNG copies of the charts.
+baselines, the most recommended products, the degree distribution of the user -> product
+recommendation graph (``graph.py``) and a readable piece of that graph (:mod:`index_builder.core.network`).
+``report/map.parquet`` keeps every product's map position so the app's Insights tab can mark a shopper's
+products; ``plots/*.png`` are PNG copies of the charts.
+
+The events' sections (counts per period by type, the funnel, the long tail, the best sellers) draw the build's
+own Spark summary of the events (:mod:`index_builder.insights.events`), kept in ``report/events.json``.
 
 The figures are built here once and used by both the page and the app. No pyspark here.
 """
@@ -24,10 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from index_builder.core import bundle
-from index_builder.core.bundle import MAP_POINTS, REPORT_DIR, REPORT_HTML
+from index_builder.core import bundle, network
+from index_builder.core.bundle import EVENTS_SUMMARY, MAP_POINTS, REPORT_DIR, REPORT_HTML
 from index_builder.core.figures import (
+    EVENT_HEADINGS,
     TOP_RECOMMENDED,
+    event_figures,
+    event_notes,
     fig_degree,
     fig_kmeans,
     fig_map,
@@ -136,6 +143,7 @@ class ReportInputs:
     graph_note: str = ""
     seed: int = 42
     max_map_points: int = MAX_MAP_POINTS
+    events: dict[str, Any] | None = None  # what the events say (insights.events.summarize_events); None: not shown
 
 
 def _figure_json(fig) -> str:
@@ -172,6 +180,14 @@ def _metrics_html(table: pd.DataFrame, metrics: dict[str, Any] | None) -> str:
                  f"and product were rated before the cut-off ({r['cold_left_out']:,} cold ones left out).</p>")
     return (f"<table id='metrics-table'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
             f"<p class='muted'>{note} Best in each column in bold; <b>hybrid</b> is what the chat serves.</p>{stars}")
+
+
+def _event_sections(summary: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    """The events' sections (each figure under its sentence); none when the build gave no summary."""
+    if summary is None:
+        return []
+    return [(key, EVENT_HEADINGS[key], f"<p class='muted'>{html.escape(note)}</p>")
+            for key, note in event_notes(summary).items()]
 
 
 ALL_ITEMS_TITLE = "Everything bought next (repeats included): the chat's list vs the repeat baselines (@10)"
@@ -248,6 +264,7 @@ def write_report(folder: Path, inputs: ReportInputs) -> dict[str, Any]:
     n_users = int(inputs.edges["user_id"].nunique()) if inputs.edges is not None and len(inputs.edges) else 0
 
     figures: dict[str, Any] = {"map": fig_map(points, labels, share, currency=inputs.currency)}
+    figures.update(event_figures(inputs.events))
     if inputs.sweep:
         figures["kmeans"] = fig_kmeans(inputs.sweep, inputs.k, inputs.elbow)
     if not table.empty:
@@ -258,6 +275,8 @@ def write_report(folder: Path, inputs: ReportInputs) -> dict[str, Any]:
     if n_users:
         figures["top"] = fig_top_recommended(counts, titles, ids, n_users)
         figures["degree"] = fig_degree(counts, n_users)
+        net = network.overview(inputs.edges, lambda p: titles[row_of[p]] if p in row_of else p, seed=inputs.seed)
+        figures["network"] = network.fig_network(net, network.layout(net, inputs.seed))
 
     shown = int(points["shown"].sum())
     sample_note = ("" if shown == len(points) else
@@ -266,21 +285,29 @@ def write_report(folder: Path, inputs: ReportInputs) -> dict[str, Any]:
     graph_extra = (f"<p class='muted'>{html.escape(inputs.graph_note)}</p>" if n_users else
                    "<p class='muted'>No recommendation graph: the bundle has no customers with a history.</p>")
     sections = [
+        *_event_sections(inputs.events),
         ("kmeans", "Clusters: how k was chosen", "" if inputs.sweep else "<p class='muted'>Too few products to cluster.</p>"),
         ("map", "The product map", sample_note),
         ("metrics", "How good the recommendations are: new products", _metrics_html(table, inputs.metrics)),
         ("all_items", "Restocks and new products: everything bought next", _all_items_html(all_items, inputs.metrics)),
         ("top", "Most recommended products", graph_extra),
         ("degree", "Who gets recommended: the degree distribution", ""),
+        ("network", "The recommendation network", "<p class='muted'>Customers (blue) and the products recommended to "
+                    "them (green): the most recommended products and a seeded sample of their customers, laid out so "
+                    "that customers with the same picks sit together. The whole graph is in graph/edges.csv; the "
+                    "app's Insights tab draws any one customer's neighbourhood.</p>" if n_users else ""),
     ]
     summary = (f"{len(products):,} products in {len(labels)} clusters"
                f"{f', {n_users:,} customers in the recommendation graph' if n_users else ''}"
                f"{f'; built {html.escape(inputs.created_at)}' if inputs.created_at else ''}.")
     (folder / REPORT_DIR / REPORT_HTML).write_text(render_page(inputs, figures, sections, summary), encoding="utf-8")
+    if inputs.events is not None:  # the app draws the same figures from it
+        (folder / REPORT_DIR / EVENTS_SUMMARY).write_text(json.dumps(inputs.events), encoding="utf-8")
     write_pngs(folder / bundle.PLOTS_DIR, inputs, points, labels, table, counts, titles, ids)
     return {"html": f"{REPORT_DIR}/{REPORT_HTML}", "map_points": len(points), "map_shown": shown,
             "pca_variance": [round(s, 4) for s in share], "cluster_labels": {str(c): w for c, w in labels.items()},
             "figures": sorted(figures), "graph_users": n_users,
+            **({"events": f"{REPORT_DIR}/{EVENTS_SUMMARY}"} if inputs.events is not None else {}),
             "products_recommended": int((counts > 0).sum())}
 
 
@@ -297,6 +324,8 @@ def write_pngs(target: Path, inputs: ReportInputs, points: pd.DataFrame, labels:
     target.mkdir(parents=True, exist_ok=True)
     if inputs.sweep:
         plot_kmeans_sweep(inputs.sweep, inputs.k, inputs.elbow, target / bundle.PLOT_FILES["kmeans"])
+    if (inputs.events or {}).get("timeline"):
+        plot_events_timeline(inputs.events, target / bundle.PLOT_FILES["events"])
 
     shown = points[points["shown"]]
     fig, ax = plt.subplots(figsize=(9, 6.5), dpi=110)
@@ -346,6 +375,33 @@ def write_pngs(target: Path, inputs: ReportInputs, points: pd.DataFrame, labels:
         fig.tight_layout()
         fig.savefig(target / bundle.PLOT_FILES["degree"])
         plt.close(fig)
+
+
+def plot_events_timeline(summary: dict[str, Any], path: Path) -> None:
+    """Stacked bars of the events per period by type (the report's first events figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from index_builder.core.figures import TYPE_COLOURS
+
+    t = summary["timeline"]
+    x = pd.to_datetime(t["periods"])
+    width = {"day": 0.8, "week": 5.5, "month": 24}[t["grain"]]
+    fig, ax = plt.subplots(figsize=(9, 4), dpi=110)
+    bottom = np.zeros(len(x))
+    for kind, counts in t["counts"].items():
+        ax.bar(x, counts, width=width, bottom=bottom, label=kind, color=TYPE_COLOURS.get(kind), align="edge")
+        bottom += np.asarray(counts, dtype=float)
+    ax.set_ylabel("events")
+    ax.set_title(f"Events per {t['grain']} by type ({summary['n_events']:,} events)")
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def plot_kmeans_sweep(sweep: list[dict[str, Any]], k: int, elbow: int, path: Path) -> None:
