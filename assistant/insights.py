@@ -30,6 +30,7 @@ from index_builder.core.bundle import (
     USER_NS,
 )
 from index_builder.core.bundle_reader import Bundle
+from index_builder.core.text import plotly_text
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,10 @@ class Insights:
                                         seed=self.seed)
         else:
             net = network.overview(self.edges, self.title_of, seed=self.seed)
+            if user_id:  # a customer the graph does not hold (no history, or outside its sample): said, not hidden
+                net.title = (f"Customer {plotly_text(user_id)} is not in the build's recommendation graph "
+                             f"({self.graph_users:,} customers; --graph-users sets how many), so here is its "
+                             f"overview<br>{net.title.replace('<br>', ' · ')}")
         return network.fig_network(net, network.layout(net, self.seed))
 
     @property
@@ -161,64 +166,87 @@ class Insights:
                 f"recommendation graph.{quality} Pick a customer in the sidebar to mark their products on the map.")
 
 
-def _when(epoch_or_iso: float | str | None) -> pd.Timestamp | None:
-    if epoch_or_iso is None or epoch_or_iso == "":
+def _when(value: Any) -> pd.Timestamp | None:
+    """A manifest's time (epoch seconds or milliseconds, or an ISO string; naive means UTC) in UTC; None when
+    missing or unreadable (the panel reads manifests that other versions of the stream wrote)."""
+    if value is None or isinstance(value, bool) or value == "":
         return None
-    if isinstance(epoch_or_iso, int | float):
-        return pd.Timestamp(epoch_or_iso, unit="s", tz="UTC")
-    stamp = pd.Timestamp(epoch_or_iso)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    try:
+        if isinstance(value, int | float):
+            stamp = pd.to_datetime(value, unit="ms" if abs(value) > 1e11 else "s", utc=True, errors="coerce")
+        else:
+            stamp = pd.to_datetime(str(value), utc=True, errors="coerce")
+    except (ValueError, OverflowError, TypeError):
+        return None
+    return None if pd.isna(stamp) else stamp
+
+
+def _count(value: Any) -> int:
+    try:
+        return max(0, int(float(value)))
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def _hms(stamp: pd.Timestamp) -> str:
     return stamp.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def freshness_markdown(manifest: dict[str, Any], version: str, *, since: float | None = None, swaps: int = 0,
+def _seconds(a: pd.Timestamp, b: float | pd.Timestamp) -> str:
+    """``b - a`` as a duration; a negative one says the clocks disagree (it is not hidden as 0)."""
+    gap = (b.timestamp() if isinstance(b, pd.Timestamp) else float(b)) - a.timestamp()
+    return f"**{gap:.1f} s**" if gap >= 0 else f"**{gap:.1f} s** (the clocks of the stream and this app disagree)"
+
+
+def freshness_markdown(manifest: dict[str, Any], version: Any, *, since: float | None = None, swaps: int = 0,
                        following: bool = True) -> str:
     """The Insights tab's live panel: the version served, the events the stream folded in since the last full
-    build, how long the newest one took from reaching the stream to being served, the dead letters by reason."""
+    build, how long the newest batch took from reaching the stream to being served, the dead letters by reason.
+    Whatever the manifest holds, it says what it can read and never raises on a field (a missing or malformed one
+    is left out or shown as "?")."""
     lines = ["### Live: what this app serves now"]
-    served = f"Serving version **{html.escape(version)}**"
-    if since is not None:
+    served = f"Serving version **{html.escape(str(version))}**"
+    if _when(since) is not None:
         served += f" since {_hms(_when(since))}"
     if following:
         served += f" ({swaps} hot reload{'s' * (swaps != 1)} since the app started; this panel follows them)."
     else:
         served += " (a fixed version: this app does not follow a bundle root)."
     lines.append(served)
-    s = manifest.get("stream")
-    if not s:
-        lines.append(f"No live events in this version: it is the full build of {html.escape(str(manifest.get('created_at', '?')))}. "
+    s = manifest.get("stream") if isinstance(manifest, dict) else None
+    if not isinstance(s, dict) or not s:
+        built = _when((manifest or {}).get("created_at")) if isinstance(manifest, dict) else None
+        lines.append(f"No live events in this version: it is the full build of {_hms(built) if built else '?'}. "
                      "When `python -m index_builder stream` publishes into this bundle root, this panel shows what it "
                      "folded in.")
         return "\n\n".join(lines)
     newest, arrived, published = _when(s.get("newest_event_ts")), _when(s.get("arrived_at")), _when(s.get("published_at"))
     built = _when(s.get("full_build_at"))
-    n_pub = int(s.get("publishes", 0))
-    lines.append(f"**{int(s.get('events_total', 0)):,} events folded in** over {n_pub:,} publish{'es' * (n_pub != 1)} "
-                 f"since the full build {html.escape(str(s.get('full_build', '?')))}"
+    n_pub = _count(s.get("publishes"))
+    lines.append(f"**{_count(s.get('events_total')):,} events folded in** over {n_pub:,} publish{'es' * (n_pub != 1)} "
+                 f"since the full build {html.escape(str(s.get('full_build') or '?'))}"
                  f"{f' ({_hms(built)})' if built is not None else ''}; this version added "
-                 f"{int(s.get('events_folded', 0)):,} events, {int(s.get('new_users', 0)):,} new customers and "
-                 f"{int(s.get('new_products', 0)):,} new products"
+                 f"{_count(s.get('events_folded')):,} events, {_count(s.get('new_users')):,} new customers and "
+                 f"{_count(s.get('new_products')):,} new products"
                  f"{f' (published {_hms(published)})' if published is not None else ''}.")
-    if arrived is not None and published is not None:
-        said = (f"The newest event{f' (time stamped {_hms(newest)})' if newest is not None else ''} reached the stream "
-                f"at {_hms(arrived)}; the version holding it was published "
-                f"**{max(0.0, (published - arrived).total_seconds()):.0f} s** later")
-        if since is not None:
-            said += f" and served **{max(0.0, since - arrived.timestamp()):.0f} s** after it arrived"
+    if arrived is not None:
+        said = f"This version's newest batch reached the stream at {_hms(arrived)}"
+        if published is not None:
+            said += f"; the version was published {_seconds(arrived, published)} later"
+        if since is not None and _when(since) is not None:
+            said += f" and served {_seconds(arrived, float(since))} after the batch arrived"
         lines.append(said + ".")
-    elif newest is not None:
-        lines.append(f"The newest event is time stamped {_hms(newest)}.")
+    if newest is not None:
+        lines.append(f"The newest event time stamp folded in so far: {_hms(newest)}.")
     dead = s.get("dead_letters")
-    if dead is None:
+    if not isinstance(dead, dict):
         lines.append("Dead letters: not recorded by the stream that published this version.")
     elif not dead:
         lines.append("Dead letters: **none** so far.")
     else:
-        cell = {reason: html.escape(str(reason)).replace("|", "\\|") for reason in dead}  # a | would end the cell
-        rows = "\n".join(f"| {cell[reason]} | {int(n):,} |" for reason, n in dead.items())
-        lines.append(f"Dead letters so far, **{sum(int(n) for n in dead.values()):,}** records kept with their reason "
+        counts = {str(reason): _count(n) for reason, n in dead.items()}
+        cell = {r: html.escape(" ".join(r.split())).replace("|", "\\|") for r in counts}  # a | or newline ends the cell
+        rows = "\n".join(f"| {cell[r]} | {n:,} |" for r, n in counts.items())
+        lines.append(f"Dead letters so far, **{sum(counts.values()):,}** records kept with their reason "
                      f"(in the stream's dead_letter folder):\n\n| reason | records |\n|---|---:|\n{rows}")
     return "\n\n".join(lines)

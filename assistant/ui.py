@@ -248,11 +248,17 @@ def _chat_tab(b: Bundle) -> SimpleNamespace:
 
 
 def live_markdown(assistant: Assistant) -> str:
-    """The live panel of the version served now (a :class:`~assistant.live.LiveAssistant` follows hot reloads)."""
-    b = assistant.bundle
-    return freshness_markdown(b.manifest, getattr(assistant, "version", None) or b.version,
-                              since=getattr(assistant, "since", None), swaps=getattr(assistant, "swaps", 0),
-                              following=hasattr(assistant, "swaps"))
+    """The live panel of the version served now (a :class:`~assistant.live.LiveAssistant` follows hot reloads).
+    The page's timer reads it every few seconds: a failure is logged and said in the panel, never raised (a raise
+    would pop an error on the page at every tick)."""
+    try:
+        b = assistant.bundle
+        return freshness_markdown(b.manifest, getattr(assistant, "version", None) or b.version,
+                                  since=getattr(assistant, "since", None), swaps=getattr(assistant, "swaps", 0),
+                                  following=hasattr(assistant, "swaps"))
+    except Exception:  # noqa: BLE001
+        log.exception("insights: the live panel could not be drawn")
+        return "### Live: what this app serves now\n\nThe live status cannot be read now (the app's log says why)."
 
 
 def _insights_tab(shared: _Shared) -> SimpleNamespace:

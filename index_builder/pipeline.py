@@ -473,7 +473,9 @@ def events_summary(r: Run) -> dict[str, Any]:
     aggregates of the validated events, for the report."""
     from index_builder.insights.events import summarize_events
 
-    return {"events_summary": summarize_events(r.events, r.products, n_products=r.n_products)}
+    # sampled users' events say nothing of the products the others bought: no "never touched" count then
+    n_catalog = None if r.cfg.sample_users else r.n_products
+    return {"events_summary": summarize_events(r.events, r.products, n_products=n_catalog)}
 
 
 def choose_embedder(r: Run) -> dict[str, Any]:

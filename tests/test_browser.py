@@ -192,7 +192,8 @@ def test_the_live_panel_follows_a_publish_without_a_page_reload(browser, live_ro
         text = live.inner_text()
         assert "1 hot reload since the app started" in text
         assert "5 events folded in" in text and f"since the full build {base.name}" in text
-        assert "time stamped 2011-12-20 09:30:00 UTC" in text and "later" in text
+        assert "The newest event time stamp folded in so far: 2011-12-20 09:30:00 UTC" in text
+        assert "newest batch reached the stream at" in text and "s later" in text
         assert "Dead letters so far, 4 records" in text
         assert text.index("unknown_product_id") < text.index("malformed_json"), "commonest reason first"
         ARTIFACTS.mkdir(exist_ok=True)

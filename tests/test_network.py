@@ -83,3 +83,21 @@ def test_a_100k_product_graph_draws_a_capped_readable_picture():
     assert f"{n_users:,} customers" in fig.layout.title.text
     drawn_ids = {i for t in fig.data if t.customdata is not None for i, _ in t.customdata}
     assert drawn_ids == set(net.nodes["id"]), "every node is drawn once, its id in customdata"
+
+
+def test_titles_and_ids_are_shown_as_typed_never_as_plotly_markup():
+    """A catalog title or customer id with <a href>, <br> or <b> would be a link or fake lines in plotly's text."""
+    evil_title = '<a href="https://evil.example/x">Mug</a><br>id 999 · recommended to 9,999'
+    evil_user = '<a href="https://evil.example/phish">support</a>'
+    picks = {evil_user: ["p1"], "u2": ["p1", "p2"]}
+    net = network.neighbourhood(evil_user, picks, network.recommended_to(picks), lambda p: evil_title, ["p2"])
+    fig = network.fig_network(net)
+    shown = [fig.layout.title.text] + [str(x) for t in fig.data for x in (t.text or ())]
+    shown += [c[1] for t in fig.data if t.customdata is not None for c in t.customdata]
+    assert not any("<a" in s for s in shown), "no live anchor anywhere"
+    assert any("&lt;a href=" in s for s in shown), "the text is kept, escaped"
+    assert all(s.count("<br>") <= 2 for s in shown), "a title's <br> does not add hover lines"
+    assert USER_NS + evil_user in net.nodes["id"].tolist(), "the ids themselves (data, not text) are unchanged"
+    over = network.fig_network(network.overview(pd.DataFrame({"user_id": [evil_user], "product_id": ["p1"]}),
+                                                lambda p: evil_title))
+    assert not any("<a" in str(c[1]) for t in over.data if t.customdata is not None for c in t.customdata)

@@ -7,6 +7,7 @@ bundle's own events with pandas (other code than the Spark aggregation); a catal
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 
 import numpy as np
@@ -198,7 +199,7 @@ def test_uci_best_sellers_are_catalog_products_counted_from_the_events(uci):
     assert len(fig["data"]) == 3, "the newest three months"
     newest = fig["data"][-1]
     for pid, title, _, _ in newest["customdata"]:
-        assert catalog[pid] == title
+        assert html.escape(catalog[pid], quote=False) == title, "shown as typed: plotly would read <a> as markup"
     bought = events[events.event_type == "purchase"]
     last = bought.ts.max()
     month = bought[bought.ts >= last.normalize().replace(day=1)]
@@ -237,3 +238,15 @@ def test_a_catalog_only_build_says_there_are_no_events(spark, tmp_path):
     insights = Insights.load(load_bundle(folder))
     assert insights.event_figures() == {} and list(insights.event_notes()) == ["events"]
 
+
+
+def test_the_long_tail_bins_stay_in_order_when_one_tail_lacks_a_bin():
+    """Plotly orders a category axis by first appearance: a bin only customers have would land at the end."""
+    from index_builder.core.figures import fig_long_tail
+    from index_builder.insights.events import tail_from_frequencies
+
+    products = tail_from_frequencies(np.array([1, 3000]), np.array([20, 1]), 21)
+    customers = tail_from_frequencies(np.array([2, 600, 1500]), np.array([10, 5, 1]))
+    axis = fig_long_tail(customers, products).layout.xaxis2
+    assert list(axis.categoryarray) == ["1", "2-3", "512-1023", "1024-2047", "2048-4095"]
+    assert axis.categoryorder == "array"

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from index_builder.core.text import money, plotly_text, readable_title
+
 TOP_RECOMMENDED = 20
 METRIC_COLUMNS = ("ndcg", "hr", "precision", "recall", "map", "coverage")
 
@@ -34,14 +36,12 @@ def recommended_counts(edges: pd.DataFrame | None, n_products: int, row_of: dict
 # figures (plotly), shared by the page and the app; plain lists, so the JSON reads back as lists
 # ---------------------------------------------------------------------------------------------------
 def _money(value: float, currency: str | None) -> str:
-    from index_builder.core.text import money
-
     return money(None if value != value else float(value), currency)
 
 
 def _hover(points: pd.DataFrame, currency: str | None, label: str) -> dict[str, Any]:
     """Map points' hover: title, price and id, with the trace's label on the side."""
-    data = [[t, _money(p, currency), pid] for t, p, pid in
+    data = [[plotly_text(t), _money(p, currency), plotly_text(pid)] for t, p, pid in
             zip(points["title"], points["price"], points["product_id"], strict=True)]
     return {"customdata": data,
             "hovertemplate": "%{customdata[0]}<br>%{customdata[1]} · id %{customdata[2]}<extra>" + label + "</extra>"}
@@ -121,11 +121,9 @@ def fig_top_recommended(counts: np.ndarray, titles: list[str], product_ids: list
                         top: int = TOP_RECOMMENDED):
     import plotly.graph_objects as go
 
-    from index_builder.core.text import readable_title
-
     rows = [int(r) for r in np.argsort(-counts, kind="stable")[:top] if counts[r] > 0][::-1]
     fig = go.Figure(go.Bar(
-        x=[int(counts[r]) for r in rows], y=[f"{readable_title(titles[r])[:40]} ({product_ids[r]})" for r in rows],
+        x=[int(counts[r]) for r in rows], y=[plotly_text(f"{readable_title(titles[r])[:40]} ({product_ids[r]})") for r in rows],
         orientation="h", name="users", hovertemplate="%{y}: recommended to %{x} users<extra></extra>"))
     fig.update_layout(title=f"Most recommended products (top {len(rows)}, over {n_users:,} users' top picks)",
                       xaxis_title="users it is recommended to", yaxis_title="product",
@@ -286,13 +284,16 @@ def fig_long_tail(customers: dict[str, Any], products: dict[str, Any]):
         fig.add_trace(go.Scatter(x=tail["curve"]["rank"], y=tail["curve"]["events"], mode="lines", name=name,
                                  legendgroup=name, line={"color": colour, "shape": "hv"},
                                  hovertemplate=f"{name} ranked %{{x:,}}: %{{y:,}} events<extra></extra>"), row=1, col=1)
-        labels = [str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in zip(tail["hist"]["lo"], tail["hist"]["hi"], strict=True)]
+        labels = [_bin_label(lo, hi) for lo, hi in zip(tail["hist"]["lo"], tail["hist"]["hi"], strict=True)]
         fig.add_trace(go.Bar(x=labels, y=tail["hist"]["entities"], name=name, legendgroup=name, showlegend=False,
                              marker={"color": colour},
                              hovertemplate=f"%{{y:,}} {name} with %{{x}} events<extra></extra>"), row=1, col=2)
     fig.update_xaxes(type="log", title_text="rank (1 = the most events)", row=1, col=1)
     fig.update_yaxes(type="log", title_text="events", row=1, col=1)
-    fig.update_xaxes(type="category", title_text="events each", row=1, col=2)
+    bins = sorted({(lo, hi) for t in (products, customers) if t.get("n")
+                   for lo, hi in zip(t["hist"]["lo"], t["hist"]["hi"], strict=True)})
+    fig.update_xaxes(type="category", title_text="events each", row=1, col=2, categoryorder="array",
+                     categoryarray=[_bin_label(lo, hi) for lo, hi in bins])  # in order, whichever tail lacks a bin
     fig.update_yaxes(type="log", title_text="products / customers", row=1, col=2)
     fig.update_layout(title=f"The long tail: the top {_top(products)} of products take {products['top_share']:.0%} "
                             f"of the events, the top {_top(customers)} of customers {customers['top_share']:.0%}",
@@ -301,12 +302,14 @@ def fig_long_tail(customers: dict[str, Any], products: dict[str, Any]):
     return fig
 
 
+def _bin_label(lo: int, hi: int) -> str:
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
 def fig_best_sellers(sellers: dict[str, Any]):
     """One horizontal bar chart per period (newest last): its top products by events, with their titles."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-
-    from index_builder.core.text import readable_title
 
     periods = sellers["periods"]
     fig = make_subplots(rows=len(periods), cols=1, vertical_spacing=0.25 / len(periods),
@@ -315,9 +318,11 @@ def fig_best_sellers(sellers: dict[str, Any]):
     for i, p in enumerate(periods, start=1):
         rows = p["rows"][::-1]  # the best at the top
         fig.add_trace(go.Bar(
-            x=[r["events"] for r in rows], y=[f"{readable_title(r['title'])[:40]} ({r['product_id']})" for r in rows],
+            x=[r["events"] for r in rows],
+            y=[plotly_text(f"{readable_title(r['title'])[:40]} ({r['product_id']})") for r in rows],
             orientation="h", name=p["start"], showlegend=False, marker={"color": TYPE_COLOURS.get(sellers["type"])},
-            customdata=[[r["product_id"], r["title"], r["customers"], r.get("units", 0)] for r in rows],
+            customdata=[[plotly_text(r["product_id"]), plotly_text(r["title"]), r["customers"], r.get("units", 0)]
+                        for r in rows],
             hovertemplate=("%{customdata[1]} (id %{customdata[0]}): %{x:,} " + sellers["type"] + " events by "
                            "%{customdata[2]:,} customers" + (", %{customdata[3]:,} " + unit if unit else "")
                            + "<extra></extra>")), row=i, col=1)

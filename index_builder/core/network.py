@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from index_builder.core.bundle import PRODUCT_NS, USER_NS
+from index_builder.core.text import plotly_text, readable_title
 
 CUSTOMER = "customer"  # the customer whose neighbourhood it is
 RECOMMENDED = "recommended to them"
@@ -75,10 +76,9 @@ def _order(values, seed: int):
 
 
 def _short(title: str, n: int = 28) -> str:
-    from index_builder.core.text import readable_title
-
+    """A node's label: the readable title, cut to ``n`` characters, then escaped for plotly."""
     t = readable_title(str(title))
-    return t if len(t) <= n else t[: n - 1] + "…"
+    return plotly_text(t if len(t) <= n else t[: n - 1] + "…")
 
 
 def _frame(rows: list[tuple[str, str, str, str]], columns: Sequence[str]) -> pd.DataFrame:
@@ -112,14 +112,16 @@ def neighbourhood(user: str, picks: Mapping[str, Sequence[str]], to_whom: Mappin
 
     def product_hover(p: str, role: str) -> str:
         n = len(to_whom.get(p, ()))
-        return f"{title_of(p)}<br>id {p} · {role}<br>recommended to {n:,} customer{'s' * (n != 1)}"
+        return (f"{plotly_text(title_of(p))}<br>id {plotly_text(p)} · {role}<br>recommended to {n:,} "
+                f"customer{'s' * (n != 1)}")
 
-    rows = [(USER_NS + user, CUSTOMER, f"customer {user}",
-             f"customer {user}<br>{len(mine)} recommended products, {len(bought)} bought")]
+    who = plotly_text(user)
+    rows = [(USER_NS + user, CUSTOMER, f"customer {who}",
+             f"customer {who}<br>{len(mine)} recommended products, {len(bought)} bought")]
     rows += [(PRODUCT_NS + p, RECOMMENDED, _short(title_of(p)), product_hover(p, "recommended to them"))
              for p in mine]
-    rows += [(USER_NS + u, OTHERS, f"customer {u}", f"customer {u}<br>shares {shared[u]} of these picks")
-             for u in drawn_others]
+    rows += [(USER_NS + u, OTHERS, f"customer {plotly_text(u)}",
+              f"customer {plotly_text(u)}<br>shares {shared[u]} of these picks") for u in drawn_others]
     rows += [(PRODUCT_NS + p, BOUGHT, _short(title_of(p)), product_hover(p, "bought by them"))
              for p in drawn_bought]
     drawn = set(drawn_others)
@@ -128,7 +130,7 @@ def neighbourhood(user: str, picks: Mapping[str, Sequence[str]], to_whom: Mappin
     edges += [(USER_NS + user, PRODUCT_NS + p, "bought") for p in drawn_bought]
     left_out = {"customers": len(others) - len(drawn_others), "bought products": len(history) - len(drawn_bought)}
     said = "; ".join(f"{n:,} more {what} not drawn" for what, n in left_out.items() if n)
-    title = (f"Customer {user}'s neighbourhood: {len(mine)} recommended products, {len(drawn_others)} of "
+    title = (f"Customer {who}'s neighbourhood: {len(mine)} recommended products, {len(drawn_others)} of "
              f"{len(others):,} other customers they are recommended to<br><sup>most shared first; "
              f"{len(drawn_bought)} bought products, faded{f'; {said}' if said else ''}</sup>")
     return Network(_frame(rows, ("id", "role", "label", "hover")), _frame(edges, ("src", "dst", "role")), title,
@@ -162,9 +164,11 @@ def overview(edges: pd.DataFrame, title_of: Callable[[str], str], *, n_products:
     n_graph = edges["user_id"].nunique()
 
     rows = [(PRODUCT_NS + p, PRODUCT, _short(title_of(p)),
-             f"{title_of(p)}<br>id {p}<br>recommended to {int(counts[p]):,} customers") for p in top]
-    rows += [(USER_NS + u, SAMPLED, f"customer {u}",
-              f"customer {u}<br>{int(per_user.get(u, 0))} of these products among their top picks") for u in sample]
+             f"{plotly_text(title_of(p))}<br>id {plotly_text(p)}<br>recommended to {int(counts[p]):,} customers")
+            for p in top]
+    rows += [(USER_NS + u, SAMPLED, f"customer {plotly_text(u)}",
+              f"customer {plotly_text(u)}<br>{int(per_user.get(u, 0))} of these products among their top picks")
+             for u in sample]
     lines = [(USER_NS + str(u), PRODUCT_NS + str(p), "shared") for u, p in
              zip(drawn["user_id"], drawn["product_id"], strict=True)]
     left_out = {"products": int(len(counts) - len(top)), "customers": int(n_graph - len(sample))}

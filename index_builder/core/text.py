@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 SYMBOLS = {"GBP": "£", "USD": "$", "EUR": "€", "JPY": "¥", "INR": "₹", "CNY": "¥"}
@@ -39,6 +40,13 @@ def readable_title(title: str) -> str:
 
     out.append(_WORD.sub(fix, title))
     return "".join(out)
+
+
+def plotly_text(value: object) -> str:
+    """A data string (a title, an id) as plotly shows it: plotly reads ``<a href>``, ``<br>``, ``<b>`` and the like
+    in labels, hover text and titles as markup, so a catalog's ``<a href="https://...">`` would become a link;
+    escaped, it is shown as typed (plotly decodes the entities)."""
+    return html.escape(str(value), quote=False)
 
 
 def money(price: float | None, currency: str | None) -> str:

@@ -348,24 +348,25 @@ def all_events(base: Path, events: pd.DataFrame) -> pd.DataFrame:
 
 def stream_info(base: Base, events: pd.DataFrame, folded: Folded, new_products: int, refit_info: dict[str, Any],
                 through_batch: int, feed: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The new version's manifest["stream"] (its ``fold_in_s`` is added when the files are written): what this
+    """The new version's manifest["stream"] (``fold_in_s`` and ``published_at`` are added once the files are written): what this
     publish folded in, the totals since the last full build (``full_build``), and the freshness the Insights
     tab shows (the newest event's own time stamp; from ``feed``, when it reached the stream)."""
     ev = folded.events
     prev = base.manifest.get("stream", {})
     stamps = pd.to_datetime(ev[TS], utc=True, errors="coerce").dropna() if len(ev) and TS in ev else pd.Series([])
-    seen = [pd.Timestamp(prev["newest_event_ts"])] if prev.get("newest_event_ts") else []
-    newest = max([*seen, *([stamps.max()] if len(stamps) else [])], default=None)
+    before = pd.to_datetime(prev.get("newest_event_ts"), utc=True, errors="coerce")  # an older stream's may lack it
+    newest = max([*([before] if pd.notna(before) else []), *([stamps.max()] if len(stamps) else [])], default=None)
     return {
-        "full_build": prev.get("full_build", base.folder.name), "full_build_at": base.manifest.get("created_at"),
-        "base_version": base.folder.name, "through_batch": int(through_batch), "newest_event_ts": newest.isoformat() if newest is not None else None,
+        # a base published by a stream older than this field: its full build is not known (None), not the base
+        "full_build": prev.get("full_build") if prev else base.folder.name, "full_build_at": base.manifest.get("created_at"),
+        "base_version": base.folder.name, "through_batch": int(through_batch),
+        "newest_event_ts": newest.isoformat() if newest is not None else None,
         **{k: v for k, v in (feed or {}).items() if v is not None},
         "events_folded": int(len(ev)), "events_unknown_product": int(len(events) - len(ev)),
         "events_total": int(prev.get("events_total", 0)) + int(len(ev)),
         "new_users": len(folded.new_users), "updated_users": len(folded.touched), "new_products": int(new_products),
         "refit": bool(refit_info), **({"refit_params": refit_info} if refit_info else {}),
         "publishes": int(prev.get("publishes", 0)) + 1,
-        "published_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
     }
 
 
@@ -409,6 +410,7 @@ def write_version(folder: Path, version: NewVersion, t0: float) -> dict[str, Any
                       "interactions": len(inter), "positive_interactions": int((inter[WEIGHT] > 0).sum()),
                       "events": int(manifest.get("counts", {}).get("events", 0)) + int(info["events_folded"])}
     info["fold_in_s"] = round(time.perf_counter() - t0, 2)  # all but the rename into place
+    info["published_at"] = pd.Timestamp.now(tz="UTC").isoformat(timespec="milliseconds")  # its files are written
     body["stream"] = info
     return body
 
