@@ -17,7 +17,7 @@ pandas reading the input files, the build's embedding backend encoding every pro
 included), a faiss KMeans sweep over the ks the build swept (its sample size, 30 iterations), and the
 ``implicit`` library's ALS (the build's rank, 10 iterations) on the bundle's interactions. The table gives the
 build without its evaluation as a ratio to them (goal <= 2.0x) and the evaluation as a ratio to the rest of
-the build (goal <= 1.0). The builds run with ``--no-embed-cache`` so that they embed every text, as the bare
+the build (goal <= 1.0). The insights report's stage and page are given too (goals: under 60 s and 15 MB). The builds run with ``--no-embed-cache`` so that they embed every text, as the bare
 encode does (a rebuild reads the cache: BENCHMARKS.md).
 """
 
@@ -91,8 +91,10 @@ def run_build(args: list[str], out: Path) -> dict:
     if proc.returncode != 0:
         sys.exit(f"build failed ({proc.returncode}):\n{log.read_text()[-4000:]}")
     manifest = json.loads((out / "current" / "manifest.json").read_text())
+    page = out / "current" / manifest.get("report", {}).get("html", "report/report.html")
     return {"wall_s": wall, "timings": manifest["timings_s"], "counts": manifest["counts"],
-            "k": manifest["kmeans"]["k"], "embedding": manifest["embedding"], "kmeans": manifest["kmeans"]}
+            "k": manifest["kmeans"]["k"], "embedding": manifest["embedding"], "kmeans": manifest["kmeans"],
+            "report_mb": page.stat().st_size / 1e6 if page.is_file() else None}
 
 
 def bare_parts(inputs: list[Path], bundle_root: Path) -> dict[str, float]:
@@ -202,6 +204,9 @@ def main() -> None:
               f"kmeans {100 * share:.0f}% of the build (goal < 15%: {'met' if share < 0.15 else 'NOT met'}); "
               f"embedding {r['counts']['products'] / r['timings']['embed']:.0f} texts/s")
         print(ratios(name, r, bare[name]))
+        report_s, mb = r["timings"].get("report", 0.0), r["report_mb"] or 0.0
+        print(f"{name}: report stage {report_s:.0f} s (goal < 60 s: {'met' if report_s < 60 else 'NOT met'}), "
+              f"report.html {mb:.1f} MB (goal < 15 MB: {'met' if mb < 15 else 'NOT met'})")
     print(f"\nbundles and inputs under {work}")
 
 
