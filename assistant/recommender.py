@@ -226,9 +226,10 @@ class Recommender:
         self.b = bundle
         self.encode = encode  # texts -> unit vectors with the bundle's own embedding model
         self.cfg = cfg or RecommenderConfig.from_manifest(bundle.manifest)
-        # (seeds, widen, neighbours_per_seed) -> _seed_neighbours(): the evaluation shares one across the configs it
-        # tries on one bundle's vectors and index (the seeds' searches do not depend on any blend setting)
-        self.neighbours_memo: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] | None = None
+        # a seed's nearest products, by (seed, neighbours_per_seed) (a widened search: by (seeds, True, n)); set by
+        # whoever ranks many users on one bundle's vectors and index: the evaluation (shared across the configs it
+        # tries: no blend setting changes a search) and the recommendation graph (users share their products)
+        self.neighbours_memo: dict[tuple, Any] | None = None
         self.popularity = self._popularity_term()
         self.popularity_order = np.argsort(-self.popularity, kind="stable")
         self.popularity_rank = np.empty(len(self.popularity), dtype=np.int64)
@@ -317,11 +318,7 @@ class Recommender:
         why = Reasons(b, req.seed_kind)
         seeds = np.asarray(req.seeds[: cfg.max_seeds], dtype=np.int64)
         if len(seeds):
-            key = (tuple(seeds.tolist()), widen, cfg.neighbours_per_seed)
-            memo = self.neighbours_memo if self.neighbours_memo is not None else {}
-            near = memo.get(key)
-            if near is None:
-                near = memo[key] = self._seed_neighbours(seeds.tolist(), widen)
+            near = self._remembered_neighbours(seeds.tolist(), widen)
             rows = np.concatenate([r for r, _ in near])
             sims = np.concatenate([s for _, s in near])
             source = np.repeat(seeds[: len(near)], [len(r) for r, _ in near])
@@ -405,6 +402,23 @@ class Recommender:
         if len(rows) < n and len(order) > len(head):
             rows = order[price_mask(self.b.prices[order], req)]
         return rows[:n]
+
+    def _remembered_neighbours(self, seeds: list[int], widen: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`_seed_neighbours` through ``neighbours_memo`` when one is set: each seed's in-cluster neighbours
+        are kept by seed, so users who share a product share its search; a widened search (three seeds in one
+        FAISS call, rare) by its seeds."""
+        memo, k = self.neighbours_memo, self.cfg.neighbours_per_seed
+        if memo is None:
+            return self._seed_neighbours(seeds, widen)
+        if widen:
+            key = (tuple(seeds), True, k)
+            if key not in memo:
+                memo[key] = self._seed_neighbours(seeds, True)
+            return memo[key]
+        missing = [seed for seed in dict.fromkeys(seeds) if (seed, k) not in memo]
+        for seed, found in zip(missing, self._seed_neighbours(missing, False), strict=True):
+            memo[(seed, k)] = found
+        return [memo[(seed, k)] for seed in seeds]
 
     def _seed_neighbours(self, seeds: list[int], widen: bool) -> list[tuple[np.ndarray, np.ndarray]]:
         """Nearest products of each seed, (rows, similarities) best first, the seed left out: within its KMeans

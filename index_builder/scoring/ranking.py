@@ -24,6 +24,7 @@ def rank_users(b: Bundle, users: list[str], k: int, processes: int | None = None
     from assistant.chat import Assistant
 
     assistant = Assistant(b, encode=_no_text)
+    assistant.recommender.neighbours_memo = {}  # users share their products: each product's neighbours searched once
 
     def top_of(share: list[str], k: int) -> list[list[tuple[int, float]]]:
         return [assistant.user_top_n(uid, k)
