@@ -432,8 +432,7 @@ def validate(r: Run) -> dict[str, Any]:
     if source.events is not None:
         events, event_rejects = validate_events(source.events, products, cfg.normalize_ids, persist=keep,
                                                 bounds=r.bounds)
-        rejects["events"] = event_rejects
-        events = keep(events)
+        rejects["events"] = event_rejects  # events: rows of the checked events validate_events kept (not cached twice)
     rejected = {name: df.toPandas() for name, df in rejects.items()}
     if n_products == 0:
         raise InputError(f"no usable products in {', '.join(source.files)}: "

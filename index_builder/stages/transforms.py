@@ -355,11 +355,14 @@ def aggregate_interactions(weighted: DataFrame, had_types: tuple[str, ...] = DEF
 
 
 def add_popularity(products: DataFrame, interactions: DataFrame) -> DataFrame:
-    """Add ``popularity`` = number of distinct users with a positive interaction (0 when none)."""
+    """Add ``popularity`` = number of distinct users with a positive interaction (0 when none).
+
+    ``interactions`` holds one row per (user, product) (:func:`aggregate_interactions`), so its rows are counted:
+    a distinct count would add an expand and a second shuffle for the same number."""
     pop = (
         interactions.filter(F.col(WEIGHT) > 0)
         .groupBy(PRODUCT_ID)
-        .agg(F.countDistinct(USER_ID).cast("long").alias(POPULARITY))
+        .agg(F.count(F.lit(1)).cast("long").alias(POPULARITY))
     )
     return products.join(pop, PRODUCT_ID, "left").fillna({POPULARITY: 0})
 
