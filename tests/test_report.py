@@ -209,3 +209,22 @@ def test_cluster_labels_prefer_words_that_tell_clusters_apart():
     labels = cluster_labels(titles, np.array([0, 0, 0, 1, 1, 1]), n_words=2)
     assert labels[0].split(", ")[0] == "candle" and labels[1].split(", ")[0] in {"mug", "tea"}
     assert "heart" not in labels[1]
+
+
+def test_the_graphs_seed_memo_changes_no_ranking(built):
+    """The graph ranks every customer with one memo of each product's neighbours (shared by the customers who
+    have that product): the same lists and scores as ranking each customer afresh, on the real bundle."""
+    from assistant.chat import Assistant
+    from index_builder.core.bundle_reader import load_bundle
+    from index_builder.insights.graph import graph_users
+
+    folder = built[0]
+    b = load_bundle(folder)
+    users = graph_users(b, None)[:150]
+    afresh = Assistant(b, encode=lambda texts: None)
+    remembering = Assistant(b, encode=lambda texts: None)
+    remembering.recommender.neighbours_memo = {}
+    assert [remembering.user_top_n(u, 10) for u in users] == [afresh.user_top_n(u, 10) for u in users]
+    memo = remembering.recommender.neighbours_memo
+    seeds = sum(len(remembering.user_request(u, 10).seeds[: remembering.recommender.cfg.max_seeds]) for u in users)
+    assert memo and len(memo) < seeds, "customers shared products: fewer searches than seeds"
