@@ -115,14 +115,14 @@ class Insights:
 
     def network_figure(self, user_id: str | None = None):
         """The picked customer's neighbourhood in the recommendation graph (their picks, the other customers
-        those go to, what they bought, faded); with no customer (or one outside the graph), the overview the
+        those go to, what they already had, faded); with no customer (or one outside the graph), the overview the
         report draws. None when the bundle has no graph."""
         if not self.graph_users or self.edges is None:
             return None
         b = self.bundle
         if user_id and user_id in self.picks:
-            bought = set(b.purchased.get(user_id, ()))
-            newest_first = [b.product_ids[r] for r in b.history.get(user_id, []) if r in bought]
+            had = set(b.had.get(user_id, ()))  # bought or rated: what the graph never recommends them again
+            newest_first = [b.product_ids[r] for r in b.history.get(user_id, []) if r in had]
             net = network.neighbourhood(user_id, self.picks, self.to_whom or {}, self.title_of, newest_first,
                                         seed=self.seed)
         else:

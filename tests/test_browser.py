@@ -156,9 +156,9 @@ def test_insights_network_is_the_picked_customers_neighbourhood(browser, app_url
     assert page.evaluate(NETWORK_TRACE_IDS, network.RECOMMENDED) == mine.dst.tolist(), "the graph's picks, best first"
     others = page.evaluate(NETWORK_TRACE_IDS, network.OTHERS)
     assert others and set(others) <= sharing and len(others) == min(len(sharing), network.MAX_OTHERS)
-    bought = page.evaluate(NETWORK_TRACE_IDS, network.BOUGHT)
+    bought = page.evaluate(NETWORK_TRACE_IDS, network.HAD)
     inter = pd.read_parquet(folder / bundle.INTERACTIONS)
-    had = set(inter.loc[(inter.user_id == user_id) & inter.purchased, "product_id"])
+    had = set(inter.loc[(inter.user_id == user_id) & inter.had, "product_id"])
     assert bought and {b.removeprefix(bundle.PRODUCT_NS) for b in bought} <= had
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator("#insights-network").screenshot(path=str(ARTIFACTS / "insights-network.png"))

@@ -30,13 +30,13 @@ def test_neighbourhood_draws_the_customer_their_picks_and_who_shares_them():
     others = net.ids(network.OTHERS)
     assert len(others) == 4 and others[0] == "u1", "the customer sharing most picks comes first"
     assert "u10" not in others  # shares none of them
-    assert net.ids(network.BOUGHT) == ["p5", "p4"]  # newest first, once each
-    assert net.left_out == {"customers": 5, "bought products": 0}
+    assert net.ids(network.HAD) == ["p5", "p4"]  # newest first, once each
+    assert net.left_out == {"customers": 5, "of their past products": 0}
     assert "4 of 9 other customers" in net.title and "5 more customers not drawn" in net.title
-    # edges: the customer to each pick and to what they bought; the drawn others to the picks they share
+    # edges: the customer to each pick and to what they had; the drawn others to the picks they share
     e = net.edges
     assert set(e.loc[e.role == "picked", "dst"]) == {PRODUCT_NS + p for p in ("p1", "p2", "p3")}
-    assert set(e.loc[e.role == "bought", "dst"]) == {PRODUCT_NS + "p5", PRODUCT_NS + "p4"}
+    assert set(e.loc[e.role == "had", "dst"]) == {PRODUCT_NS + "p5", PRODUCT_NS + "p4"}
     shared = e[e.role == "shared"]
     assert set(shared["src"]) == {USER_NS + u for u in others}
     assert set(shared["dst"]) <= {PRODUCT_NS + p for p in ("p1", "p2", "p3")}, "no edge to a product not drawn"

@@ -4,7 +4,8 @@ The whole graph (every customer -> their top picks; 4,363 customers and 43,630 e
 so what is drawn is capped and the figure's title says what was left out:
 
 - :func:`neighbourhood`: one customer, the products recommended to them, the other customers those products
-  are recommended to (the ones sharing most of them first) and, faded, what the customer bought;
+  are recommended to (the ones sharing most of them first) and, faded, what the customer already had (bought or
+  rated: never recommended to them again);
 - :func:`overview`: the most recommended products and a seeded sample of the customers they go to.
 
 :func:`layout` places the nodes with networkx (a seeded spring layout: the same graph always gets the same
@@ -29,12 +30,12 @@ from index_builder.core.text import plotly_text, readable_title
 CUSTOMER = "customer"  # the customer whose neighbourhood it is
 RECOMMENDED = "recommended to them"
 OTHERS = "also recommended to"
-BOUGHT = "bought (their history)"
+HAD = "already had (bought or rated)"
 PRODUCT = "most recommended products"
 SAMPLED = "customers (seeded sample)"
 
 MAX_OTHERS = 40  # other customers drawn around one customer's picks
-MAX_BOUGHT = 12  # the customer's bought products drawn, newest first
+MAX_HAD = 12  # the products the customer already had that are drawn, newest first
 OVERVIEW_PRODUCTS = 25
 OVERVIEW_CUSTOMERS = 60
 SPREAD = 3.0  # the spring layout's node distance, times 1/sqrt(nodes): labels need room
@@ -43,14 +44,14 @@ STYLE = {  # role -> (symbol, size, colour, opacity, labelled)
     CUSTOMER: ("star", 26, "#d62728", 1.0, True),
     RECOMMENDED: ("circle", 16, "#2ca02c", 0.95, True),
     OTHERS: ("circle", 8, "#1f77b4", 0.8, False),
-    BOUGHT: ("square", 10, "#9e9e9e", 0.35, False),
+    HAD: ("square", 10, "#9e9e9e", 0.35, False),
     PRODUCT: ("circle", 14, "#2ca02c", 0.95, True),
     SAMPLED: ("circle", 7, "#1f77b4", 0.8, False),
 }
 EDGE_STYLE = {  # edge role -> (colour, width, dash)
     "picked": ("rgba(44,160,44,0.8)", 2.0, "solid"),
     "shared": ("rgba(31,119,180,0.25)", 1.0, "solid"),
-    "bought": ("rgba(158,158,158,0.35)", 1.0, "dot"),
+    "had": ("rgba(158,158,158,0.35)", 1.0, "dot"),
 }
 
 
@@ -95,20 +96,20 @@ def recommended_to(picks: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
 
 
 def neighbourhood(user: str, picks: Mapping[str, Sequence[str]], to_whom: Mapping[str, Sequence[str]],
-                  title_of: Callable[[str], str], bought: Sequence[str] = (), *, max_others: int = MAX_OTHERS,
-                  max_bought: int = MAX_BOUGHT, seed: int = 42) -> Network:
-    """``user``, their picks, the other customers those picks go to and (faded) what ``user`` bought.
+                  title_of: Callable[[str], str], had: Sequence[str] = (), *, max_others: int = MAX_OTHERS,
+                  max_had: int = MAX_HAD, seed: int = 42) -> Network:
+    """``user``, their picks, the other customers those picks go to and (faded) what ``user`` already had.
 
     ``picks``: customer -> recommended product ids (best first); ``to_whom``: its inverse
-    (:func:`recommended_to`); ``title_of``: a product id's title; ``bought``: the customer's bought product ids,
+    (:func:`recommended_to`); ``title_of``: a product id's title; ``had``: the products the customer already had,
     newest first.
     """
     mine = list(dict.fromkeys(picks.get(user, ())))
     shared = Counter(u for p in mine for u in to_whom.get(p, ()) if u != user)
     others = sorted(_order(shared, seed), key=lambda u: -shared[u])
     drawn_others = others[:max_others]
-    history = [p for p in dict.fromkeys(bought) if p not in set(mine)]
-    drawn_bought = history[:max_bought]
+    history = [p for p in dict.fromkeys(had) if p not in set(mine)]
+    drawn_had = history[:max_had]
 
     def product_hover(p: str, role: str) -> str:
         n = len(to_whom.get(p, ()))
@@ -117,22 +118,22 @@ def neighbourhood(user: str, picks: Mapping[str, Sequence[str]], to_whom: Mappin
 
     who = plotly_text(user)
     rows = [(USER_NS + user, CUSTOMER, f"customer {who}",
-             f"customer {who}<br>{len(mine)} recommended products, {len(bought)} bought")]
+             f"customer {who}<br>{len(mine)} recommended products, {len(had)} already had")]
     rows += [(PRODUCT_NS + p, RECOMMENDED, _short(title_of(p)), product_hover(p, "recommended to them"))
              for p in mine]
     rows += [(USER_NS + u, OTHERS, f"customer {plotly_text(u)}",
               f"customer {plotly_text(u)}<br>shares {shared[u]} of these picks") for u in drawn_others]
-    rows += [(PRODUCT_NS + p, BOUGHT, _short(title_of(p)), product_hover(p, "bought by them"))
-             for p in drawn_bought]
+    rows += [(PRODUCT_NS + p, HAD, _short(title_of(p)), product_hover(p, "already had by them"))
+             for p in drawn_had]
     drawn = set(drawn_others)
     edges = [(USER_NS + user, PRODUCT_NS + p, "picked") for p in mine]
     edges += [(USER_NS + u, PRODUCT_NS + p, "shared") for p in mine for u in to_whom.get(p, ()) if u in drawn]
-    edges += [(USER_NS + user, PRODUCT_NS + p, "bought") for p in drawn_bought]
-    left_out = {"customers": len(others) - len(drawn_others), "bought products": len(history) - len(drawn_bought)}
+    edges += [(USER_NS + user, PRODUCT_NS + p, "had") for p in drawn_had]
+    left_out = {"customers": len(others) - len(drawn_others), "of their past products": len(history) - len(drawn_had)}
     said = "; ".join(f"{n:,} more {what} not drawn" for what, n in left_out.items() if n)
     title = (f"Customer {who}'s neighbourhood: {len(mine)} recommended products, {len(drawn_others)} of "
              f"{len(others):,} other customers they are recommended to<br><sup>most shared first; "
-             f"{len(drawn_bought)} bought products, faded{f'; {said}' if said else ''}</sup>")
+             f"{len(drawn_had)} products they already had, faded{f'; {said}' if said else ''}</sup>")
     return Network(_frame(rows, ("id", "role", "label", "hover")), _frame(edges, ("src", "dst", "role")), title,
                    centre=USER_NS + user, left_out=left_out)
 
@@ -191,7 +192,7 @@ def layout(net: Network, seed: int = 42) -> dict[str, tuple[float, float]]:
     if not len(g):
         return {}
     start: dict[str, tuple[float, float]] = {}
-    rings = {RECOMMENDED: 1.0, BOUGHT: 0.6, OTHERS: 2.0}
+    rings = {RECOMMENDED: 1.0, HAD: 0.6, OTHERS: 2.0}
     for role, radius in rings.items():
         ids = net.nodes.loc[net.nodes["role"] == role, "id"].tolist()
         for i, node in enumerate(ids):
