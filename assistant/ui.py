@@ -229,7 +229,7 @@ def _chat_tab(b: Bundle) -> SimpleNamespace:
     """The chat, the writer line, the message box, the product cards and their "I viewed #n" buttons."""
     import gradio as gr
 
-    with gr.Tab("Chat", id="chat"):
+    with gr.Tab("Chat", id="chat") as chat_tab:
         gr.Markdown("## What should I buy next?")
         chatbot = gr.Chatbot(label="cartwise", height=430, elem_id="chatbot", sanitize_html=True)
         writer_md = gr.Markdown("", elem_id="writer")
@@ -244,7 +244,7 @@ def _chat_tab(b: Bundle) -> SimpleNamespace:
         gr.Examples(["what should I buy next?", "something cheaper", "only candles", "more like the second one",
                      "why the first one?", "a gift for a tea lover"], inputs=msg)
     return SimpleNamespace(chatbot=chatbot, writer_md=writer_md, msg=msg, send=send, cards=cards,
-                           card_buttons=card_buttons)
+                           card_buttons=card_buttons, chat_tab=chat_tab)
 
 
 def live_markdown(assistant: Assistant) -> str:
@@ -268,9 +268,9 @@ def _insights_tab(shared: _Shared) -> SimpleNamespace:
 
     insights = shared.insights
     map_plot = marked_md = network_plot = None
-    with gr.Tab("Insights", id="insights", elem_id="insights-tab"):
+    with gr.Tab("Insights", id="insights", elem_id="insights-tab") as insights_tab:
         live_md = gr.Markdown(live_markdown(shared.assistant), elem_id="insights-live")
-        live_timer = gr.Timer(LIVE_EVERY_S)
+        live_timer = gr.Timer(LIVE_EVERY_S, active=False)  # ticks only while the tab is open (see _wire_insights)
         if insights is None:
             gr.Markdown("This bundle has no insights report: rebuild it with `python -m index_builder build` "
                         "to get the cluster map, the metrics and the recommendation graph here.")
@@ -305,7 +305,7 @@ def _insights_tab(shared: _Shared) -> SimpleNamespace:
                 gr.DownloadButton("Download the full report (report.html, works offline)",
                                   value=str(insights.html_path), elem_id="insights-download")
     return SimpleNamespace(map_plot=map_plot, marked_md=marked_md, network_plot=network_plot, live_md=live_md,
-                           live_timer=live_timer)
+                           live_timer=live_timer, insights_tab=insights_tab)
 
 
 # -- events -------------------------------------------------------------------------------------
@@ -355,6 +355,8 @@ def _wire_sidebar(shared: _Shared, c: SimpleNamespace) -> None:
 def _wire_insights(shared: _Shared, c: SimpleNamespace) -> None:
     """The map follows the customer and the products they viewed, the network the customer (when the bundle has
     a report); the live panel follows the version served."""
+    import gradio as gr
+
     insights, b = shared.insights, shared.bundle
 
     def on_map(user_id: str, product_ids: list[str] | None):
@@ -373,8 +375,13 @@ def _wire_insights(shared: _Shared, c: SimpleNamespace) -> None:
             trigger.change(on_map, [c.user_dd, c.viewed_dd], [c.map_plot, c.marked_md], api_visibility="private")
     if c.network_plot is not None:
         c.user_dd.change(on_network, [c.user_dd], [c.network_plot], api_visibility="private")
-    # the live panel follows hot reloads: it is read again every few seconds (a dictionary lookup and a format)
+    # the live panel follows hot reloads: it is read again every few seconds (a dictionary lookup and a format),
+    # only while the Insights tab is open: a page left on the chat sends no ticks
     c.live_timer.tick(lambda: live_markdown(shared.assistant), None, [c.live_md], api_visibility="private",
+                      show_progress="hidden")
+    c.insights_tab.select(lambda: (gr.Timer(active=True), live_markdown(shared.assistant)), None,
+                          [c.live_timer, c.live_md], api_visibility="private", show_progress="hidden")
+    c.chat_tab.select(lambda: gr.Timer(active=False), None, [c.live_timer], api_visibility="private",
                       show_progress="hidden")
 
 
