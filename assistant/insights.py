@@ -120,6 +120,8 @@ class Insights:
         if not self.graph_users or self.edges is None:
             return None
         b = self.bundle
+        if user_id not in b.user_rows:  # not a customer of this bundle (whatever the page sent): the overview
+            user_id = None
         if user_id and user_id in self.picks:
             had = set(b.had.get(user_id, ()))  # bought or rated: what the graph never recommends them again
             newest_first = [b.product_ids[r] for r in b.history.get(user_id, []) if r in had]
@@ -127,7 +129,7 @@ class Insights:
                                         seed=self.seed)
         else:
             net = network.overview(self.edges, self.title_of, seed=self.seed)
-            if user_id:  # a customer the graph does not hold (no history, or outside its sample): said, not hidden
+            if user_id:  # a customer the graph does not hold (outside its sample): said, not hidden
                 net.title = (f"Customer {plotly_text(user_id)} is not in the build's recommendation graph "
                              f"({self.graph_users:,} customers; --graph-users sets how many), so here is its "
                              f"overview<br>{net.title.replace('<br>', ' · ')}")

@@ -228,3 +228,19 @@ def test_the_graphs_seed_memo_changes_no_ranking(built):
     memo = remembering.recommender.neighbours_memo
     seeds = sum(len(remembering.user_request(u, 10).seeds[: remembering.recommender.cfg.max_seeds]) for u in users)
     assert memo and len(memo) < seeds, "customers shared products: fewer searches than seeds"
+
+
+def test_the_tabs_network_draws_only_customers_of_the_bundle(built):
+    """Whatever id the page sends (a huge one, a lone surrogate, markup, another namespace), the network is the
+    overview unless it names a customer of the bundle: nothing of it is echoed and the figure serializes."""
+    from assistant.insights import Insights
+    from index_builder.core.bundle_reader import load_bundle
+
+    insights = Insights.load(load_bundle(built[0]))
+    overview = insights.network_figure(None).layout.title.text
+    for hostile in ("x" * 100_000, "\ud800", "<b>\u202eevil</b>", USER_NS + sorted(insights.picks)[0], " "):
+        fig = insights.network_figure(hostile)
+        assert fig.layout.title.text == overview
+        fig.to_json()
+    customer = sorted(insights.picks)[0]
+    assert insights.network_figure(customer).layout.title.text.startswith(f"Customer {customer}'s neighbourhood")
