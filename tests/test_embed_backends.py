@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import time
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from index_builder.core.embedders.base import resolve_backend, resolve_device
 from index_builder.core.embedders.factory import make_embedder
-from index_builder.core.embedders.onnx_backend import META_FILE, OnnxEmbedder, export_onnx
+from index_builder.core.embedders.onnx_backend import META_FILE, OnnxEmbedder, export_onnx, weight_kind
 from index_builder.core.embedders.torch_backend import SentenceTransformerEmbedder
 from index_builder.core.errors import ModelFitError
 from index_builder.stages.cluster import choose_k, fit_all, sweep_kmeans
@@ -49,12 +50,32 @@ def test_onnx_vectors_match_torch_on_real_texts(onnx_embedder, data_dir):
 
 def test_the_export_is_a_cached_build_step(onnx_embedder, tmp_path):
     folder = export_onnx(cache=tmp_path)  # a fresh cache exports again ...
-    meta = (folder / META_FILE).read_text()
-    assert "int8" in meta and "mean pooling" in meta
+    meta = json.loads((folder / META_FILE).read_text())
+    kind = weight_kind()
+    assert meta["weights"] == kind and ("-u8-" in folder.name) == (kind == "u8")
+    assert f"{'int8' if kind == 's8' else 'uint8'} weights per channel" in meta["steps"][1]
+    assert "mean pooling" in meta["steps"][0]
     start = time.perf_counter()
     assert export_onnx(cache=tmp_path) == folder  # ... and the second call finds it
     assert time.perf_counter() - start < 2.0
     assert onnx_embedder.identity() == {"model": "all-MiniLM-L6-v2", "dim": 384, "backend": "onnx-int8", "device": "cpu"}
+
+
+def test_the_weights_kind_follows_the_cpus_int8_instructions(monkeypatch):
+    """int8 weights where the CPU has int8 dot products; uint8 on an x86 CPU without them (its int8 path
+    saturates at 16 bits: the vectors drifted under auto's cosine gate on an AMD EPYC); the env var decides."""
+    monkeypatch.delenv("CARTWISE_ONNX_WEIGHTS", raising=False)
+    intel = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni amx_int8\n"
+    amd = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\nbugs\t\t: avx512_vnni_is_not_a_flag_here\n"
+    client = "flags\t\t: fpu avx2 avx_vnni\n"
+    assert weight_kind(intel, "x86_64") == "s8" and weight_kind(client, "AMD64") == "s8"
+    assert weight_kind(amd, "x86_64") == "u8" and weight_kind("", "x86_64") == "u8"
+    assert weight_kind(amd, "aarch64") == "s8"  # ONNX Runtime's default off x86
+    monkeypatch.setenv("CARTWISE_ONNX_WEIGHTS", "S8")
+    assert weight_kind(amd, "x86_64") == "s8"
+    monkeypatch.setenv("CARTWISE_ONNX_WEIGHTS", "int4")
+    with pytest.raises(ValueError, match="use s8"):
+        weight_kind(intel, "x86_64")
 
 
 def test_the_driver_and_the_executors_embed_alike(spark, data_dir):

@@ -103,8 +103,9 @@ def choose_backend(sample: list[str], n_texts: int, torch_embedder: Embedder, on
     :data:`QUICK_S` seconds it is kept without exporting ONNX (``onnx_embedder`` exports). ONNX int8 counts only
     when its vectors of the sample are within :data:`GOOD_ENOUGH` cosine of torch's (a model that quantizes
     badly stays on torch). The int8 vectors rank as well as torch's on three datasets (BENCHMARKS.md); the
-    speed is the machine's: int8 is 2.6x torch on a CPU with int8 dot products (AVX-512 VNNI), about 1.2x on
-    one without. Returns (backend, the measurements).
+    speed is the machine's: int8 is 2.3-2.6x torch on a CPU with int8 dot products (AVX-512 VNNI), about 1.9x
+    on an AMD EPYC without them, with uint8 weights there (:func:`.onnx_backend.weight_kind`: its int8 weights
+    fell under the cosine gate). Returns (backend, the measurements).
     """
     record: dict[str, Any] = {"sample": len(sample), "texts": n_texts}
     if not sample:  # nothing to time: nothing to embed either
