@@ -9,8 +9,8 @@ words from another product's description. The events are made so that collaborat
 something to learn: 20,000 shoppers, each with 2-3 favourite source products, buy 4-16 variants of them over
 a year (epoch-second timestamps, no event type: the purchase-log shape most shops export). Each build runs
 as its own ``python -m index_builder build`` process (its own Spark), with the defaults a user gets; the
-stage times are the manifest's ``timings_s``. Goals on 2 cores: UCI <= 90 s, 100k products <= 15 min, the
-KMeans stage under 15% of each.
+stage times are the manifest's ``timings_s``. Goals on 2 cores: UCI <= 90 s, an 18k catalog (``--n 18000``)
+<= 4 min, 100k products <= 10 min, the KMeans stage under 15% of each.
 
 Each build is also set against its **bare parts**, measured in this process right after it, on the same inputs:
 pandas reading the input files, the build's embedding backend encoding every product text (model load
@@ -197,7 +197,8 @@ def main() -> None:
         bare[f"{args.n:,} products"] = bare_parts([products, events], work / "big")
     print()
     print(table(results))
-    goals = {"UCI Online Retail": 90, f"{args.n:,} products": 15 * 60}
+    # #24's goals on the development machine: an 18k catalog in 4 min, a 105k one in 10
+    goals = {"UCI Online Retail": 90, f"{args.n:,} products": 240 if args.n <= 20_000 else 600}
     for name, r in results.items():
         share = r["timings"].get("kmeans", 0) / r["wall_s"]
         print(f"{name}: {r['wall_s']:.0f} s (goal {goals[name]} s: {'met' if r['wall_s'] <= goals[name] else 'NOT met'}); "
