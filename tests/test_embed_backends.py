@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import json
 import time
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 
 from index_builder.core.embedders.base import resolve_backend, resolve_device
 from index_builder.core.embedders.factory import make_embedder
-from index_builder.core.embedders.onnx_backend import META_FILE, OnnxEmbedder, export_onnx, weight_kind
+from index_builder.core.embedders.onnx_backend import META_FILE, OnnxEmbedder, export_onnx
 from index_builder.core.embedders.torch_backend import SentenceTransformerEmbedder
 from index_builder.core.errors import ModelFitError
 from index_builder.stages.cluster import choose_k, fit_all, sweep_kmeans
@@ -44,38 +43,35 @@ def test_onnx_vectors_match_torch_on_real_texts(onnx_embedder, data_dir):
     cosine = (got * ref).sum(axis=1)
     assert cosine.mean() >= 0.99, cosine.mean()
     assert cosine.min() >= 0.95, (cosine.min(), texts[int(cosine.argmin())])
+    # the int8 products are exact on every CPU: on an x86 CPU without VNNI, ONNX Runtime's u8s8 instruction
+    # saturates unless session.x64quantprecision is on (the 300 long texts on an AMD EPYC: mean 0.9909, least
+    # 0.9811 without it; 0.9939 and 0.9891 with it, as the exact products give on a CPU with VNNI)
+    long = cosine[: len(texts) // 2]
+    assert long.mean() >= 0.993 and long.min() >= 0.985, (long.mean(), long.min())
     # the order of the inputs (sorted by length inside) does not leak into the result
     assert np.allclose(onnx_embedder.encode(texts[::-1])[::-1], got, atol=1e-5)
 
 
 def test_the_export_is_a_cached_build_step(onnx_embedder, tmp_path):
     folder = export_onnx(cache=tmp_path)  # a fresh cache exports again ...
-    meta = json.loads((folder / META_FILE).read_text())
-    kind = weight_kind()
-    assert meta["weights"] == kind and ("-u8-" in folder.name) == (kind == "u8")
-    assert f"{'int8' if kind == 's8' else 'uint8'} weights per channel" in meta["steps"][1]
-    assert "mean pooling" in meta["steps"][0]
+    meta = (folder / META_FILE).read_text()
+    assert "int8" in meta and "mean pooling" in meta
     start = time.perf_counter()
     assert export_onnx(cache=tmp_path) == folder  # ... and the second call finds it
     assert time.perf_counter() - start < 2.0
     assert onnx_embedder.identity() == {"model": "all-MiniLM-L6-v2", "dim": 384, "backend": "onnx-int8", "device": "cpu"}
 
 
-def test_the_weights_kind_follows_the_cpus_int8_instructions(monkeypatch):
-    """int8 weights where the CPU has int8 dot products; uint8 on an x86 CPU without them (its int8 path
-    saturates at 16 bits: the vectors drifted under auto's cosine gate on an AMD EPYC); the env var decides."""
-    monkeypatch.delenv("CARTWISE_ONNX_WEIGHTS", raising=False)
-    intel = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni amx_int8\n"
-    amd = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\nbugs\t\t: avx512_vnni_is_not_a_flag_here\n"
-    client = "flags\t\t: fpu avx2 avx_vnni\n"
-    assert weight_kind(intel, "x86_64") == "s8" and weight_kind(client, "AMD64") == "s8"
-    assert weight_kind(amd, "x86_64") == "u8" and weight_kind("", "x86_64") == "u8"
-    assert weight_kind(amd, "aarch64") == "s8"  # ONNX Runtime's default off x86
-    monkeypatch.setenv("CARTWISE_ONNX_WEIGHTS", "S8")
-    assert weight_kind(amd, "x86_64") == "s8"
-    monkeypatch.setenv("CARTWISE_ONNX_WEIGHTS", "int4")
-    with pytest.raises(ValueError, match="use s8"):
-        weight_kind(intel, "x86_64")
+def test_the_runtime_settings_are_part_of_the_embedding_caches_key(onnx_embedder, tmp_path):
+    """Vectors of the same model file under other runtime settings (the saturating int8 products) are never read
+    back from the cache; the identity in the manifest stays the same."""
+    from index_builder.core.embedders.factory import with_cache
+
+    plain = OnnxEmbedder(onnx_embedder.folder, threads=2)
+    plain.runtime = {}
+    path = str(tmp_path / "embeddings.sqlite")
+    assert with_cache(onnx_embedder, path).tag != with_cache(plain, path).tag
+    assert with_cache(onnx_embedder, path).identity() == plain.identity()
 
 
 def test_the_driver_and_the_executors_embed_alike(spark, data_dir):
@@ -157,12 +153,10 @@ def test_the_sampled_sweep_picks_the_same_k_as_the_full_sweep(spark, onnx_embedd
                        .most_common(1)[0][1] for cluster in set(labels))
         assert majority / len(texts) >= 0.85, (sample, k, labels)  # the clusters are the themes
         chosen[sample] = k
-    # What holds on any CPU and weights: on 60 short titles the elbow/silhouette choice between neighbouring ks
-    # moves with the vectors' last bits (all vectors / half of them, on an AMD EPYC without VNNI: torch 7/7,
-    # int8 weights 6/7, uint8 weights 8/7; the clusters are the themes in every case, checked above). So the
-    # sampled sweep agrees with the full one to within one k, and both stay near the six themes.
-    assert abs(chosen[len(texts)] - chosen[30]) <= 1, chosen
-    assert all(len(THEMES) - 1 <= k <= len(THEMES) + 2 for k in chosen.values()), chosen
+    # within one of the truth, not on one k: on 60 short titles the elbow/silhouette choice between neighbouring ks
+    # moves with the vectors' last bits (all vectors / half on an AMD EPYC: torch 7/7, int8 with exact products
+    # 7/7; 6/7 when its products saturated, 8/7 with uint8 weights)
+    assert all(abs(k - len(THEMES)) <= 1 for k in chosen.values()), chosen
 
 
 def test_fit_all_converges_from_the_sample_centroids():

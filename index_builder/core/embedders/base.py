@@ -54,6 +54,9 @@ class Embedder(ABC):
     def identity(self) -> dict[str, Any]:
         return {"model": self.model, "dim": self.dim, "backend": self.backend}
 
+    # settings of the runtime that change the vectors: part of the embedding cache's key, not of the identity
+    runtime: dict[str, str] = {}
+
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
     """L2-normalize rows (float32); a zero row stays zero."""

@@ -46,7 +46,7 @@ RUNTIME_LIBRARIES = {"sentence-transformers": ("torch", "transformers", "sentenc
 
 def with_cache(embedder: Embedder, path: str | None = None) -> Embedder:
     """``embedder`` behind the embedding cache (:mod:`.cache`; ``path`` default: :func:`.cache.default_cache`),
-    keyed by its model files, identity and runtime libraries. The OpenAI embedder caches by itself and is
+    keyed by its model files, identity, runtime settings and libraries. The OpenAI embedder caches by itself and is
     returned as it is."""
     if embedder.backend not in RUNTIME_LIBRARIES:
         return embedder
@@ -55,7 +55,8 @@ def with_cache(embedder: Embedder, path: str | None = None) -> Embedder:
     from index_builder.core.embedders.torch_backend import minilm_path
 
     folder = getattr(embedder, "folder", None) or getattr(embedder, "model_path", None) or minilm_path()
-    tag = fingerprint(embedder.identity(), folder, RUNTIME_LIBRARIES[embedder.backend])
+    runtime = getattr(embedder, "runtime", {})  # settings that change the vectors (Embedder.runtime)
+    tag = fingerprint({**embedder.identity(), **runtime}, folder, RUNTIME_LIBRARIES[embedder.backend])
     return CachedEmbedder(embedder, path or default_cache(), tag)
 
 
@@ -103,9 +104,9 @@ def choose_backend(sample: list[str], n_texts: int, torch_embedder: Embedder, on
     :data:`QUICK_S` seconds it is kept without exporting ONNX (``onnx_embedder`` exports). ONNX int8 counts only
     when its vectors of the sample are within :data:`GOOD_ENOUGH` cosine of torch's (a model that quantizes
     badly stays on torch). The int8 vectors rank as well as torch's on three datasets (BENCHMARKS.md); the
-    speed is the machine's: int8 is 2.3-2.6x torch on a CPU with int8 dot products (AVX-512 VNNI), about 1.9x
-    on an AMD EPYC without them, with uint8 weights there (:func:`.onnx_backend.weight_kind`: its int8 weights
-    fell under the cosine gate). Returns (backend, the measurements).
+    speed is the machine's: int8 is 2.3-2.6x torch on a CPU with int8 dot products (AVX-512 VNNI), about 1.8x
+    on an AMD EPYC without them (with exact products there: :mod:`.onnx_backend`; saturating ones fell under the
+    cosine gate). Returns (backend, the measurements).
     """
     record: dict[str, Any] = {"sample": len(sample), "texts": n_texts}
     if not sample:  # nothing to time: nothing to embed either

@@ -3,15 +3,15 @@
 The export is a build step from the model folder on disk (never a download): the transformer plus its mean
 pooling and L2 normalisation are traced into one graph (torch's exporter) and its weights quantized to
 int8 per channel (ONNX Runtime's dynamic quantization). The result is cached
-under ``$CARTWISE_CACHE/models/`` keyed by the model files, the library versions and the weights' kind, and
-copied into the bundle (``embedder/``), so the assistant embeds queries with the same graph and needs no torch.
+under ``$CARTWISE_CACHE/models/`` keyed by the model files and the library versions, and copied into the
+bundle (``embedder/``), so the assistant embeds queries with the same graph and needs no torch.
 
-The weights' kind (:func:`weight_kind`) follows the CPU: signed int8 where the CPU has int8 dot products
-(VNNI, AMX: exact and fastest), unsigned elsewhere on x86. Without VNNI, ONNX Runtime multiplies uint8
-activations by int8 weights with an instruction that saturates at 16 bits; its documentation's remedy is
-uint8 weights. Measured on an AMD EPYC without VNNI, on 256 of ~30-word catalog texts: mean cosine to torch's
-vectors 0.9895 with int8 weights (under ``auto``'s 0.99: a 100,000-product build fell back to torch at 58
-texts/s) and 0.9927 with uint8, at 0.8-0.9x int8's speed and ~1.9x torch's.
+The same file runs on every CPU, with ONNX Runtime's ``session.x64quantprecision`` on: an x86 CPU without int8
+dot products (VNNI) multiplies uint8 activations by int8 weights with an instruction that saturates at 16 bits,
+and the option has ONNX Runtime compute the weights that could saturate as uint8 x uint8 there (by the ONNX
+Runtime change that added it, it acts only on x86 CPUs without VNNI). Measured on an AMD EPYC without VNNI, on 256 of ~30-word catalog texts: mean cosine to
+torch's vectors 0.9895 without it (under ``auto``'s 0.99 gate: a 100,000-product build fell back to torch at 58
+texts/s, ~29 min of embedding) and 0.9925 with it, at 0.94x the speed (still ~1.8x torch).
 """
 
 from __future__ import annotations
@@ -40,30 +40,7 @@ BACKEND = "onnx-int8"
 
 
 LIBRARIES = ("torch", "onnx", "onnxruntime", "transformers")  # the export depends on these versions
-WEIGHTS_ENV = "CARTWISE_ONNX_WEIGHTS"  # s8 or u8: the weights' kind, whatever the CPU (a cluster's executors)
-VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8", "avx_vnni_int8"}  # /proc/cpuinfo: int8 dot products
-
-
-def weight_kind(cpuinfo: str | None = None, machine: str | None = None) -> str:
-    """``s8`` (int8 weights) or ``u8`` (uint8) for this CPU (module docstring); ``$CARTWISE_ONNX_WEIGHTS`` decides
-    when set. ``cpuinfo`` and ``machine`` (``platform.machine()``) are read from the system when not given."""
-    import platform
-
-    forced = os.environ.get(WEIGHTS_ENV, "").strip().lower()
-    if forced:
-        if forced not in ("s8", "u8"):
-            raise ValueError(f"{WEIGHTS_ENV}={forced!r}: use s8 (int8 weights) or u8 (uint8 weights)")
-        return forced
-    machine = (machine if machine is not None else platform.machine()).lower()
-    if machine not in ("x86_64", "amd64", "i386", "i686"):
-        return "s8"  # ARM and others: ONNX Runtime's default, no 16-bit saturation there
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return "u8"  # cannot tell: the kind that is exact on every x86 CPU
-    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
-    return "s8" if flags & VNNI_FLAGS else "u8"
+X64_PRECISION = "session.x64quantprecision"  # ONNX Runtime's session option (module docstring)
 
 
 def models_cache() -> Path:
@@ -72,18 +49,11 @@ def models_cache() -> Path:
     return cache_root() / "models"
 
 
-def _target(model_path: str | Path | None, model: str, cache: Path | None) -> tuple[Path, Path, str]:
-    """(the model's folder, its export's folder for this CPU's weights, the weights' kind)."""
-    src = Path(model_path or minilm_path())
-    kind = weight_kind()
-    suffix = "" if kind == "s8" else f"-{kind}"  # s8 keeps the folder name exports had before u8 existed
-    return src, (cache or models_cache()) / f"{model}-{BACKEND}{suffix}-{folder_key(src, LIBRARIES)}", kind
-
-
 def exported(model_path: str | Path | None = None, *, model: str = DEFAULT_MODEL, cache: Path | None = None
              ) -> Path | None:
     """The folder :func:`export_onnx` would return, when the export is already there (None: it is not)."""
-    target = _target(model_path, model, cache)[1]
+    src = Path(model_path or minilm_path())
+    target = (cache or models_cache()) / f"{model}-{BACKEND}-{folder_key(src, LIBRARIES)}"
     return target if (target / META_FILE).is_file() else None
 
 
@@ -91,15 +61,15 @@ def export_onnx(model_path: str | Path | None = None, *, model: str = DEFAULT_MO
     """Export (or find already exported) the int8 ONNX graph of a sentence-transformers folder; returns its folder.
 
     Mean pooling over the attention mask and the L2 norm are part of the graph (the pooling all-MiniLM-L6-v2
-    was trained with); the weights are int8 or uint8 by :func:`weight_kind`. Several processes asking at once
-    wait on a file lock; the folder appears by one rename.
+    was trained with). Several processes asking at once wait on a file lock; the folder appears by one rename.
     """
     import fcntl
 
-    src, target, kind = _target(model_path, model, cache)
+    src = Path(model_path or minilm_path())
     pooling = src / "1_Pooling" / "config.json"
     if pooling.is_file() and not json.loads(pooling.read_text()).get("pooling_mode_mean_tokens", False):
         raise ModelFitError(f"{src}: the ONNX backend supports mean-pooling models only; use --embed-backend torch")
+    target = (cache or models_cache()) / f"{model}-{BACKEND}-{folder_key(src, LIBRARIES)}"
     if (target / META_FILE).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -111,14 +81,14 @@ def export_onnx(model_path: str | Path | None = None, *, model: str = DEFAULT_MO
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            _export(src, tmp, kind)
+            _export(src, tmp)
             os.rename(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
-def _export(src: Path, out: Path, kind: str = "s8") -> None:
+def _export(src: Path, out: Path) -> None:
     import warnings
 
     import onnx
@@ -154,14 +124,13 @@ def _export(src: Path, out: Path, kind: str = "s8") -> None:
                           dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
                                         "embedding": {0: "batch"}})
     # Per-channel weights: per-tensor int8 drops the mean cosine to torch's vectors to 0.945; per-channel keeps 0.994.
-    weight_type = QuantType.QInt8 if kind == "s8" else QuantType.QUInt8
     def advice(record: logging.LogRecord) -> bool:  # quantize_dynamic's "consider to run pre-processing" warning
         return "pre-processing" not in record.getMessage()
 
     root = logging.getLogger()
     root.addFilter(advice)
     try:
-        quantize_dynamic(str(fp32), str(out / MODEL_FILE), weight_type=weight_type, per_channel=True,
+        quantize_dynamic(str(fp32), str(out / MODEL_FILE), weight_type=QuantType.QInt8, per_channel=True,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:
         root.removeFilter(advice)
@@ -172,9 +141,8 @@ def _export(src: Path, out: Path, kind: str = "s8") -> None:
     if st_config.is_file():
         max_len = int(json.loads(st_config.read_text()).get("max_seq_length", max_len))
     meta = {"source": str(src), "dim": int(config.hidden_size), "max_seq_length": max_len, "versions": versions(LIBRARIES),
-            "weights": kind, "steps": ["torch.onnx.export, eager attention, mean pooling + L2 norm in the graph",
-                                       f"onnxruntime dynamic quantization: {'int8' if kind == 's8' else 'uint8'} "
-                                       "weights per channel"]}
+            "steps": ["torch.onnx.export, eager attention, mean pooling + L2 norm in the graph",
+                      "onnxruntime dynamic quantization: int8 weights per channel"]}
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -187,6 +155,7 @@ class OnnxEmbedder(Embedder):
     """
 
     backend = BACKEND
+    runtime = {X64_PRECISION: "1"}  # exact int8 products on x86 CPUs without VNNI (module docstring)
 
     def __init__(self, folder: str | Path, *, model: str = DEFAULT_MODEL, batch_size: int = 1,
                  threads: int | None = None) -> None:
@@ -215,6 +184,8 @@ class OnnxEmbedder(Embedder):
             options.intra_op_num_threads = self.threads or 0  # 0: ONNX Runtime's default (the cores)
             options.inter_op_num_threads = 1
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            for key, value in self.runtime.items():
+                options.add_session_config_entry(key, value)
             self._session = ort.InferenceSession(str(Path(self.folder) / MODEL_FILE), options,
                                                  providers=["CPUExecutionProvider"])
             tokenizer = Tokenizer.from_file(str(Path(self.folder) / TOKENIZER_FILE))
