@@ -104,7 +104,7 @@ def choose_backend(sample: list[str], n_texts: int, torch_embedder: Embedder, on
     :data:`QUICK_S` seconds it is kept without exporting ONNX (``onnx_embedder`` exports). ONNX int8 counts only
     when its vectors of the sample are within :data:`GOOD_ENOUGH` cosine of torch's (a model that quantizes
     badly stays on torch). The int8 vectors rank as well as torch's on three datasets (BENCHMARKS.md); the
-    speed is the machine's: int8 is 2.3-2.6x torch on a CPU with int8 dot products (AVX-512 VNNI), about 1.8x
+    speed is the machine's: int8 is 2.3-2.6x torch on a CPU with int8 dot products (AVX-512 VNNI), 1.5-1.7x
     on an AMD EPYC without them (with exact products there: :mod:`.onnx_backend`; saturating ones fell under the
     cosine gate). Returns (backend, the measurements).
     """
