@@ -9,9 +9,10 @@ bundle (``embedder/``), so the assistant embeds queries with the same graph and 
 The same file runs on every CPU, with ONNX Runtime's ``session.x64quantprecision`` on: an x86 CPU without int8
 dot products (VNNI) multiplies uint8 activations by int8 weights with an instruction that saturates at 16 bits,
 and the option has ONNX Runtime compute the weights that could saturate as uint8 x uint8 there (by the ONNX
-Runtime change that added it, it acts only on x86 CPUs without VNNI). Measured on an AMD EPYC without VNNI, on 256 of ~30-word catalog texts: mean cosine to
-torch's vectors 0.9895 without it (under ``auto``'s 0.99 gate: a 100,000-product build fell back to torch at 58
-texts/s, ~29 min of embedding) and 0.9925 with it, at 0.94x the speed (1.5-1.7x torch).
+Runtime change that added it, it acts only on x86 CPUs without VNNI). Measured on an AMD EPYC without VNNI, on
+256 of ~30-word catalog texts: mean cosine to torch's vectors 0.9895 without it (under ``auto``'s 0.99 gate: a
+100,000-product build fell back to torch at 58 texts/s, ~29 min of embedding) and 0.9925 with it, at 0.94x the
+speed (1.5-1.7x torch).
 """
 
 from __future__ import annotations
