@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from index_builder.stages.itemitem import ease_weights, gram_matrix
+from index_builder.stages.itemitem import PRUNE_BAND, ease_weights, gram_matrix, prune
 
 
 def _frame(pairs, weights=None):
@@ -51,3 +51,27 @@ def test_ease_weights_equal_the_float64_definition():
     ease_weights(gram, 50.0)
     assert np.array_equal(gram, before)  # the Gram is reused for the next lambda
     assert ease_weights(np.zeros((0, 0)), 1.0).shape == (0, 0)
+
+
+def test_prune_keeps_each_rows_largest_weights_by_absolute_value():
+    """Row by row, what prune keeps is the top_k of |B| (best first, zeros dropped), as product rows, whatever the
+    bands it works in: more rows than two bands and a partial last one, ties, zeros and negative weights."""
+    rng = np.random.default_rng(11)
+    m, k, n = 2 * PRUNE_BAND + 37, 20, 3 * PRUNE_BAND
+    b = np.round(rng.standard_normal((m, m)), 1).astype(np.float32)  # rounded: many ties
+    b[rng.random((m, m)) < 0.4] = 0.0
+    b[5, :] = 0.0  # a product with no neighbour
+    b[7, :k + 3] = 0.5  # ties at the cut
+    np.fill_diagonal(b, 0.0)
+    rows = np.sort(rng.choice(n, m, replace=False))
+    neighbours, weights = prune(b, rows, n, top_k=k)
+    assert neighbours.shape == weights.shape == (n, k)
+    assert np.all(neighbours[np.setdiff1d(np.arange(n), rows)] == -1)
+    for j, r in enumerate(rows):
+        kept = neighbours[r] >= 0
+        expect = np.sort(np.abs(b[j]))[::-1][:k]
+        assert np.array_equal(np.abs(weights[r]), np.where(expect > 0, expect, 0)), j  # the k largest, best first
+        cols = np.searchsorted(rows, neighbours[r][kept])
+        assert np.array_equal(b[j, cols], weights[r][kept]), j  # each weight is its own column's
+        assert len(set(cols.tolist())) == kept.sum() and np.all(weights[r][~kept] == 0)
+    assert np.all(neighbours[rows[5]] == -1)

@@ -17,6 +17,14 @@ from index_builder.core.constants import PROJECT
 DEFAULT_ENV_FILE = ".env"
 
 
+def usable_cores() -> int:
+    """The cores this process may use (the machine's share of a container or a task set)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def read_env(environ: Mapping[str, str] | None = None,
              env_file: str | os.PathLike | None = DEFAULT_ENV_FILE) -> dict[str, str]:
     """``env_file``'s values (when the file exists; ``None`` or ``""``: no file) overlaid with ``environ``

@@ -23,16 +23,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
+from index_builder.core.settings import usable_cores
+
 T = TypeVar("T")
 MIN_SHARE = 50  # users per process below which forking costs more than it saves
-
-
-def default_processes() -> int:
-    """The cores this process may use (the machine's share of a container or a task set)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _shares(n: int, parts: int) -> list[tuple[int, int]]:
@@ -101,7 +95,7 @@ def user_shards(fn: Callable[[Sequence[Any], Any], Sequence[T]], users: Sequence
     ``fn(share, arg)`` must return one result per user of the share, in order, and must not use Spark.
     This process works on the first share; each other share has a forked worker for the whole block.
     """
-    processes = default_processes() if processes is None else max(1, processes)
+    processes = usable_cores() if processes is None else max(1, processes)
     processes = min(processes, max(1, len(users) // MIN_SHARE))
     from threadpoolctl import threadpool_limits
 
