@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 
 from assistant.recommender import Recommender
-from index_builder.core.bundle_reader import assemble_bundle
+from index_builder.core import bundle_reader
+from index_builder.core.bundle_reader import assemble_bundle, load_bundle
 from index_builder.core.search import ProductSearch, keyword_pattern
 from index_builder.stages.faiss_index import build_index
+from tests.support.tiny_bundle import PURCHASES, fake_encode, write_tiny_bundle
 
 
 def _clustered(n: int = 20_000, k: int = 20, d: int = 64, seed: int = 0):
@@ -160,3 +162,24 @@ def test_item_item_arrays_are_stored_for_the_modelled_products_only(tmp_path):
     fmt.save_item_item(tmp_path / "x", full, full.astype(np.float32))
     got, _ = fmt.load_item_item(tmp_path / "x", 2)
     assert isinstance(got, np.ndarray) and np.array_equal(got, full)
+
+
+def test_float16_vectors_are_widened_once_when_they_fit(tmp_path, monkeypatch):
+    """A bundle's float16 vectors are read as float32 (the same values) up to FLOAT32_MAX_BYTES, and stay float16
+    past it; the recommendations are the same either way."""
+    from assistant.recommender import Request
+
+    folder = write_tiny_bundle(tmp_path / "b", float16=True)
+    stored = np.load(folder / "embeddings.npy")
+    assert stored.dtype == np.float16
+    wide = load_bundle(folder)
+    assert wide.embeddings.dtype == np.float32 and np.array_equal(wide.embeddings, stored.astype(np.float32))
+    monkeypatch.setattr(bundle_reader, "FLOAT32_MAX_BYTES", stored.size * 4 - 1)
+    narrow = load_bundle(folder)
+    assert narrow.embeddings.dtype == np.float16
+    assert np.array_equal(wide.vectors([3, 0, 7]), narrow.vectors([3, 0, 7]))
+    requests = [Request(seeds=[0], seed_kind="viewed"), Request(seeds=[4, 8], seed_kind="viewed", query="tea"),
+                *(Request(user_id=u) for u in PURCHASES)]
+    for req in requests:
+        got = [(r.row, r.score) for r in Recommender(wide, fake_encode).recommend(req)]
+        assert got and got == [(r.row, r.score) for r in Recommender(narrow, fake_encode).recommend(req)], req

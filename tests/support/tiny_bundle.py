@@ -47,10 +47,10 @@ BUY_AGAIN = pd.DataFrame({"user_id": ["u_candle", "u_candle", "u_mug"], "product
 
 
 def write_tiny_bundle(root: Path, buy_again: pd.DataFrame | None = None, vectors: np.ndarray | None = None,
-                      embedding: dict | None = None, manifest: dict | None = None) -> Path:
+                      embedding: dict | None = None, manifest: dict | None = None, float16: bool = False) -> Path:
     """The bundle under ``root``; ``buy_again``: also a buy-again table (e.g. :data:`BUY_AGAIN`); ``vectors``
     and ``embedding`` (the manifest's model, dim, backend): other product vectors than the themes' axes;
-    ``manifest``: more manifest fields."""
+    ``manifest``: more manifest fields; ``float16``: the vectors stored as a big bundle stores them."""
     import faiss
 
     n = len(CATALOG)
@@ -73,7 +73,7 @@ def write_tiny_bundle(root: Path, buy_again: pd.DataFrame | None = None, vectors
 
     def fill(folder: Path) -> dict:
         products.to_parquet(folder / fmt.PRODUCTS, index=False)
-        fmt.save_array(folder, fmt.EMBEDDINGS, emb)
+        fmt.save_array(folder, fmt.EMBEDDINGS, emb.astype(np.float16) if float16 else emb)
         index = faiss.IndexFlatIP(emb.shape[1])
         index.add(emb)
         faiss.write_index(index, str(folder / fmt.FAISS_INDEX))
