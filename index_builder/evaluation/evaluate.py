@@ -960,12 +960,24 @@ def score_test(test: Split, test_fit: Future, products_pdf: pd.DataFrame, embedd
     test_users = _sample(sorted(test.truth), s.max_test_users, s.seed)
     repeat_users = _sample(sorted(test.truth_repeat), s.max_test_users, s.seed)
 
-    def ranked(users: list[str], job: tuple[str, int, bool]) -> list[list[int]]:
-        return scorer.rankings(job[0], users, job[1], job[2])
+    # One set of processes ranks both tracks' users (sorted lists, so each track's users come back in its own
+    # order): a user on both keeps the hybrid's candidates from the first track for the all-items lists
+    # (discovery and the chat's list are the hybrid's candidates again), a third of the test split's cost at 100k.
+    among = {"new": set(test_users), "all": set(repeat_users)}
+
+    def ranked(users: list[str], job: tuple[str, int, bool, str]) -> list[list[int]]:
+        model, k, repeat, track = job
+        return scorer.rankings(model, [u for u in users if u in among[track]], k, repeat)
 
     k = max(s.ks)
     truth_all = {u: test.truth_repeat[u] for u in repeat_users}
-    with user_shards(ranked, test_users, s.processes) as run, user_shards(ranked, repeat_users, s.processes) as run_all:
+    with user_shards(ranked, sorted(among["new"] | among["all"]), s.processes) as run_both:
+        def run(job: tuple[str, int, bool]) -> list[list[int]]:
+            return run_both((*job, "new"))
+
+        def run_all(job: tuple[str, int, bool]) -> list[list[int]]:
+            return run_both((*job, "all"))
+
         for model in MODELS:
             models[model] = scorer.score(model, test_users, ks=s.ks, run=run)
             say("evaluate: %-17s ndcg@10 %.4f  hr@10 %.3f", model, models[model]["ndcg@10"], models[model]["hr@10"])
