@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from index_builder.core.bundle_reader import Reorders
-from index_builder.evaluation.repeats import TifuKnn, orders, recency_frequency, top_frequency
+from index_builder.evaluation.repeats import TifuKnn, orders, recency_frequency, top_frequency, top_positive
 from index_builder.stages import buy_again as ba
 
 T0 = pd.Timestamp("2011-01-01", tz="UTC")
@@ -107,6 +107,18 @@ def test_tifu_knn_blends_the_users_own_orders_with_their_neighbours():
     got = TifuKnn(o, 4, neighbours=1).rankings((1.0, 0.5), ["u", "nobody"], 4)
     assert set(got[1.0]["u"]) == {0, 1} and got[1.0]["nobody"] == []
     assert set(got[0.5]["u"]) == {0, 1, 3} and got[0.5]["u"][-1] == 3
+
+
+def test_tifu_knn_lists_take_ties_at_the_cut_by_the_lower_row():
+    """The k best positive scores, the highest first; a tie, also one across the k-th place, goes to the lower row
+    (the column names, not the positions); a row with fewer positive scores than k lists only those."""
+    cols = np.array([3, 8, 11, 20, 42])
+    score = np.array([[0.2, 0.5, 0.2, 0.2, 0.0],
+                      [0.0, 0.0, 0.3, 0.0, 0.0],
+                      [0.1, 0.1, 0.1, 0.1, 0.1]])
+    assert top_positive(score, cols, 3) == [[8, 3, 11], [11], [3, 8, 11]]
+    assert top_positive(score, cols, 10) == [[8, 3, 11, 20], [11], [3, 8, 11, 20, 42]]
+    assert top_positive(score[:, :0], cols[:0], 3) == [[], [], []]
 
 
 @pytest.mark.parametrize("share", [0.0, 0.5])
