@@ -174,7 +174,7 @@ class BuildConfig:
     device: str = flag("auto", "where torch embeds: cuda (float16, large batches) or cpu; auto = cuda when torch "
                        "sees a GPU", choices=DEVICES)
     faiss: str = flag("auto", "auto: exact flat index below 50,000 products, else ivfpq: cells = the KMeans "
-                      "clusters, product-quantized codes, and the vectors kept once as float16 for exact "
+                      "clusters, product-quantized codes, and the vectors stored once as float16 for exact "
                       "re-scoring", choices=("auto", *KINDS))
     faiss_nprobe: int = flag(3, "clusters an ivf search visits")
     had_types: tuple[str, ...] = flag(DEFAULT_HAD_TYPES, "events that mean the shopper has the product, never "

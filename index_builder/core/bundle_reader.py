@@ -19,11 +19,24 @@ log = logging.getLogger(__name__)
 
 
 IVF_KINDS = ("ivf", "ivfpq")  # FAISS indexes whose cells are the KMeans clusters
-# A big bundle stores its vectors as float16. Up to this many bytes as float32 (349,525 products of 384 numbers),
+# A big bundle stores its vectors as float16. Up to this many bytes as float32 (174,762 products of 384 numbers),
 # the reader widens them once: the values are the same (every float16 is a float32), but a turn then reads rows
 # without converting them, ~1 ns a number in NumPy: 1.2 ms of a 5 ms turn at 100,000 products. Bigger ones stay
-# float16 (a million products: 768 MB, not 1.5 GB).
-FLOAT32_MAX_BYTES = 512 * 2**20
+# float16 (a million products: 768 MB, not 1.5 GB). The file is read through a memory map a band of rows at a
+# time, so a hot reload holds the old bundle and the new float32 copy, not a float16 one besides.
+FLOAT32_MAX_BYTES = 256 * 2**20
+WIDEN_ROWS = 65_536
+
+
+def load_embeddings(folder: Path) -> np.ndarray:
+    """The bundle's vectors: float32, or float16 past :data:`FLOAT32_MAX_BYTES` (checked finite either way)."""
+    mapped = np.load(folder / fmt.EMBEDDINGS, mmap_mode="r", allow_pickle=False)
+    if mapped.dtype != np.float16 or mapped.size * 4 > FLOAT32_MAX_BYTES:
+        return fmt.check_finite(fmt.EMBEDDINGS, np.array(mapped))  # in memory, as stored
+    wide = np.empty(mapped.shape, dtype=np.float32)
+    for lo in range(0, len(mapped), WIDEN_ROWS):
+        wide[lo:lo + WIDEN_ROWS] = mapped[lo:lo + WIDEN_ROWS]
+    return fmt.check_finite(fmt.EMBEDDINGS, wide)
 
 
 def faiss_kind(manifest: dict[str, Any]) -> str:
@@ -153,9 +166,7 @@ def load_bundle(path: str | Path) -> Bundle:
 
     folder, manifest = fmt.verify(path)
     products = pd.read_parquet(folder / fmt.PRODUCTS)
-    embeddings = fmt.load_array(folder, fmt.EMBEDDINGS)
-    if embeddings.dtype == np.float16 and embeddings.size * 4 <= FLOAT32_MAX_BYTES:
-        embeddings = embeddings.astype(np.float32)
+    embeddings = load_embeddings(folder)
     index = faiss.read_index(str(folder / fmt.FAISS_INDEX))
     n = len(products)
     if embeddings.shape[0] != n or index.ntotal != n:

@@ -29,7 +29,8 @@ def build_index(embeddings: np.ndarray, kind: str = "flat", *, centroids: np.nda
     - ``ivf``: ``IndexIVFFlat`` whose coarse cells are the KMeans clusters (``centroids``, normalised),
       so a search visits the ``nprobe`` nearest clusters: fast on big catalogs, exact within them.
     - ``ivfpq``: the same cells holding product-quantized residuals (d/8 bytes per product instead of 4d):
-      approximate scores that pick candidates, which the assistant re-scores exactly from its float16 vectors.
+      approximate scores that pick candidates, which the assistant re-scores exactly from the vectors (stored
+      as float16; read as float32 up to ``bundle_reader.FLOAT32_MAX_BYTES``).
       With ``labels`` (the KMeans cluster of each row) every product sits in its own cluster's cell, so a
       search of one cell is a search of one cluster.
     - ``hnsw``: ``IndexHNSWFlat`` graph (approximate, slow to build, fast to query).

@@ -99,7 +99,8 @@ def _mirror_upper(p: np.ndarray, block: int = 512) -> None:
 
 
 def prune(b: np.ndarray, rows: np.ndarray, n_products: int, top_k: int = TOP_K) -> tuple[np.ndarray, np.ndarray]:
-    """Keep each row's ``top_k`` weights by absolute value, as product rows.
+    """Keep each row's ``top_k`` weights by absolute value, as product rows (``rows``: B's columns, distinct, as
+    :func:`gram_matrix` makes them: the bands write their rows from threads).
 
     Returns (neighbours (n_products, k) int32, -1 where empty; weights (n_products, k) float32).
     Row r of both arrays is what having product r adds to the scores of its neighbours.
