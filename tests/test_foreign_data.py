@@ -113,3 +113,24 @@ def test_mostly_unreadable_timestamps_name_the_column(spark, tmp_path):
     pd.DataFrame(rows, columns=["customer", "sku", "when"]).to_csv(tmp_path / "orders.csv", index=False)
     with pytest.raises(InputError, match=r"column 'ts': 21 of 21 timestamps cannot be read \(e\.g\. 'yesterday-ish'\)"):
         _build(spark, tmp_path, products, tmp_path / "orders.csv", {"user_id": "customer", "ts": "when"})
+
+
+def test_events_without_a_ts_column_say_they_are_undated_and_name_the_time_column(spark, tmp_path):
+    """A time column under another name is not read: the build says the events are undated (no time split, no
+    recency) and how to map the column that looks like a time, instead of dropping it without a word."""
+    products = _catalog(tmp_path)
+    rows = [(u, p, f"2024-0{1 + i % 9}-1{i % 10}T10:31:51.652071520+00:00") for i, (u, p) in enumerate(_shoppers())]
+    pd.DataFrame(rows, columns=["customer", "sku", "event_time"]).to_csv(tmp_path / "orders.csv", index=False)
+    folder, m = _build(spark, tmp_path, products, tmp_path / "orders.csv", {"user_id": "customer"})
+    note = m["assumed"]["ts"]
+    assert "orders.csv" in note and "undated" in note and "--map ts=event_time" in note, note
+    assert pd.read_parquet(folder / bundle.EVENTS).ts.isna().all()
+
+    folder, m = _build(spark, tmp_path, products, tmp_path / "orders.csv", {"user_id": "customer", "ts": "event_time"})
+    assert "ts" not in m["assumed"]
+    ts = pd.read_parquet(folder / bundle.EVENTS).ts
+    assert ts.notna().all() and ts.min() == pd.Timestamp("2024-01-10 10:31:51.652071"), "nanoseconds cut to micro"
+
+    pd.DataFrame(_shoppers(), columns=["customer", "sku"]).to_csv(tmp_path / "plain.csv", index=False)
+    _, m = _build(spark, tmp_path, products, tmp_path / "plain.csv", {"user_id": "customer"})
+    assert "undated" in m["assumed"]["ts"] and "--map" not in m["assumed"]["ts"]

@@ -5,6 +5,7 @@ Each adapter returns a :class:`Source`; the common validation in ``transforms`` 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,8 +74,22 @@ def from_files(
             defaults[EVENT_TYPE] = f"no event type column in {events}: every row is a {event_type!r} (--event-type)"
         if VALUE not in ev.columns:
             defaults[VALUE] = f"no value column in {events}: every event counts 1"
+        if TS not in ev.columns:
+            defaults[TS] = undated_note(events, ev.columns)
     return Source(name=name, products=prod, events=ev, files=[str(p) for p in (products, events) if p],
                   defaults=defaults)
+
+
+_TIME_LIKE = re.compile(r"time|date|day|when|^ts$|_ts$|^ts_|_at$", re.IGNORECASE)
+
+
+def undated_note(events: str, columns: list[str]) -> str:
+    """What an events file without a ``ts`` column means for the build, and the mapping of a column of it whose
+    name looks like a time (it is not read under another name)."""
+    note = (f"no {TS} column in {events}: the events are undated (the evaluation has no time split, and recency "
+            "weighs nothing)")
+    times = [c for c in columns if _TIME_LIKE.search(c) and c != ROW_ID]
+    return note + (f"; if {times[0]!r} holds the time, map it: --map {TS}={times[0]}" if times else "")
 
 
 # UCI stock codes of real products start with five digits (85123A, 22423); the rest are
