@@ -50,11 +50,15 @@ def models_cache() -> Path:
     return cache_root() / "models"
 
 
+def _target(src: Path, model: str, cache: Path | None) -> Path:
+    """The export's folder for the model folder ``src``: keyed by its files and the library versions."""
+    return (cache or models_cache()) / f"{model}-{BACKEND}-{folder_key(src, LIBRARIES)}"
+
+
 def exported(model_path: str | Path | None = None, *, model: str = DEFAULT_MODEL, cache: Path | None = None
              ) -> Path | None:
     """The folder :func:`export_onnx` would return, when the export is already there (None: it is not)."""
-    src = Path(model_path or minilm_path())
-    target = (cache or models_cache()) / f"{model}-{BACKEND}-{folder_key(src, LIBRARIES)}"
+    target = _target(Path(model_path or minilm_path()), model, cache)
     return target if (target / META_FILE).is_file() else None
 
 
@@ -70,7 +74,7 @@ def export_onnx(model_path: str | Path | None = None, *, model: str = DEFAULT_MO
     pooling = src / "1_Pooling" / "config.json"
     if pooling.is_file() and not json.loads(pooling.read_text()).get("pooling_mode_mean_tokens", False):
         raise ModelFitError(f"{src}: the ONNX backend supports mean-pooling models only; use --embed-backend torch")
-    target = (cache or models_cache()) / f"{model}-{BACKEND}-{folder_key(src, LIBRARIES)}"
+    target = _target(src, model, cache)
     if (target / META_FILE).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
